@@ -1,0 +1,20 @@
+//! shake-core: every piece of Redis protocol and RDB format knowledge the shake tools share.
+//!
+//! The binaries are argument parsing and wiring; the format (`rdb`), the filters (`filter`),
+//! the output sinks (`sink`) and progress reporting (`observe`) live here, once.
+
+pub mod crc64;
+pub mod filter;
+pub mod glob;
+pub mod lzf;
+pub mod observe;
+pub mod rdb;
+pub mod resp;
+pub mod sink;
+pub mod text;
+
+/// What a binary whose issue has not landed does: say so and exit 2.
+pub fn not_implemented(tool: &str) -> i32 {
+    eprintln!("{tool}: not implemented yet (this tool's issue has not landed); see README.md");
+    2
+}

@@ -1,0 +1,295 @@
+//! What the parser yields: top-level items, key headers, and decoded value chunks.
+
+use std::fmt;
+
+/// Which family of RDB numbering a file uses; decided by its magic, because Redis and Valkey
+/// assign different meanings to the same type numbers from 22 on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Magic {
+    Redis,
+    Valkey,
+}
+
+impl Magic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Magic::Redis => "REDIS",
+            Magic::Valkey => "VALKEY",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub magic: Magic,
+    pub version: u32,
+}
+
+/// The type a user sees (`TYPE key`), independent of the encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueType {
+    String,
+    List,
+    Set,
+    Zset,
+    Hash,
+    Stream,
+    Module,
+}
+
+impl ValueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueType::String => "string",
+            ValueType::List => "list",
+            ValueType::Set => "set",
+            ValueType::Zset => "zset",
+            ValueType::Hash => "hash",
+            ValueType::Stream => "stream",
+            ValueType::Module => "module",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ValueType> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "string" => ValueType::String,
+            "list" => ValueType::List,
+            "set" => ValueType::Set,
+            "zset" => ValueType::Zset,
+            "hash" => ValueType::Hash,
+            "stream" => ValueType::Stream,
+            "module" => ValueType::Module,
+            _ => return None,
+        })
+    }
+
+    pub const ALL: [ValueType; 7] = [
+        ValueType::String,
+        ValueType::List,
+        ValueType::Set,
+        ValueType::Zset,
+        ValueType::Hash,
+        ValueType::Stream,
+        ValueType::Module,
+    ];
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything known about a key before its value is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyHeader {
+    pub db: u64,
+    pub key: Vec<u8>,
+    /// The RDB type byte (the encoding), e.g. 16 for a listpack hash.
+    pub rdb_type: u8,
+    pub value_type: ValueType,
+    pub expire_at_ms: Option<i64>,
+    pub idle_s: Option<u64>,
+    pub freq: Option<u8>,
+    /// Byte offset of the type byte.
+    pub offset: u64,
+}
+
+impl KeyHeader {
+    /// Name of the in-memory encoding this RDB type comes from, as OBJECT ENCODING would say.
+    pub fn encoding_name(&self, magic: Magic) -> &'static str {
+        use super::types::*;
+        match self.rdb_type {
+            STRING => "string",
+            LIST => "linkedlist",
+            SET | HASH => "hashtable",
+            ZSET | ZSET_2 => "skiplist",
+            MODULE_PRE_GA | MODULE_2 => "module",
+            HASH_ZIPMAP => "zipmap",
+            LIST_ZIPLIST | ZSET_ZIPLIST | HASH_ZIPLIST => "ziplist",
+            SET_INTSET => "intset",
+            LIST_QUICKLIST | LIST_QUICKLIST_2 => "quicklist",
+            STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 => "stream",
+            HASH_LISTPACK | ZSET_LISTPACK | SET_LISTPACK => "listpack",
+            HASH_METADATA_PRE_GA if magic == Magic::Valkey => "hashtable",
+            HASH_METADATA_PRE_GA | HASH_METADATA => "hashtable",
+            HASH_LISTPACK_EX_PRE_GA | HASH_LISTPACK_EX => "listpackex",
+            _ => "unknown",
+        }
+    }
+}
+
+/// A stream entry id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    pub fn from_be_bytes(b: &[u8; 16]) -> Self {
+        let mut ms = [0u8; 8];
+        let mut seq = [0u8; 8];
+        ms.copy_from_slice(&b[..8]);
+        seq.copy_from_slice(&b[8..]);
+        StreamId {
+            ms: u64::from_be_bytes(ms),
+            seq: u64::from_be_bytes(seq),
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashField {
+    pub field: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Absolute expiry of this field in Unix ms, for hashes with field TTLs.
+    pub expire_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEntry {
+    pub id: StreamId,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A stream's bookkeeping, which the RDB stores after the entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamMeta {
+    pub length: u64,
+    pub last_id: StreamId,
+    /// Present from stream listpacks 2 (RDB 10) on.
+    pub first_id: Option<StreamId>,
+    pub max_deleted_id: Option<StreamId>,
+    pub entries_added: Option<u64>,
+    pub groups: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamGroupHeader {
+    pub name: Vec<u8>,
+    pub last_id: StreamId,
+    /// Present from stream listpacks 2 on.
+    pub entries_read: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEntry {
+    pub id: StreamId,
+    pub delivery_time_ms: i64,
+    pub delivery_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConsumer {
+    pub name: Vec<u8>,
+    pub seen_time_ms: i64,
+    /// Present from stream listpacks 3 (RDB 11) on.
+    pub active_time_ms: Option<i64>,
+    pub pending: Vec<StreamId>,
+}
+
+/// A piece of a decoded value. Collections arrive as several chunks of bounded size, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    String(Vec<u8>),
+    /// List elements or set members.
+    Items(Vec<Vec<u8>>),
+    /// Zset members with their scores.
+    Scored(Vec<(Vec<u8>, f64)>),
+    Fields(Vec<HashField>),
+    StreamEntries(Vec<StreamEntry>),
+    StreamMeta(StreamMeta),
+    /// A consumer group begins; its pending entries and consumers follow.
+    StreamGroup(StreamGroupHeader),
+    StreamPending(Vec<PendingEntry>),
+    StreamConsumer(StreamConsumer),
+    Module {
+        module_id: u64,
+        name: String,
+        raw: Vec<u8>,
+    },
+}
+
+impl Chunk {
+    /// Number of elements (list items, members, fields, stream entries) the chunk carries.
+    pub fn elements(&self) -> usize {
+        match self {
+            Chunk::String(_) | Chunk::Module { .. } => 1,
+            Chunk::Items(v) => v.len(),
+            Chunk::Scored(v) => v.len(),
+            Chunk::Fields(v) => v.len(),
+            Chunk::StreamEntries(v) => v.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// A function library as stored in the RDB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Function {
+    /// The library source (for FUNCTION2, the whole `#!lua name=...` text).
+    pub code: Vec<u8>,
+    /// Name, engine and description exist only in the pre-GA form of 7.0 release candidates.
+    pub name: Option<Vec<u8>>,
+    pub engine: Option<Vec<u8>>,
+    pub description: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumStatus {
+    /// The trailer matched the bytes.
+    Valid,
+    /// The writer stored zero: checksums were turned off.
+    Disabled,
+    /// RDB versions before 5 have no trailer.
+    Absent,
+}
+
+impl ChecksumStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChecksumStatus::Valid => "valid",
+            ChecksumStatus::Disabled => "disabled",
+            ChecksumStatus::Absent => "absent",
+        }
+    }
+}
+
+/// A top-level element of an RDB stream, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Aux {
+        name: Vec<u8>,
+        value: Vec<u8>,
+    },
+    SelectDb(u64),
+    ResizeDb {
+        db: u64,
+        keys: u64,
+        expires: u64,
+    },
+    SlotInfo {
+        slot: u64,
+        size: u64,
+        expires_size: u64,
+    },
+    ModuleAux {
+        module_id: u64,
+        name: String,
+        when: u64,
+    },
+    Function(Function),
+    /// A key; its value must be consumed (or it is skipped by the next `next_item`).
+    Key(KeyHeader),
+    End {
+        checksum: ChecksumStatus,
+        crc64: u64,
+    },
+}

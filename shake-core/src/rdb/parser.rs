@@ -1,0 +1,1367 @@
+//! The streaming RDB parser: header, opcodes, keys, and every value encoding, pulled item by item
+//! and chunk by chunk from any `io::Read`.
+
+use std::io::Read;
+
+use super::compact::{self, Container, Elem};
+use super::error::{RdbError, RdbErrorKind, Result};
+use super::model::*;
+use super::module_name_from_id;
+use super::module_opcodes as mop;
+use super::opcodes as op;
+use super::source::Source;
+use super::types as t;
+
+/// Largest single string accepted. Redis caps strings at 512 MiB by default and a listpack or
+/// ziplist can't exceed 4 GiB; anything above this is a corrupt length field.
+const MAX_STRING: u64 = 1 << 32;
+
+#[derive(Debug, Clone)]
+pub struct ParserOptions {
+    /// Most elements one `Chunk` carries.
+    pub chunk_elements: usize,
+    /// Read an RDB whose version is newer than the ones this parser knows, as Valkey's
+    /// `rdb-version-check relaxed` does: types it does not know still fail.
+    pub relaxed_version: bool,
+    /// Compare the trailer CRC-64 with the bytes (when the trailer is non-zero).
+    pub verify_checksum: bool,
+}
+
+impl Default for ParserOptions {
+    fn default() -> Self {
+        ParserOptions {
+            chunk_elements: 1024,
+            relaxed_version: false,
+            verify_checksum: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PlainKind {
+    List,
+    Set,
+    /// Zset with scores as length-prefixed text (type 3).
+    ZsetText,
+    /// Zset with binary double scores (type 5).
+    ZsetBinary,
+    Hash,
+    /// Redis hash with field TTLs: `min_expire` is set for the GA form (TTLs relative to it).
+    HashTtl {
+        min_expire: Option<i64>,
+    },
+    /// Valkey's HASH_2: field, value, 8-byte absolute expiry or -1.
+    ValkeyHash2,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StreamPhase {
+    Nodes { remaining: u64 },
+    Meta,
+    Groups { remaining: u64 },
+    Pel { groups_left: u64, remaining: u64 },
+    ConsumerCount { groups_left: u64 },
+    Consumers { groups_left: u64, remaining: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ValueState {
+    /// Nothing of the value has been read yet.
+    Start,
+    Plain {
+        remaining: u64,
+        kind: PlainKind,
+    },
+    Quicklist {
+        remaining: u64,
+        v2: bool,
+    },
+    Stream {
+        version: u8,
+        phase: StreamPhase,
+    },
+    Done,
+}
+
+struct Current {
+    key: Vec<u8>,
+    rdb_type: u8,
+    state: ValueState,
+    elements: u64,
+}
+
+pub struct RdbParser<R> {
+    src: Source<R>,
+    opts: ParserOptions,
+    header: Option<Header>,
+    db: u64,
+    expire_at_ms: Option<i64>,
+    idle_s: Option<u64>,
+    freq: Option<u8>,
+    current: Option<Current>,
+    finished: bool,
+}
+
+impl<R: Read> RdbParser<R> {
+    pub fn new(reader: R) -> Self {
+        Self::with_options(reader, ParserOptions::default())
+    }
+
+    pub fn with_options(reader: R, opts: ParserOptions) -> Self {
+        RdbParser {
+            src: Source::new(reader),
+            opts,
+            header: None,
+            db: 0,
+            expire_at_ms: None,
+            idle_s: None,
+            freq: None,
+            current: None,
+            finished: false,
+        }
+    }
+
+    /// Offset of the next byte to be read.
+    pub fn offset(&self) -> u64 {
+        self.src.offset()
+    }
+
+    /// Gives back the reader and the bytes read ahead of the parser (an AOF tail after the RDB,
+    /// or the command stream after a replication transfer).
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        self.src.into_parts()
+    }
+
+    /// Reads and checks the magic and version (done by the first `next_item` if not called).
+    pub fn header(&mut self) -> Result<Header> {
+        if let Some(h) = self.header {
+            return Ok(h);
+        }
+        let first: [u8; 5] = self.src.array("the RDB header").map_err(|e| {
+            if e.is_truncation() {
+                RdbError::new(RdbErrorKind::NotRdb { found: Vec::new() }, 0)
+            } else {
+                e
+            }
+        })?;
+        let (magic, digits) = match &first {
+            b"REDIS" => (Magic::Redis, 4),
+            b"VALKE" => {
+                let y = self.src.u8("the RDB header")?;
+                if y != b'Y' {
+                    return Err(RdbError::new(
+                        RdbErrorKind::NotRdb {
+                            found: first.to_vec(),
+                        },
+                        0,
+                    ));
+                }
+                (Magic::Valkey, 3)
+            }
+            _ => {
+                return Err(RdbError::new(
+                    RdbErrorKind::NotRdb {
+                        found: first.to_vec(),
+                    },
+                    0,
+                ))
+            }
+        };
+        let mut ver = [0u8; 4];
+        self.src.exact(&mut ver[..digits], "the RDB version")?;
+        let text = std::str::from_utf8(&ver[..digits])
+            .ok()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()));
+        let version: u32 = text.and_then(|s| s.parse().ok()).ok_or_else(|| {
+            RdbError::corrupt(
+                format!(
+                    "RDB version {:?} is not a number",
+                    String::from_utf8_lossy(&ver[..digits])
+                ),
+                self.src.offset() - digits as u64,
+            )
+        })?;
+        let known = match magic {
+            Magic::Redis => (1..=12).contains(&version),
+            Magic::Valkey => (80..=81).contains(&version),
+        };
+        if !known && !self.opts.relaxed_version || version == 0 {
+            return Err(RdbError::new(
+                RdbErrorKind::UnsupportedVersion {
+                    magic: magic.as_str(),
+                    version,
+                },
+                self.src.offset() - digits as u64,
+            ));
+        }
+        let h = Header { magic, version };
+        self.header = Some(h);
+        Ok(h)
+    }
+
+    fn fail_in_key(&self, e: RdbError) -> RdbError {
+        match &self.current {
+            Some(c) => e.with_key(&c.key),
+            None => e,
+        }
+    }
+
+    /// The next top-level item, or `None` after `Item::End`. A value left unread is skipped.
+    pub fn next_item(&mut self) -> Result<Option<Item>> {
+        if self.current.is_some() {
+            self.skip_value()?;
+        }
+        if self.finished {
+            return Ok(None);
+        }
+        let header = self.header()?;
+        loop {
+            let at = self.src.offset();
+            let Some(kind) = self.src.try_u8()? else {
+                return Err(RdbError::new(
+                    RdbErrorKind::UnexpectedEof {
+                        wanted: "the next key or the EOF opcode",
+                    },
+                    at,
+                ));
+            };
+            match kind {
+                op::AUX => {
+                    let name = self.string("an AUX field name")?;
+                    let value = self.string("an AUX field value")?;
+                    return Ok(Some(Item::Aux { name, value }));
+                }
+                op::SELECTDB => {
+                    self.db = self.length("a SELECTDB number")?;
+                    return Ok(Some(Item::SelectDb(self.db)));
+                }
+                op::RESIZEDB => {
+                    let keys = self.length("a RESIZEDB key count")?;
+                    let expires = self.length("a RESIZEDB expire count")?;
+                    return Ok(Some(Item::ResizeDb {
+                        db: self.db,
+                        keys,
+                        expires,
+                    }));
+                }
+                op::EXPIRETIME => {
+                    let s = i32::from_le_bytes(self.src.array("an EXPIRETIME value")?);
+                    self.expire_at_ms = Some(s as i64 * 1000);
+                }
+                op::EXPIRETIME_MS => {
+                    self.expire_at_ms = Some(i64::from_le_bytes(
+                        self.src.array("an EXPIRETIME_MS value")?,
+                    ));
+                }
+                op::IDLE => self.idle_s = Some(self.length("an IDLE value")?),
+                op::FREQ => self.freq = Some(self.src.u8("a FREQ value")?),
+                op::SLOT_INFO => {
+                    let slot = self.length("a SLOT_INFO slot")?;
+                    let size = self.length("a SLOT_INFO size")?;
+                    let expires_size = self.length("a SLOT_INFO expires size")?;
+                    return Ok(Some(Item::SlotInfo {
+                        slot,
+                        size,
+                        expires_size,
+                    }));
+                }
+                op::FUNCTION2 => {
+                    let code = self.string("a function library")?;
+                    return Ok(Some(Item::Function(Function {
+                        code,
+                        name: None,
+                        engine: None,
+                        description: None,
+                    })));
+                }
+                op::FUNCTION_PRE_GA => {
+                    let name = self.string("a function name")?;
+                    let engine = self.string("a function engine")?;
+                    let has_desc = self.length("a function description flag")?;
+                    let description = if has_desc != 0 {
+                        Some(self.string("a function description")?)
+                    } else {
+                        None
+                    };
+                    let code = self.string("a function body")?;
+                    return Ok(Some(Item::Function(Function {
+                        code,
+                        name: Some(name),
+                        engine: Some(engine),
+                        description,
+                    })));
+                }
+                op::MODULE_AUX => {
+                    let module_id = self.length("a module id")?;
+                    let when_op = self.length("a module aux 'when' opcode")?;
+                    if when_op != mop::UINT {
+                        return Err(RdbError::corrupt(
+                            format!(
+                                "module aux data has 'when' opcode {when_op}, expected {}",
+                                mop::UINT
+                            ),
+                            at,
+                        ));
+                    }
+                    let when = self.length("a module aux 'when' value")?;
+                    self.walk_module_body()?;
+                    return Ok(Some(Item::ModuleAux {
+                        module_id,
+                        name: module_name_from_id(module_id),
+                        when,
+                    }));
+                }
+                op::EOF => return self.finish(header).map(Some),
+                op::RE_RAM_LRU if header.magic == Magic::Redis => {
+                    // Redis Enterprise writes this hint before keys; it carries one length.
+                    self.length("a RAM_LRU hint")?;
+                }
+                op::SLOT_IMPORT if header.magic == Magic::Valkey => {
+                    return Err(RdbError::corrupt(
+                        "Valkey SLOT_IMPORT opcode (243): slot-migration state is not supported",
+                        at,
+                    ));
+                }
+                ty => {
+                    let Some(value_type) = value_type_of(ty, header) else {
+                        return Err(RdbError::new(
+                            RdbErrorKind::UnknownType {
+                                rdb_type: ty,
+                                version: header.version,
+                            },
+                            at,
+                        ));
+                    };
+                    let key = self.string("a key name")?;
+                    let kh = KeyHeader {
+                        db: self.db,
+                        key: key.clone(),
+                        rdb_type: ty,
+                        value_type,
+                        expire_at_ms: self.expire_at_ms.take(),
+                        idle_s: self.idle_s.take(),
+                        freq: self.freq.take(),
+                        offset: at,
+                    };
+                    if ty == t::MODULE_PRE_GA {
+                        return Err(RdbError::new(RdbErrorKind::ModulePreGa, at).with_key(&key));
+                    }
+                    self.current = Some(Current {
+                        key,
+                        rdb_type: ty,
+                        state: ValueState::Start,
+                        elements: 0,
+                    });
+                    return Ok(Some(Item::Key(kh)));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, header: Header) -> Result<Item> {
+        self.finished = true;
+        if header.version < 5 {
+            return Ok(Item::End {
+                checksum: ChecksumStatus::Absent,
+                crc64: 0,
+            });
+        }
+        let computed = self.src.finish_crc();
+        let at = self.src.offset();
+        let stored = u64::from_le_bytes(self.src.array("the checksum trailer")?);
+        if stored == 0 {
+            return Ok(Item::End {
+                checksum: ChecksumStatus::Disabled,
+                crc64: computed,
+            });
+        }
+        if self.opts.verify_checksum && stored != computed {
+            return Err(RdbError::new(
+                RdbErrorKind::ChecksumMismatch { stored, computed },
+                at,
+            ));
+        }
+        Ok(Item::End {
+            checksum: ChecksumStatus::Valid,
+            crc64: stored,
+        })
+    }
+
+    // ---- primitive fields -------------------------------------------------------------------
+
+    /// Reads a length; `Err` if it is a special string encoding.
+    fn length(&mut self, what: &'static str) -> Result<u64> {
+        let at = self.src.offset();
+        match self.length_or_encoding(what)? {
+            (n, false) => Ok(n),
+            (enc, true) => Err(RdbError::corrupt(
+                format!("{what} has string encoding {enc} where a length belongs"),
+                at,
+            )),
+        }
+    }
+
+    /// Reads a length field: `(value, false)`, or `(encoding, true)` for a special string encoding.
+    fn length_or_encoding(&mut self, what: &'static str) -> Result<(u64, bool)> {
+        let b = self.src.u8(what)?;
+        Ok(match b >> 6 {
+            0 => ((b & 0x3F) as u64, false),
+            1 => {
+                let n = self.src.u8(what)?;
+                ((((b & 0x3F) as u64) << 8) | n as u64, false)
+            }
+            2 => match b {
+                0x80 => (u32::from_be_bytes(self.src.array(what)?) as u64, false),
+                0x81 => (u64::from_be_bytes(self.src.array(what)?), false),
+                _ => {
+                    return Err(RdbError::corrupt(
+                        format!("{what} has unknown length prefix {b:#04x}"),
+                        self.src.offset() - 1,
+                    ))
+                }
+            },
+            _ => ((b & 0x3F) as u64, true),
+        })
+    }
+
+    fn checked_len(&self, len: u64, what: &'static str, at: u64) -> Result<u64> {
+        if len > MAX_STRING {
+            return Err(RdbError::new(
+                RdbErrorKind::ImplausibleLength { what, len },
+                at,
+            ));
+        }
+        Ok(len)
+    }
+
+    /// Reads a string in any of its encodings (plain, integer, LZF).
+    fn string(&mut self, what: &'static str) -> Result<Vec<u8>> {
+        let at = self.src.offset();
+        match self.length_or_encoding(what)? {
+            (len, false) => {
+                let len = self.checked_len(len, what, at)?;
+                self.src.bytes(len, what)
+            }
+            (0, true) => Ok((self.src.u8(what)? as i8).to_string().into_bytes()),
+            (1, true) => Ok(i16::from_le_bytes(self.src.array(what)?)
+                .to_string()
+                .into_bytes()),
+            (2, true) => Ok(i32::from_le_bytes(self.src.array(what)?)
+                .to_string()
+                .into_bytes()),
+            (3, true) => {
+                let clen = self.length(what)?;
+                let len = self.length(what)?;
+                let clen = self.checked_len(clen, what, at)?;
+                let len = self.checked_len(len, what, at)?;
+                let compressed = self.src.bytes(clen, what)?;
+                crate::lzf::decompress(&compressed, len as usize)
+                    .map_err(|m| RdbError::corrupt(format!("{what}: {m}"), at))
+            }
+            (enc, true) => Err(RdbError::corrupt(
+                format!("{what} has unknown string encoding {enc}"),
+                at,
+            )),
+        }
+    }
+
+    /// Consumes a string without decoding it.
+    fn skip_string(&mut self, what: &'static str) -> Result<()> {
+        let at = self.src.offset();
+        match self.length_or_encoding(what)? {
+            (len, false) => {
+                let len = self.checked_len(len, what, at)?;
+                self.src.skip(len, what)
+            }
+            (0, true) => self.src.skip(1, what),
+            (1, true) => self.src.skip(2, what),
+            (2, true) => self.src.skip(4, what),
+            (3, true) => {
+                let clen = self.length(what)?;
+                let _len = self.length(what)?;
+                let clen = self.checked_len(clen, what, at)?;
+                self.src.skip(clen, what)
+            }
+            (enc, true) => Err(RdbError::corrupt(
+                format!("{what} has unknown string encoding {enc}"),
+                at,
+            )),
+        }
+    }
+
+    fn ms_time(&mut self, what: &'static str) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.src.array(what)?))
+    }
+
+    fn text_double(&mut self, what: &'static str) -> Result<f64> {
+        let at = self.src.offset();
+        let n = self.src.u8(what)?;
+        match n {
+            253 => Ok(f64::NAN),
+            254 => Ok(f64::INFINITY),
+            255 => Ok(f64::NEG_INFINITY),
+            n => {
+                let b = self.src.bytes(n as u64, what)?;
+                crate::text::parse_redis_double(&b).ok_or_else(|| {
+                    RdbError::corrupt(
+                        format!("{what} {:?} is not a number", String::from_utf8_lossy(&b)),
+                        at,
+                    )
+                })
+            }
+        }
+    }
+
+    fn stream_id_raw(&mut self, what: &'static str) -> Result<StreamId> {
+        Ok(StreamId::from_be_bytes(&self.src.array::<16>(what)?))
+    }
+
+    fn stream_id_lens(&mut self, what: &'static str) -> Result<StreamId> {
+        let ms = self.length(what)?;
+        let seq = self.length(what)?;
+        Ok(StreamId { ms, seq })
+    }
+
+    /// Walks a module value's self-describing opcode sequence up to its EOF opcode.
+    fn walk_module_body(&mut self) -> Result<()> {
+        loop {
+            let at = self.src.offset();
+            match self.length("a module value opcode")? {
+                mop::EOF => return Ok(()),
+                mop::SINT | mop::UINT => {
+                    self.length("a module integer")?;
+                }
+                mop::FLOAT => self.src.skip(4, "a module float")?,
+                mop::DOUBLE => self.src.skip(8, "a module double")?,
+                mop::STRING => self.skip_string("a module string")?,
+                other => {
+                    return Err(RdbError::corrupt(
+                        format!("module value has unknown opcode {other}"),
+                        at,
+                    ));
+                }
+            }
+        }
+    }
+
+    // ---- consuming a value -----------------------------------------------------------------
+
+    /// The key whose value is pending, if any.
+    pub fn current_key(&self) -> Option<&[u8]> {
+        self.current.as_ref().map(|c| c.key.as_slice())
+    }
+
+    /// Skips the rest of the current value.
+    pub fn skip_value(&mut self) -> Result<()> {
+        let Some(cur) = &self.current else {
+            return Ok(());
+        };
+        if matches!(cur.state, ValueState::Start) {
+            let ty = cur.rdb_type;
+            let r = self.skip_body(ty);
+            let r = r.map_err(|e| self.fail_in_key(e));
+            self.current = None;
+            return r;
+        }
+        while self.next_chunk()?.is_some() {}
+        Ok(())
+    }
+
+    /// Reads the current value as the raw bytes of its RDB encoding (what follows the type byte
+    /// in a DUMP payload), checking its structure on the way but decoding no element.
+    pub fn read_raw_value(&mut self) -> Result<Vec<u8>> {
+        match &self.current {
+            Some(c) if matches!(c.state, ValueState::Start) => {}
+            Some(_) => {
+                return Err(RdbError::corrupt(
+                    "read_raw_value after part of the value was decoded",
+                    self.src.offset(),
+                ))
+            }
+            None => {
+                return Err(RdbError::corrupt(
+                    "read_raw_value with no key pending",
+                    self.src.offset(),
+                ))
+            }
+        }
+        self.src.start_capture();
+        let r = self.skip_value();
+        let raw = self.src.finish_capture();
+        r.map(|_| raw)
+    }
+
+    /// Starts recording the raw bytes of the current value while it is decoded with
+    /// `next_chunk`; `finish_value_capture` returns them once the value is complete.
+    pub fn start_value_capture(&mut self) {
+        self.src.start_capture();
+    }
+
+    pub fn finish_value_capture(&mut self) -> Vec<u8> {
+        self.src.finish_capture()
+    }
+
+    /// Raw bytes recorded so far by `start_value_capture`.
+    pub fn value_capture_len(&mut self) -> usize {
+        self.src.captured_len()
+    }
+
+    fn skip_body(&mut self, ty: u8) -> Result<()> {
+        let magic = self.header.map(|h| h.magic).unwrap_or(Magic::Redis);
+        match ty {
+            t::STRING => self.skip_string("a string value"),
+            t::LIST | t::SET => {
+                let n = self.nonempty_count("element count")?;
+                for _ in 0..n {
+                    self.skip_string("a collection element")?;
+                }
+                Ok(())
+            }
+            t::ZSET => {
+                let n = self.nonempty_count("zset length")?;
+                for _ in 0..n {
+                    self.skip_string("a zset member")?;
+                    let len = self.src.u8("a zset score")?;
+                    if len < 253 {
+                        self.src.skip(len as u64, "a zset score")?;
+                    }
+                }
+                Ok(())
+            }
+            t::ZSET_2 => {
+                let n = self.nonempty_count("zset length")?;
+                for _ in 0..n {
+                    self.skip_string("a zset member")?;
+                    self.src.skip(8, "a zset score")?;
+                }
+                Ok(())
+            }
+            t::HASH => {
+                let n = self.nonempty_count("hash length")?;
+                for _ in 0..n {
+                    self.skip_string("a hash field")?;
+                    self.skip_string("a hash value")?;
+                }
+                Ok(())
+            }
+            t::HASH_METADATA_PRE_GA if magic == Magic::Valkey => {
+                let n = self.nonempty_count("hash length")?;
+                for _ in 0..n {
+                    self.skip_string("a hash field")?;
+                    self.skip_string("a hash value")?;
+                    self.src.skip(8, "a hash field expiry")?;
+                }
+                Ok(())
+            }
+            t::HASH_METADATA | t::HASH_METADATA_PRE_GA => {
+                if ty == t::HASH_METADATA {
+                    self.src.skip(8, "a hash minimum expiry")?;
+                }
+                let n = self.nonempty_count("hash length")?;
+                for _ in 0..n {
+                    self.length("a hash field TTL")?;
+                    self.skip_string("a hash field")?;
+                    self.skip_string("a hash value")?;
+                }
+                Ok(())
+            }
+            t::HASH_ZIPMAP
+            | t::LIST_ZIPLIST
+            | t::SET_INTSET
+            | t::ZSET_ZIPLIST
+            | t::HASH_ZIPLIST
+            | t::HASH_LISTPACK
+            | t::ZSET_LISTPACK
+            | t::SET_LISTPACK
+            | t::HASH_LISTPACK_EX_PRE_GA => self.skip_string("an encoded collection"),
+            t::HASH_LISTPACK_EX => {
+                self.src.skip(8, "a hash minimum expiry")?;
+                self.skip_string("an encoded collection")
+            }
+            t::LIST_QUICKLIST => {
+                let n = self.nonempty_count("quicklist node count")?;
+                for _ in 0..n {
+                    self.skip_string("a quicklist node")?;
+                }
+                Ok(())
+            }
+            t::LIST_QUICKLIST_2 => {
+                let n = self.nonempty_count("quicklist node count")?;
+                for _ in 0..n {
+                    let at = self.src.offset();
+                    let container = self.length("a quicklist node container")?;
+                    if container != 1 && container != 2 {
+                        return Err(RdbError::corrupt(format!("quicklist node container {container} is neither PLAIN (1) nor PACKED (2)"), at));
+                    }
+                    self.skip_string("a quicklist node")?;
+                }
+                Ok(())
+            }
+            t::MODULE_2 => {
+                self.length("a module id")?;
+                self.walk_module_body()
+            }
+            t::MODULE_PRE_GA => Err(RdbError::new(RdbErrorKind::ModulePreGa, self.src.offset())),
+            _ => {
+                // Streams: the decoder is the walker.
+                while self.next_chunk_inner()?.is_some() {}
+                Ok(())
+            }
+        }
+    }
+
+    fn nonempty_count(&mut self, what: &'static str) -> Result<u64> {
+        let at = self.src.offset();
+        let n = self.length(what)?;
+        if n == 0 {
+            return Err(empty_collection(at));
+        }
+        Ok(n)
+    }
+
+    /// The next decoded piece of the current value, or `None` when it is complete.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        let r = self.next_chunk_inner();
+        match r {
+            Ok(Some(c)) => Ok(Some(c)),
+            Ok(None) => {
+                self.current = None;
+                Ok(None)
+            }
+            Err(e) => {
+                let e = self.fail_in_key(e);
+                self.current = None;
+                // After a format error the stream position is meaningless: stop for good.
+                self.finished = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn next_chunk_inner(&mut self) -> Result<Option<Chunk>> {
+        let Some(cur) = &self.current else {
+            return Ok(None);
+        };
+        let (ty, state) = (cur.rdb_type, cur.state);
+        let magic = self.header.map(|h| h.magic).unwrap_or(Magic::Redis);
+        let at = self.src.offset();
+        let chunk = match state {
+            ValueState::Done => return Ok(None),
+            ValueState::Start => match ty {
+                t::STRING => {
+                    let s = self.string("a string value")?;
+                    self.set_state(ValueState::Done);
+                    Some(Chunk::String(s))
+                }
+                t::LIST | t::SET | t::ZSET | t::ZSET_2 | t::HASH => {
+                    let kind = match ty {
+                        t::LIST => PlainKind::List,
+                        t::SET => PlainKind::Set,
+                        t::ZSET => PlainKind::ZsetText,
+                        t::ZSET_2 => PlainKind::ZsetBinary,
+                        _ => PlainKind::Hash,
+                    };
+                    let n = self.nonempty_count("collection length")?;
+                    self.set_state(ValueState::Plain { remaining: n, kind });
+                    return self.next_chunk_inner();
+                }
+                t::HASH_METADATA_PRE_GA if magic == Magic::Valkey => {
+                    let n = self.nonempty_count("hash length")?;
+                    self.set_state(ValueState::Plain {
+                        remaining: n,
+                        kind: PlainKind::ValkeyHash2,
+                    });
+                    return self.next_chunk_inner();
+                }
+                t::HASH_METADATA | t::HASH_METADATA_PRE_GA => {
+                    let min_expire = if ty == t::HASH_METADATA {
+                        Some(self.ms_time("a hash minimum expiry")?)
+                    } else {
+                        None
+                    };
+                    let n = self.nonempty_count("hash length")?;
+                    self.set_state(ValueState::Plain {
+                        remaining: n,
+                        kind: PlainKind::HashTtl { min_expire },
+                    });
+                    return self.next_chunk_inner();
+                }
+                t::LIST_ZIPLIST | t::SET_INTSET | t::SET_LISTPACK => {
+                    let blob = self.string("an encoded collection")?;
+                    let mut items = Vec::new();
+                    let walked = match ty {
+                        t::LIST_ZIPLIST => compact::ziplist_for_each(&blob, |e| {
+                            items.push(e.to_vec());
+                            Ok(())
+                        }),
+                        t::SET_INTSET => compact::intset_for_each(&blob, |v| {
+                            items.push(v.to_string().into_bytes());
+                            Ok(())
+                        }),
+                        _ => compact::listpack_for_each(&blob, |e| {
+                            items.push(e.to_vec());
+                            Ok(())
+                        }),
+                    };
+                    walked.map_err(|m| RdbError::corrupt(m, at))?;
+                    self.set_state(ValueState::Done);
+                    Some(Chunk::Items(items))
+                }
+                t::ZSET_ZIPLIST | t::ZSET_LISTPACK => {
+                    let blob = self.string("an encoded zset")?;
+                    let mut flat: Vec<Elem> = Vec::new();
+                    let container = if ty == t::ZSET_ZIPLIST {
+                        Container::Ziplist
+                    } else {
+                        Container::Listpack
+                    };
+                    let mut pairs = Vec::new();
+                    compact::for_each(container, &blob, |e| {
+                        flat.push(e);
+                        if flat.len() == 2 {
+                            let score = flat[1].as_score().ok_or("zset score is not a number")?;
+                            pairs.push((flat[0].to_vec(), score));
+                            flat.clear();
+                        }
+                        Ok(())
+                    })
+                    .map_err(|m| RdbError::corrupt(m, at))?;
+                    if !flat.is_empty() {
+                        return Err(RdbError::corrupt(
+                            "encoded zset has a member without a score",
+                            at,
+                        ));
+                    }
+                    self.set_state(ValueState::Done);
+                    Some(Chunk::Scored(pairs))
+                }
+                t::HASH_ZIPMAP
+                | t::HASH_ZIPLIST
+                | t::HASH_LISTPACK
+                | t::HASH_LISTPACK_EX_PRE_GA
+                | t::HASH_LISTPACK_EX => {
+                    if ty == t::HASH_LISTPACK_EX {
+                        self.ms_time("a hash minimum expiry")?;
+                    }
+                    let blob = self.string("an encoded hash")?;
+                    let mut fields = Vec::new();
+                    let walked = if ty == t::HASH_ZIPMAP {
+                        compact::zipmap_for_each(&blob, |f, v| {
+                            fields.push(HashField {
+                                field: f.to_vec(),
+                                value: v.to_vec(),
+                                expire_at_ms: None,
+                            });
+                            Ok(())
+                        })
+                        .map(|_| ())
+                    } else {
+                        let tuple = if ty == t::HASH_ZIPLIST || ty == t::HASH_LISTPACK {
+                            2
+                        } else {
+                            3
+                        };
+                        let mut pending: Vec<Elem> = Vec::with_capacity(3);
+                        let container = if ty == t::HASH_ZIPLIST {
+                            Container::Ziplist
+                        } else {
+                            Container::Listpack
+                        };
+                        compact::for_each(container, &blob, |e| {
+                            pending.push(e);
+                            if pending.len() == tuple {
+                                let expire_at_ms = if tuple == 3 {
+                                    match pending[2]
+                                        .as_int()
+                                        .ok_or("hash field TTL is not an integer")?
+                                    {
+                                        0 => None,
+                                        ms => Some(ms),
+                                    }
+                                } else {
+                                    None
+                                };
+                                fields.push(HashField {
+                                    field: pending[0].to_vec(),
+                                    value: pending[1].to_vec(),
+                                    expire_at_ms,
+                                });
+                                pending.clear();
+                            }
+                            Ok(())
+                        })
+                        .and_then(|_| {
+                            if pending.is_empty() {
+                                Ok(())
+                            } else {
+                                Err("encoded hash has a field without a value".into())
+                            }
+                        })
+                    };
+                    walked.map_err(|m| RdbError::corrupt(m, at))?;
+                    self.set_state(ValueState::Done);
+                    Some(Chunk::Fields(fields))
+                }
+                t::LIST_QUICKLIST | t::LIST_QUICKLIST_2 => {
+                    let n = self.nonempty_count("quicklist node count")?;
+                    self.set_state(ValueState::Quicklist {
+                        remaining: n,
+                        v2: ty == t::LIST_QUICKLIST_2,
+                    });
+                    return self.next_chunk_inner();
+                }
+                t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => {
+                    let version = match ty {
+                        t::STREAM_LISTPACKS => 1,
+                        t::STREAM_LISTPACKS_2 => 2,
+                        _ => 3,
+                    };
+                    let n = self.length("stream listpack count")?;
+                    self.set_state(ValueState::Stream {
+                        version,
+                        phase: StreamPhase::Nodes { remaining: n },
+                    });
+                    return self.next_chunk_inner();
+                }
+                t::MODULE_2 => {
+                    let module_id = self.length("a module id")?;
+                    self.src.start_capture();
+                    let walked = self.walk_module_body();
+                    let raw = self.src.finish_capture();
+                    walked?;
+                    self.set_state(ValueState::Done);
+                    Some(Chunk::Module {
+                        module_id,
+                        name: module_name_from_id(module_id),
+                        raw,
+                    })
+                }
+                t::MODULE_PRE_GA => return Err(RdbError::new(RdbErrorKind::ModulePreGa, at)),
+                other => {
+                    let version = self.header.map_or(0, |h| h.version);
+                    return Err(RdbError::new(
+                        RdbErrorKind::UnknownType {
+                            rdb_type: other,
+                            version,
+                        },
+                        at,
+                    ));
+                }
+            },
+            ValueState::Plain { remaining, kind } => {
+                if remaining == 0 {
+                    self.set_state(ValueState::Done);
+                    return Ok(None);
+                }
+                let n = remaining.min(self.opts.chunk_elements as u64);
+                let chunk = self.plain_chunk(kind, n as usize)?;
+                self.set_state(ValueState::Plain {
+                    remaining: remaining - n,
+                    kind,
+                });
+                Some(chunk)
+            }
+            ValueState::Quicklist { remaining, v2 } => {
+                if remaining == 0 {
+                    self.set_state(ValueState::Done);
+                    self.require_elements(at)?;
+                    return Ok(None);
+                }
+                let mut items = Vec::new();
+                let container = if v2 {
+                    self.length("a quicklist node container")?
+                } else {
+                    2
+                };
+                let node = self.string("a quicklist node")?;
+                match (v2, container) {
+                    (_, 1) if v2 => items.push(node),
+                    (true, 2) => {
+                        compact::listpack_for_each(&node, |e| {
+                            items.push(e.to_vec());
+                            Ok(())
+                        })
+                        .map_err(|m| RdbError::corrupt(m, at))?;
+                    }
+                    (false, _) => {
+                        compact::ziplist_for_each(&node, |e| {
+                            items.push(e.to_vec());
+                            Ok(())
+                        })
+                        .map_err(|m| RdbError::corrupt(m, at))?;
+                    }
+                    (true, c) => {
+                        return Err(RdbError::corrupt(
+                            format!(
+                                "quicklist node container {c} is neither PLAIN (1) nor PACKED (2)"
+                            ),
+                            at,
+                        ))
+                    }
+                }
+                if items.is_empty() {
+                    return Err(RdbError::corrupt(
+                        "quicklist node holds no elements (Redis never writes one)",
+                        at,
+                    ));
+                }
+                self.set_state(ValueState::Quicklist {
+                    remaining: remaining - 1,
+                    v2,
+                });
+                Some(Chunk::Items(items))
+            }
+            ValueState::Stream { version, phase } => return self.stream_step(version, phase, at),
+        };
+        if let Some(c) = &chunk {
+            let n = c.elements() as u64;
+            if let Some(cur) = &mut self.current {
+                cur.elements += n;
+            }
+            if n == 0 {
+                // Only a compact blob can arrive empty here; counted forms were checked already.
+                return Err(empty_collection(at));
+            }
+        }
+        Ok(chunk)
+    }
+
+    fn require_elements(&self, at: u64) -> Result<()> {
+        match &self.current {
+            Some(c) if c.elements == 0 => Err(empty_collection(at)),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_state(&mut self, s: ValueState) {
+        if let Some(cur) = &mut self.current {
+            cur.state = s;
+        }
+    }
+
+    fn plain_chunk(&mut self, kind: PlainKind, n: usize) -> Result<Chunk> {
+        Ok(match kind {
+            PlainKind::List | PlainKind::Set => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.string("a collection element")?);
+                }
+                Chunk::Items(v)
+            }
+            PlainKind::ZsetText | PlainKind::ZsetBinary => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let m = self.string("a zset member")?;
+                    let s = if matches!(kind, PlainKind::ZsetText) {
+                        self.text_double("a zset score")?
+                    } else {
+                        f64::from_le_bytes(self.src.array("a zset score")?)
+                    };
+                    v.push((m, s));
+                }
+                Chunk::Scored(v)
+            }
+            PlainKind::Hash => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let field = self.string("a hash field")?;
+                    let value = self.string("a hash value")?;
+                    v.push(HashField {
+                        field,
+                        value,
+                        expire_at_ms: None,
+                    });
+                }
+                Chunk::Fields(v)
+            }
+            PlainKind::HashTtl { min_expire } => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let ttl = self.length("a hash field TTL")?;
+                    let expire_at_ms = match (ttl, min_expire) {
+                        (0, _) => None,
+                        (ttl, Some(min)) => Some(min.wrapping_add(ttl as i64).wrapping_sub(1)),
+                        (ttl, None) => Some(ttl as i64),
+                    };
+                    let field = self.string("a hash field")?;
+                    let value = self.string("a hash value")?;
+                    v.push(HashField {
+                        field,
+                        value,
+                        expire_at_ms,
+                    });
+                }
+                Chunk::Fields(v)
+            }
+            PlainKind::ValkeyHash2 => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let field = self.string("a hash field")?;
+                    let value = self.string("a hash value")?;
+                    let ttl = self.ms_time("a hash field expiry")?;
+                    v.push(HashField {
+                        field,
+                        value,
+                        expire_at_ms: (ttl != -1).then_some(ttl),
+                    });
+                }
+                Chunk::Fields(v)
+            }
+        })
+    }
+
+    fn stream_step(&mut self, version: u8, phase: StreamPhase, at: u64) -> Result<Option<Chunk>> {
+        let next = |p| ValueState::Stream { version, phase: p };
+        match phase {
+            StreamPhase::Nodes { remaining: 0 } => {
+                self.set_state(next(StreamPhase::Meta));
+                self.next_chunk_inner()
+            }
+            StreamPhase::Nodes { remaining } => {
+                let node_key = self.string("a stream node id")?;
+                let master: [u8; 16] = node_key.as_slice().try_into().map_err(|_| {
+                    RdbError::corrupt(
+                        format!("stream node id has {} bytes, expected 16", node_key.len()),
+                        at,
+                    )
+                })?;
+                let master = StreamId::from_be_bytes(&master);
+                let lp_at = self.src.offset();
+                let lp = self.string("a stream listpack")?;
+                let entries =
+                    decode_stream_listpack(&lp, master).map_err(|m| RdbError::corrupt(m, lp_at))?;
+                self.set_state(next(StreamPhase::Nodes {
+                    remaining: remaining - 1,
+                }));
+                if let Some(cur) = &mut self.current {
+                    cur.elements += entries.len() as u64;
+                }
+                Ok(Some(Chunk::StreamEntries(entries)))
+            }
+            StreamPhase::Meta => {
+                let length = self.length("a stream length")?;
+                let last_id = self.stream_id_lens("a stream last id")?;
+                let (first_id, max_deleted_id, entries_added) = if version >= 2 {
+                    let first = self.stream_id_lens("a stream first id")?;
+                    let maxdel = self.stream_id_lens("a stream max deleted id")?;
+                    let added = self.length("a stream entries-added count")?;
+                    (Some(first), Some(maxdel), Some(added))
+                } else {
+                    (None, None, None)
+                };
+                let groups = self.length("a stream group count")?;
+                self.set_state(next(StreamPhase::Groups { remaining: groups }));
+                Ok(Some(Chunk::StreamMeta(StreamMeta {
+                    length,
+                    last_id,
+                    first_id,
+                    max_deleted_id,
+                    entries_added,
+                    groups,
+                })))
+            }
+            StreamPhase::Groups { remaining: 0 } => {
+                self.set_state(ValueState::Done);
+                Ok(None)
+            }
+            StreamPhase::Groups { remaining } => {
+                let name = self.string("a consumer group name")?;
+                let last_id = self.stream_id_lens("a consumer group last id")?;
+                let entries_read = if version >= 2 {
+                    Some(self.length("a consumer group entries-read")?)
+                } else {
+                    None
+                };
+                let pel = self.length("a consumer group PEL size")?;
+                self.set_state(next(StreamPhase::Pel {
+                    groups_left: remaining - 1,
+                    remaining: pel,
+                }));
+                Ok(Some(Chunk::StreamGroup(StreamGroupHeader {
+                    name,
+                    last_id,
+                    entries_read,
+                })))
+            }
+            StreamPhase::Pel {
+                groups_left,
+                remaining: 0,
+            } => {
+                self.set_state(next(StreamPhase::ConsumerCount { groups_left }));
+                self.next_chunk_inner()
+            }
+            StreamPhase::Pel {
+                groups_left,
+                remaining,
+            } => {
+                let n = remaining.min(self.opts.chunk_elements as u64);
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let id = self.stream_id_raw("a pending entry id")?;
+                    let delivery_time_ms = self.ms_time("a pending entry delivery time")?;
+                    let delivery_count = self.length("a pending entry delivery count")?;
+                    v.push(PendingEntry {
+                        id,
+                        delivery_time_ms,
+                        delivery_count,
+                    });
+                }
+                self.set_state(next(StreamPhase::Pel {
+                    groups_left,
+                    remaining: remaining - n,
+                }));
+                Ok(Some(Chunk::StreamPending(v)))
+            }
+            StreamPhase::ConsumerCount { groups_left } => {
+                let n = self.length("a consumer count")?;
+                self.set_state(next(StreamPhase::Consumers {
+                    groups_left,
+                    remaining: n,
+                }));
+                self.next_chunk_inner()
+            }
+            StreamPhase::Consumers {
+                groups_left,
+                remaining: 0,
+            } => {
+                self.set_state(next(StreamPhase::Groups {
+                    remaining: groups_left,
+                }));
+                self.next_chunk_inner()
+            }
+            StreamPhase::Consumers {
+                groups_left,
+                remaining,
+            } => {
+                let name = self.string("a consumer name")?;
+                let seen_time_ms = self.ms_time("a consumer seen time")?;
+                let active_time_ms = if version >= 3 {
+                    Some(self.ms_time("a consumer active time")?)
+                } else {
+                    None
+                };
+                let n = self.length("a consumer PEL size")?;
+                let mut pending =
+                    Vec::with_capacity(n.min(self.opts.chunk_elements as u64) as usize);
+                for _ in 0..n {
+                    pending.push(self.stream_id_raw("a consumer pending id")?);
+                }
+                self.set_state(next(StreamPhase::Consumers {
+                    groups_left,
+                    remaining: remaining - 1,
+                }));
+                Ok(Some(Chunk::StreamConsumer(StreamConsumer {
+                    name,
+                    seen_time_ms,
+                    active_time_ms,
+                    pending,
+                })))
+            }
+        }
+    }
+}
+
+fn empty_collection(at: u64) -> RdbError {
+    RdbError::corrupt(
+        "empty collection (Redis never writes one; it skips such keys on load)",
+        at,
+    )
+}
+
+/// The user-visible type of an RDB type byte, or `None` if the byte is not a type this file's
+/// numbering (decided by its magic) defines.
+fn value_type_of(ty: u8, h: Header) -> Option<ValueType> {
+    Some(match ty {
+        t::STRING => ValueType::String,
+        t::LIST | t::LIST_ZIPLIST | t::LIST_QUICKLIST | t::LIST_QUICKLIST_2 => ValueType::List,
+        t::SET | t::SET_INTSET | t::SET_LISTPACK => ValueType::Set,
+        t::ZSET | t::ZSET_2 | t::ZSET_ZIPLIST | t::ZSET_LISTPACK => ValueType::Zset,
+        t::HASH | t::HASH_ZIPMAP | t::HASH_ZIPLIST | t::HASH_LISTPACK => ValueType::Hash,
+        t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => ValueType::Stream,
+        t::MODULE_PRE_GA | t::MODULE_2 => ValueType::Module,
+        t::HASH_METADATA_PRE_GA => ValueType::Hash,
+        t::HASH_LISTPACK_EX_PRE_GA | t::HASH_METADATA | t::HASH_LISTPACK_EX
+            if h.magic == Magic::Redis =>
+        {
+            ValueType::Hash
+        }
+        _ => return None,
+    })
+}
+
+/// Decodes the entries of one stream listpack node (the layout of Redis's t_stream.c: a master
+/// entry with the node's common field names, then delta-encoded entries).
+fn decode_stream_listpack(
+    lp: &[u8],
+    master: StreamId,
+) -> std::result::Result<Vec<StreamEntry>, String> {
+    let mut elems: Vec<Elem> = Vec::new();
+    compact::listpack_for_each(lp, |e| {
+        elems.push(e);
+        Ok(())
+    })?;
+    let mut it = elems.into_iter();
+    let mut int = |what: &str| -> std::result::Result<i64, String> {
+        it.next()
+            .ok_or_else(|| format!("stream listpack ends before its {what}"))?
+            .as_int()
+            .ok_or_else(|| format!("stream listpack {what} is not an integer"))
+    };
+    let _count = int("entry count")?;
+    let _deleted = int("deleted count")?;
+    let master_fields = int("master field count")?;
+    drop(int);
+    let master_fields =
+        usize::try_from(master_fields).map_err(|_| "negative master field count".to_string())?;
+    let mut names = Vec::with_capacity(master_fields.min(1024));
+    for _ in 0..master_fields {
+        names.push(
+            it.next()
+                .ok_or("stream listpack ends inside the master fields")?
+                .to_vec(),
+        );
+    }
+    let zero = it
+        .next()
+        .ok_or("stream listpack has no master terminator")?;
+    if zero.as_int() != Some(0) {
+        return Err("stream listpack master entry terminator is not 0".into());
+    }
+    let next_int =
+        |it: &mut std::vec::IntoIter<Elem>, what: &str| -> std::result::Result<i64, String> {
+            it.next()
+                .ok_or_else(|| format!("stream entry ends before its {what}"))?
+                .as_int()
+                .ok_or_else(|| format!("stream entry {what} is not an integer"))
+        };
+    let mut entries = Vec::new();
+    while it.len() > 0 {
+        let flags = next_int(&mut it, "flags")?;
+        let ms_diff = next_int(&mut it, "id")?;
+        let seq_diff = next_int(&mut it, "id")?;
+        let id = StreamId {
+            ms: master.ms.wrapping_add(ms_diff as u64),
+            seq: master.seq.wrapping_add(seq_diff as u64),
+        };
+        let mut fields = Vec::new();
+        if flags & 2 != 0 {
+            for name in &names {
+                let v = it.next().ok_or("stream entry ends inside its values")?;
+                fields.push((name.clone(), v.to_vec()));
+            }
+        } else {
+            let n = next_int(&mut it, "field count")?;
+            let n = usize::try_from(n).map_err(|_| "negative stream field count".to_string())?;
+            for _ in 0..n {
+                let f = it.next().ok_or("stream entry ends inside its fields")?;
+                let v = it.next().ok_or("stream entry ends inside its values")?;
+                fields.push((f.to_vec(), v.to_vec()));
+            }
+        }
+        next_int(&mut it, "back-count")?;
+        if flags & 1 == 0 {
+            entries.push(StreamEntry { id, fields });
+        }
+    }
+    Ok(entries)
+}

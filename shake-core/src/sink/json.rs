@@ -1,0 +1,119 @@
+//! Writing JSON by hand into a byte buffer: strings, the lossless byte-string mapping of the
+//! JSON lines format, and doubles with every bit kept.
+
+use base64::Engine as _;
+
+/// Appends `s` as a JSON string literal.
+pub fn str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(format!("\\u{:04x}", b).as_bytes());
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends a byte string: a JSON string when it is UTF-8, else `{"base64":"..."}`.
+pub fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) => str(out, s),
+        Err(_) => {
+            out.extend_from_slice(b"{\"base64\":\"");
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(b)
+                    .as_bytes(),
+            );
+            out.extend_from_slice(b"\"}");
+        }
+    }
+}
+
+pub fn is_utf8(b: &[u8]) -> bool {
+    std::str::from_utf8(b).is_ok()
+}
+
+/// Appends a double as a JSON number with the shortest text that reads back to the same bits;
+/// the infinities and NaN, which JSON cannot write as numbers, as strings.
+pub fn double(out: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        out.extend_from_slice(b"\"nan\"");
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"\"inf\"" } else { b"\"-inf\"" });
+    } else {
+        let mut buf = ryu_like(v);
+        if !buf.contains(['.', 'e', 'E']) {
+            buf.push_str(".0");
+        }
+        out.extend_from_slice(buf.as_bytes());
+    }
+}
+
+fn ryu_like(v: f64) -> String {
+    // `{:?}` prints the shortest round-trip form; it uses exponents for very large or small
+    // magnitudes ("1e-9"), which JSON accepts.
+    format!("{v:?}")
+}
+
+pub fn uint(out: &mut Vec<u8>, v: u64) {
+    use std::io::Write;
+    let _ = write!(out, "{v}");
+}
+
+pub fn int(out: &mut Vec<u8>, v: i64) {
+    use std::io::Write;
+    let _ = write!(out, "{v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut v = Vec::new();
+        f(&mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn strings_and_bytes() {
+        assert_eq!(s(|o| str(o, "a\"b\\\n\u{1}é")), "\"a\\\"b\\\\\\n\\u0001é\"");
+        assert_eq!(s(|o| bytes(o, b"\xff\x00")), "{\"base64\":\"/wA=\"}");
+    }
+
+    #[test]
+    fn doubles_keep_every_bit() {
+        for v in [
+            0.1234567891,
+            1e-9,
+            9007199254740993.0,
+            -0.0,
+            1.0,
+            5e-324,
+            1.7976931348623157e308,
+        ] {
+            let t = s(|o| double(o, v));
+            let back: f64 = serde_json::from_str(&t).unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{t}");
+        }
+        assert_eq!(s(|o| double(o, -0.0)), "-0.0");
+        assert_eq!(s(|o| double(o, f64::NEG_INFINITY)), "\"-inf\"");
+    }
+}
