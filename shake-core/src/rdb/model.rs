@@ -157,6 +157,9 @@ pub struct HashField {
 pub struct StreamEntry {
     pub id: StreamId,
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A tombstone: XDEL'd but still stored in its node. Not part of the stream's content, but a
+    /// consumer group may still list it as pending, so a faithful copy needs it.
+    pub deleted: bool,
 }
 
 /// A stream's bookkeeping, which the RDB stores after the entries.
@@ -175,8 +178,9 @@ pub struct StreamMeta {
 pub struct StreamGroupHeader {
     pub name: Vec<u8>,
     pub last_id: StreamId,
-    /// Present from stream listpacks 2 on.
-    pub entries_read: Option<u64>,
+    /// Present from stream listpacks 2 on; -1 when the server does not know it (a group created
+    /// at an arbitrary id), which XINFO shows as nil.
+    pub entries_read: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -225,7 +229,7 @@ impl Chunk {
             Chunk::Items(v) => v.len(),
             Chunk::Scored(v) => v.len(),
             Chunk::Fields(v) => v.len(),
-            Chunk::StreamEntries(v) => v.len(),
+            Chunk::StreamEntries(v) => v.iter().filter(|e| !e.deleted).count(),
             _ => 0,
         }
     }

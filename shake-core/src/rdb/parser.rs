@@ -1168,7 +1168,8 @@ impl<R: Read> RdbParser<R> {
                 let name = self.string("a consumer group name")?;
                 let last_id = self.stream_id_lens("a consumer group last id")?;
                 let entries_read = if version >= 2 {
-                    Some(self.length("a consumer group entries-read")?)
+                    // Saved from a signed counter: -1 (unknown) arrives as the all-ones 64-bit length.
+                    Some(self.length("a consumer group entries-read")? as i64)
                 } else {
                     None
                 };
@@ -1359,9 +1360,11 @@ fn decode_stream_listpack(
             }
         }
         next_int(&mut it, "back-count")?;
-        if flags & 1 == 0 {
-            entries.push(StreamEntry { id, fields });
-        }
+        entries.push(StreamEntry {
+            id,
+            fields,
+            deleted: flags & 1 != 0,
+        });
     }
     Ok(entries)
 }

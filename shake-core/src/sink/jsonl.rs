@@ -312,7 +312,7 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
                 }
             }
             Chunk::StreamEntries(entries) => {
-                for e in &entries {
+                for e in entries.iter().filter(|e| !e.deleted) {
                     self.comma();
                     self.line.extend_from_slice(b"{\"id\":");
                     id(&mut self.line, e.id);
@@ -358,7 +358,7 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
                 id(l, g.last_id);
                 if let Some(n) = g.entries_read {
                     l.extend_from_slice(b",\"entries_read\":");
-                    json::uint(l, n);
+                    json::int(l, n);
                 }
                 l.extend_from_slice(b",\"pending\":[");
                 self.stream = Some(StreamPart::Pending);

@@ -3,9 +3,11 @@
 //! Each collection key is deleted first, so replaying into a server that already holds the key
 //! leaves exactly the RDB's value (no doubled list elements). Collections go in batches of at
 //! most one chunk (1024 elements). TTLs are absolute (PEXPIREAT, HPEXPIREAT). Streams are
-//! rebuilt with XADD, XSETID (entries-added, max-deleted-id), XGROUP CREATE ... ENTRIESREAD,
-//! XGROUP CREATECONSUMER and XCLAIM ... FORCE JUSTID for each pending entry (keeping its
-//! delivery time and count). Module values can't be expressed as commands; they are counted
+//! rebuilt with XADD (tombstoned entries too, so pending entries that point at them survive;
+//! they are XDEL'd again at the end), XGROUP CREATE ... ENTRIESREAD, XGROUP CREATECONSUMER,
+//! XCLAIM ... FORCE JUSTID for each pending entry (keeping its delivery time and count), and a
+//! final XSETID (last id, entries-added, max-deleted-id). A pending entry whose whole node was
+//! removed from the stream cannot be recreated: XCLAIM ignores ids the stream does not hold. Module values can't be expressed as commands; they are counted
 //! in `skipped_modules` and left out.
 
 use std::collections::HashMap;
@@ -22,6 +24,10 @@ pub struct RespSink<W: Write> {
     cmd: CommandBuilder,
     db: Option<u64>,
     stream_entries: u64,
+    /// Tombstoned entries added so pending entries that point at them survive; deleted again
+    /// once the groups are built.
+    stream_tombstones: Vec<StreamId>,
+    stream_meta: Option<crate::rdb::StreamMeta>,
     group: Option<Vec<u8>>,
     group_pel: HashMap<StreamId, PendingEntry>,
     skipped_modules: u64,
@@ -37,6 +43,8 @@ impl<W: Write> RespSink<W> {
             cmd: CommandBuilder::new(),
             db: None,
             stream_entries: 0,
+            stream_tombstones: Vec::new(),
+            stream_meta: None,
             group: None,
             group_pel: HashMap::new(),
             skipped_modules: 0,
@@ -110,6 +118,8 @@ impl<W: Write> RdbSink for RespSink<W> {
             self.emit();
         }
         self.stream_entries = 0;
+        self.stream_tombstones.clear();
+        self.stream_meta = None;
         self.group = None;
         self.group_pel.clear();
         Ok(())
@@ -166,6 +176,9 @@ impl<W: Write> RdbSink for RespSink<W> {
                         self.cmd.arg(f).arg(v);
                     }
                     self.emit();
+                    if e.deleted {
+                        self.stream_tombstones.push(e.id);
+                    }
                 }
                 self.stream_entries += entries.len() as u64;
             }
@@ -187,18 +200,8 @@ impl<W: Write> RdbSink for RespSink<W> {
                         .arg("_");
                     self.emit();
                 }
-                self.cmd
-                    .arg("XSETID")
-                    .arg(&k.key)
-                    .arg(m.last_id.to_string());
-                if let (Some(added), Some(maxdel)) = (m.entries_added, m.max_deleted_id) {
-                    self.cmd
-                        .arg("ENTRIESADDED")
-                        .arg(added.to_string())
-                        .arg("MAXDELETEDID")
-                        .arg(maxdel.to_string());
-                }
-                self.emit();
+                // XSETID waits for end_key: the XDELs of tombstones would move its counters.
+                self.stream_meta = Some(m);
             }
             Chunk::StreamGroup(g) => {
                 self.cmd
@@ -256,6 +259,27 @@ impl<W: Write> RdbSink for RespSink<W> {
     fn end_key(&mut self, k: &KeyHeader, _n: u64) -> io::Result<()> {
         if k.value_type == ValueType::Module {
             return Ok(());
+        }
+        if !self.stream_tombstones.is_empty() {
+            self.cmd.arg("XDEL").arg(&k.key);
+            for id in std::mem::take(&mut self.stream_tombstones) {
+                self.cmd.arg(id.to_string());
+            }
+            self.emit();
+        }
+        if let Some(m) = self.stream_meta.take() {
+            self.cmd
+                .arg("XSETID")
+                .arg(&k.key)
+                .arg(m.last_id.to_string());
+            if let (Some(added), Some(maxdel)) = (m.entries_added, m.max_deleted_id) {
+                self.cmd
+                    .arg("ENTRIESADDED")
+                    .arg(added.to_string())
+                    .arg("MAXDELETEDID")
+                    .arg(maxdel.to_string());
+            }
+            self.emit();
         }
         if let Some(ms) = k.expire_at_ms {
             self.cmd.arg("PEXPIREAT").arg(&k.key).arg(ms.to_string());
