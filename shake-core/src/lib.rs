@@ -7,6 +7,7 @@ pub mod crc64;
 pub mod filter;
 pub mod glob;
 pub mod lzf;
+pub mod net;
 pub mod observe;
 pub mod rdb;
 pub mod resp;

@@ -1,7 +1,99 @@
-//! RESP: building commands as RESP2 arrays of bulk strings. The one place that knows the wire
-//! form of a command; clients and the RESP output format both use it.
+//! RESP: building commands as RESP2 arrays of bulk strings, and reading replies (on top of the
+//! `redis-protocol` crate). The one place that knows the wire form; the clients, the replication
+//! link and the RESP output format all use it.
 
+use std::fmt;
 use std::io::Write;
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::BytesFrame;
+
+/// A server reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Status(Bytes),
+    Error(String),
+    Int(i64),
+    Bulk(Bytes),
+    Array(Vec<Reply>),
+    Nil,
+}
+
+impl Reply {
+    fn from_frame(f: BytesFrame) -> Reply {
+        match f {
+            BytesFrame::SimpleString(b) => Reply::Status(b),
+            BytesFrame::Error(e) => Reply::Error(e.to_string()),
+            BytesFrame::Integer(i) => Reply::Int(i),
+            BytesFrame::BulkString(b) => Reply::Bulk(b),
+            BytesFrame::Array(v) => Reply::Array(v.into_iter().map(Reply::from_frame).collect()),
+            BytesFrame::Null => Reply::Nil,
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+
+    /// The error text, if this is an error reply.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Reply::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Bytes of a status or bulk reply.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Reply::Status(b) | Reply::Bulk(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Text of a status or bulk reply (lossy for non-UTF-8).
+    pub fn as_text(&self) -> Option<String> {
+        self.as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Reply::Int(i) => Some(*i),
+            Reply::Status(b) | Reply::Bulk(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Reply]> {
+        match self {
+            Reply::Array(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Status(b) | Reply::Bulk(b) => write!(f, "{}", crate::text::quote_bytes(b)),
+            Reply::Error(e) => write!(f, "(error) {e}"),
+            Reply::Int(i) => write!(f, "(integer) {i}"),
+            Reply::Nil => write!(f, "(nil)"),
+            Reply::Array(v) => write!(f, "(array of {})", v.len()),
+        }
+    }
+}
+
+/// Takes one complete reply off the front of `buf`, or `None` if more bytes are needed.
+pub fn decode_reply(buf: &mut BytesMut) -> Result<Option<Reply>, String> {
+    match decode_bytes_mut(buf) {
+        Ok(Some((frame, _, _))) => Ok(Some(Reply::from_frame(frame))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("malformed reply from server: {e}")),
+    }
+}
 
 /// Appends one command (`argv`) in RESP form to `out`.
 pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, argv: &[A]) {
@@ -56,6 +148,26 @@ impl CommandBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decodes_replies_incrementally() {
+        let mut buf = BytesMut::from(&b"+OK\r\n:5\r\n$3\r\nab"[..]);
+        assert_eq!(
+            decode_reply(&mut buf).unwrap(),
+            Some(Reply::Status(Bytes::from_static(b"OK")))
+        );
+        assert_eq!(decode_reply(&mut buf).unwrap(), Some(Reply::Int(5)));
+        assert_eq!(decode_reply(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"c\r\n-ERR no\r\n");
+        assert_eq!(
+            decode_reply(&mut buf).unwrap(),
+            Some(Reply::Bulk(Bytes::from_static(b"abc")))
+        );
+        assert_eq!(
+            decode_reply(&mut buf).unwrap().unwrap().error(),
+            Some("ERR no")
+        );
+    }
 
     #[test]
     fn encodes_binary_safe() {

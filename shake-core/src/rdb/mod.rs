@@ -14,7 +14,7 @@ mod source;
 
 pub use error::{RdbError, RdbErrorKind, Result};
 pub use model::*;
-pub use parser::{ParserOptions, RdbParser};
+pub use parser::{value_type_of, ParserOptions, RdbParser};
 
 /// Value type bytes, as written before each key.
 pub mod types {

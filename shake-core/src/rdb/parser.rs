@@ -121,6 +121,39 @@ impl<R: Read> RdbParser<R> {
         }
     }
 
+    /// A parser positioned at the start of one value's raw encoding (a DUMP payload's body, or
+    /// bytes captured with `read_raw_value`), for decoding it with `next_chunk`. `header` says
+    /// which numbering the type byte follows.
+    pub fn for_value(
+        reader: R,
+        header: Header,
+        rdb_type: u8,
+        key: &[u8],
+        opts: ParserOptions,
+    ) -> Result<Self> {
+        if value_type_of(rdb_type, header).is_none() {
+            return Err(RdbError::new(
+                RdbErrorKind::UnknownType {
+                    rdb_type,
+                    version: header.version,
+                },
+                0,
+            )
+            .with_key(key));
+        }
+        let mut p = Self::with_options(reader, opts);
+        p.header = Some(header);
+        p.finished = true;
+        // Raw captures do not include the file's CRC; none is checked here.
+        p.current = Some(Current {
+            key: key.to_vec(),
+            rdb_type,
+            state: ValueState::Start,
+            elements: 0,
+        });
+        Ok(p)
+    }
+
     /// Offset of the next byte to be read.
     pub fn offset(&self) -> u64 {
         self.src.offset()
@@ -1271,7 +1304,7 @@ fn empty_collection(at: u64) -> RdbError {
 
 /// The user-visible type of an RDB type byte, or `None` if the byte is not a type this file's
 /// numbering (decided by its magic) defines.
-fn value_type_of(ty: u8, h: Header) -> Option<ValueType> {
+pub fn value_type_of(ty: u8, h: Header) -> Option<ValueType> {
     Some(match ty {
         t::STRING => ValueType::String,
         t::LIST | t::LIST_ZIPLIST | t::LIST_QUICKLIST | t::LIST_QUICKLIST_2 => ValueType::List,
@@ -1367,4 +1400,33 @@ fn decode_stream_listpack(
         });
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_value_decodes_again_with_for_value() {
+        // A list value, type 1: two elements "a" and "bc".
+        let raw = [0x02, 0x01, b'a', 0x02, b'b', b'c'];
+        let h = Header {
+            magic: Magic::Redis,
+            version: 10,
+        };
+        let mut p =
+            RdbParser::for_value(&raw[..], h, t::LIST, b"k", ParserOptions::default()).unwrap();
+        assert_eq!(
+            p.next_chunk().unwrap(),
+            Some(Chunk::Items(vec![b"a".to_vec(), b"bc".to_vec()]))
+        );
+        assert_eq!(p.next_chunk().unwrap(), None);
+        let mut p =
+            RdbParser::for_value(&raw[..3], h, t::LIST, b"k", ParserOptions::default()).unwrap();
+        let e = p.next_chunk().unwrap_err();
+        assert!(
+            e.is_truncation() && e.key.as_deref() == Some(&b"k"[..]),
+            "{e}"
+        );
+    }
 }

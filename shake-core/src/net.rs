@@ -1,0 +1,663 @@
+//! Endpoints and connections: `redis://` URLs, TCP and TLS connections, AUTH, timeouts, and the
+//! bounded backoff every reconnect uses. A `Connection` speaks RESP (requests and replies) and
+//! also hands out raw bytes for the parts of the replication protocol that are not RESP.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::resp::{decode_reply, encode_command, Reply};
+
+/// Where a server is and how to log in: `redis://[[user]:password@]host[:port][/db]`,
+/// `rediss://` for TLS.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub db: Option<u64>,
+    pub tls: bool,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Prints the URL without the password, so it can go into logs and error messages.
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        write!(f, "{scheme}://")?;
+        if let Some(u) = &self.user {
+            write!(f, "{u}@")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)?;
+        } else {
+            write!(f, "{}:{}", self.host, self.port)?;
+        }
+        if let Some(db) = self.db {
+            write!(f, "/{db}")?;
+        }
+        Ok(())
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+            out.push(
+                u8::from_str_radix(hex, 16).map_err(|_| format!("bad percent escape in {s:?}"))?,
+            );
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 after percent-decoding"))
+}
+
+impl Endpoint {
+    /// Parses `redis://...`, `rediss://...`, or a bare `host:port`.
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let bad = |why: &str| {
+            format!("invalid endpoint {url:?}: {why} (expected redis://[[user]:password@]host[:port][/db])")
+        };
+        let (tls, rest) = if let Some(r) = url.strip_prefix("rediss://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("redis://") {
+            (false, r)
+        } else if url.contains("://") {
+            return Err(bad("unknown scheme"));
+        } else {
+            (false, url)
+        };
+        let (auth, hostpart) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (hostport, db) = match hostpart.find('/') {
+            Some(i) => (&hostpart[..i], Some(&hostpart[i + 1..])),
+            None => (hostpart, None),
+        };
+        let db = match db {
+            None | Some("") => None,
+            Some(d) => Some(
+                d.parse::<u64>()
+                    .map_err(|_| bad("the database must be a number"))?,
+            ),
+        };
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let end = h.find(']').ok_or_else(|| bad("unclosed ["))?;
+            let port = h[end + 1..].strip_prefix(':');
+            (h[..end].to_string(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            None | Some("") => 6379,
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| bad("the port must be a number from 1 to 65535"))?,
+        };
+        let (user, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => (
+                    (!u.is_empty()).then(|| percent_decode(u)).transpose()?,
+                    Some(percent_decode(p)?),
+                ),
+                None => (None, Some(percent_decode(a)?)),
+            },
+        };
+        Ok(Endpoint {
+            host,
+            port,
+            user,
+            password,
+            db,
+            tls,
+        })
+    }
+
+    /// Takes the password from an environment variable when the URL has none, so it stays out
+    /// of `ps` output.
+    pub fn password_from_env(mut self, var: &str) -> Self {
+        if self.password.is_none() {
+            if let Ok(p) = std::env::var(var) {
+                if !p.is_empty() {
+                    self.password = Some(p);
+                }
+            }
+        }
+        self
+    }
+
+    /// The same login, another node (for cluster nodes and replicas learned from a server).
+    pub fn with_address(&self, host: &str, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.to_string(),
+            port,
+            ..self.clone()
+        }
+    }
+
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM file with the CA certificates to trust (else the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Accept any server certificate. For tests and emergencies only.
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its reply; `None` waits forever.
+    pub reply_timeout: Option<Duration>,
+    pub tls: TlsOptions,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(10),
+            reply_timeout: Some(Duration::from_secs(60)),
+            tls: TlsOptions::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: std::io::Error,
+    },
+    #[error("{endpoint}: no answer within {secs}s while {what}")]
+    Timeout {
+        endpoint: String,
+        what: &'static str,
+        secs: u64,
+    },
+    #[error("{endpoint}: connection error: {source}")]
+    Io {
+        endpoint: String,
+        source: std::io::Error,
+    },
+    #[error("{endpoint}: the server closed the connection")]
+    Closed { endpoint: String },
+    #[error("{endpoint}: authentication failed: {message}")]
+    Auth { endpoint: String, message: String },
+    #[error("{endpoint}: TLS: {message}")]
+    Tls { endpoint: String, message: String },
+    #[error("{endpoint}: {message}")]
+    Protocol { endpoint: String, message: String },
+}
+
+impl NetError {
+    /// True for failures a reconnect may cure (as opposed to a wrong password or a refusal).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            NetError::Connect { .. }
+                | NetError::Timeout { .. }
+                | NetError::Io { .. }
+                | NetError::Closed { .. }
+        )
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One connection to one server.
+pub struct Connection {
+    stream: Box<dyn Stream>,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    endpoint: Endpoint,
+    reply_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Connection({})", self.endpoint)
+    }
+}
+
+impl Connection {
+    /// Connects (TCP, then TLS for `rediss://`) and logs in (AUTH) when the endpoint has a
+    /// password. Does not SELECT the endpoint's database: that is the caller's choice.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        opts: &ConnectOptions,
+    ) -> Result<Connection, NetError> {
+        let name = endpoint.to_string();
+        let addr = endpoint.address();
+        let tcp = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| NetError::Timeout {
+                endpoint: name.clone(),
+                what: "connecting",
+                secs: opts.connect_timeout.as_secs(),
+            })?
+            .map_err(|source| NetError::Connect {
+                endpoint: name.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = if endpoint.tls {
+            Box::new(tls_handshake(tcp, endpoint, opts).await?)
+        } else {
+            Box::new(tcp)
+        };
+        let mut conn = Connection {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: Vec::with_capacity(64 * 1024),
+            endpoint: endpoint.clone(),
+            reply_timeout: opts.reply_timeout,
+        };
+        if let Some(pass) = &endpoint.password {
+            let reply = match &endpoint.user {
+                Some(user) => {
+                    conn.request(&["AUTH", user.as_str(), pass.as_str()])
+                        .await?
+                }
+                None => conn.request(&["AUTH", pass.as_str()]).await?,
+            };
+            if let Some(e) = reply.error() {
+                return Err(NetError::Auth {
+                    endpoint: name,
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(conn)
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub fn set_reply_timeout(&mut self, t: Option<Duration>) {
+        self.reply_timeout = t;
+    }
+
+    fn io_err(&self, source: std::io::Error) -> NetError {
+        NetError::Io {
+            endpoint: self.endpoint.to_string(),
+            source,
+        }
+    }
+
+    pub fn protocol_err(&self, message: impl Into<String>) -> NetError {
+        NetError::Protocol {
+            endpoint: self.endpoint.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Queues a command; nothing is sent until `flush`.
+    pub fn queue<A: AsRef<[u8]>>(&mut self, argv: &[A]) {
+        encode_command(&mut self.wbuf, argv);
+    }
+
+    /// Queues bytes that are already RESP.
+    pub fn queue_raw(&mut self, resp: &[u8]) {
+        self.wbuf.extend_from_slice(resp);
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    pub async fn flush(&mut self) -> Result<(), NetError> {
+        if !self.wbuf.is_empty() {
+            let r = self.stream.write_all(&self.wbuf).await;
+            self.wbuf.clear();
+            r.map_err(|e| self.io_err(e))?;
+        }
+        self.stream.flush().await.map_err(|e| self.io_err(e))
+    }
+
+    /// Reads more bytes from the socket into the buffer; returns how many (0 at end of stream).
+    pub async fn fill(&mut self) -> Result<usize, NetError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+            self.rbuf.reserve(64 * 1024);
+        }
+        self.stream
+            .read_buf(&mut self.rbuf)
+            .await
+            .map_err(|e| self.io_err(e))
+    }
+
+    async fn fill_timed(&mut self, what: &'static str) -> Result<(), NetError> {
+        let n =
+            match self.reply_timeout {
+                Some(t) => tokio::time::timeout(t, self.fill()).await.map_err(|_| {
+                    NetError::Timeout {
+                        endpoint: self.endpoint.to_string(),
+                        what,
+                        secs: t.as_secs(),
+                    }
+                })??,
+                None => self.fill().await?,
+            };
+        if n == 0 {
+            return Err(NetError::Closed {
+                endpoint: self.endpoint.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the next reply. Error replies are `Ok(Reply::Error)`: what an error means is the
+    /// caller's business.
+    pub async fn read_reply(&mut self) -> Result<Reply, NetError> {
+        loop {
+            match decode_reply(&mut self.rbuf) {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => self.fill_timed("waiting for a reply").await?,
+                Err(m) => return Err(self.protocol_err(m)),
+            }
+        }
+    }
+
+    /// Sends one command and reads its reply.
+    pub async fn request<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Reply, NetError> {
+        self.queue(argv);
+        self.flush().await?;
+        self.read_reply().await
+    }
+
+    /// Like `request`, but an error reply becomes `NetError::Protocol` naming the command.
+    pub async fn request_ok<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Reply, NetError> {
+        let r = self.request(argv).await?;
+        match r.error() {
+            Some(e) => {
+                let cmd = argv
+                    .first()
+                    .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
+                    .unwrap_or_default();
+                Err(self.protocol_err(format!("{cmd} failed: {e}")))
+            }
+            None => Ok(r),
+        }
+    }
+
+    /// The bytes read from the socket but not consumed yet.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
+    /// Up to `max` raw bytes: first from the buffer, else one read from the socket. Empty at
+    /// end of stream.
+    pub async fn read_raw(&mut self, max: usize) -> Result<Bytes, NetError> {
+        if self.rbuf.is_empty() && self.fill().await? == 0 {
+            return Ok(Bytes::new());
+        }
+        let n = max.min(self.rbuf.len());
+        Ok(self.rbuf.split_to(n).freeze())
+    }
+
+    /// `INFO section` as a map of its `name:value` lines.
+    pub async fn info(&mut self, section: &str) -> Result<HashMap<String, String>, NetError> {
+        let r = self.request_ok(&["INFO", section]).await?;
+        let text = r
+            .as_text()
+            .ok_or_else(|| self.protocol_err("INFO returned no text"))?;
+        Ok(parse_info(&text))
+    }
+}
+
+/// Parses INFO output into `name -> value`.
+pub fn parse_info(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+async fn tls_handshake(
+    tcp: TcpStream,
+    endpoint: &Endpoint,
+    opts: &ConnectOptions,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, NetError> {
+    use rustls::pki_types::ServerName;
+    let name = endpoint.to_string();
+    let tls_err = |m: String| NetError::Tls {
+        endpoint: name.clone(),
+        message: m,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(e.to_string()))?;
+    let config = if opts.tls.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(insecure::AcceptAnyCert(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &opts.tls.ca_file {
+            Some(path) => {
+                use rustls_pki_types::pem::PemObject;
+                let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
+                    tls_err(format!("cannot read --tls-ca {}: {e}", path.display()))
+                })?;
+                for c in certs {
+                    let c = c.map_err(|e| {
+                        tls_err(format!("bad certificate in {}: {e}", path.display()))
+                    })?;
+                    roots.add(c).map_err(|e| {
+                        tls_err(format!("bad certificate in {}: {e}", path.display()))
+                    })?;
+                }
+            }
+            None => {
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    let server_name = ServerName::try_from(endpoint.host.clone())
+        .map_err(|e| tls_err(format!("{} is not a valid server name: {e}", endpoint.host)))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tokio::time::timeout(opts.connect_timeout, connector.connect(server_name, tcp))
+        .await
+        .map_err(|_| NetError::Timeout { endpoint: name.clone(), what: "the TLS handshake", secs: opts.connect_timeout.as_secs() })?
+        .map_err(|e| tls_err(format!("handshake failed: {e} (--tls-ca names the CA to trust; --tls-insecure skips verification)")))
+}
+
+mod insecure {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    /// `--tls-insecure`: checks signatures but trusts any certificate.
+    #[derive(Debug)]
+    pub struct AcceptAnyCert(pub Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
+/// Bounded exponential backoff: the one retry schedule of every reconnect and retry loop.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+    tried: u32,
+}
+
+impl Backoff {
+    pub fn new(attempts: u32, base: Duration, max: Duration) -> Self {
+        Backoff {
+            attempts,
+            base,
+            max,
+            tried: 0,
+        }
+    }
+
+    /// The delay before the next attempt, or `None` when the attempts are used up.
+    pub fn next_delay(&mut self) -> Option<Duration> {
+        if self.tried >= self.attempts {
+            return None;
+        }
+        let d = self
+            .base
+            .saturating_mul(1u32 << self.tried.min(16))
+            .min(self.max);
+        self.tried += 1;
+        Some(d)
+    }
+
+    pub fn tried(&self) -> u32 {
+        self.tried
+    }
+
+    pub fn reset(&mut self) {
+        self.tried = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let e = Endpoint::parse("redis://app:s%40cret@10.0.0.1:7000/3").unwrap();
+        assert_eq!(
+            (
+                e.host.as_str(),
+                e.port,
+                e.user.as_deref(),
+                e.password.as_deref(),
+                e.db,
+                e.tls
+            ),
+            (
+                "10.0.0.1",
+                7000,
+                Some("app"),
+                Some("s@cret"),
+                Some(3),
+                false
+            )
+        );
+        assert_eq!(e.to_string(), "redis://app@10.0.0.1:7000/3");
+        let e = Endpoint::parse("rediss://:pw@[::1]").unwrap();
+        assert_eq!(
+            (
+                e.host.as_str(),
+                e.port,
+                e.user,
+                e.password.as_deref(),
+                e.tls
+            ),
+            ("::1", 6379, None, Some("pw"), true)
+        );
+        assert_eq!(Endpoint::parse("localhost:6380").unwrap().port, 6380);
+        assert!(Endpoint::parse("http://x").is_err());
+        assert!(Endpoint::parse("redis://h:99999").is_err());
+        assert!(Endpoint::parse("redis://h/x").is_err());
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let mut b = Backoff::new(4, Duration::from_millis(100), Duration::from_millis(250));
+        let d: Vec<_> = std::iter::from_fn(|| b.next_delay()).collect();
+        assert_eq!(
+            d,
+            vec![
+                Duration::from_millis(100),
+                Duration::from_millis(200),
+                Duration::from_millis(250),
+                Duration::from_millis(250)
+            ]
+        );
+    }
+}
