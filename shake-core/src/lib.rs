@@ -3,6 +3,7 @@
 //! The binaries are argument parsing and wiring; the format (`rdb`), the filters (`filter`),
 //! the output sinks (`sink`) and progress reporting (`observe`) live here, once.
 
+pub mod client;
 pub mod crc64;
 pub mod filter;
 pub mod glob;
@@ -10,6 +11,7 @@ pub mod lzf;
 pub mod net;
 pub mod observe;
 pub mod rdb;
+pub mod repl;
 pub mod resp;
 pub mod sink;
 pub mod text;

@@ -1,0 +1,1 @@
+//! The pipelined client and the cluster router. (being written)

@@ -1,0 +1,1 @@
+//! Writing RDB encodings: DUMP payloads and values re-encoded for older targets. (being written)
