@@ -11,6 +11,7 @@ pub mod lzf;
 pub mod net;
 pub mod observe;
 pub mod rdb;
+pub mod rebuild;
 pub mod repl;
 pub mod resp;
 pub mod sink;
