@@ -100,6 +100,8 @@ pub struct RdbParser<R> {
     freq: Option<u8>,
     current: Option<Current>,
     finished: bool,
+    /// Set during `skip_chunk`: elements are stepped over, not decoded.
+    skipping: bool,
 }
 
 impl<R: Read> RdbParser<R> {
@@ -118,6 +120,7 @@ impl<R: Read> RdbParser<R> {
             freq: None,
             current: None,
             finished: false,
+            skipping: false,
         }
     }
 
@@ -596,7 +599,7 @@ impl<R: Read> RdbParser<R> {
             self.current = None;
             return r;
         }
-        while self.next_chunk()?.is_some() {}
+        while self.skip_chunk()? {}
         Ok(())
     }
 
@@ -752,6 +755,18 @@ impl<R: Read> RdbParser<R> {
         Ok(n)
     }
 
+    /// Steps over one chunk's worth of the current value, as `next_chunk` would cut it, without
+    /// decoding the elements where the encoding allows (plain collections, quicklist nodes,
+    /// compact blobs). Returns false once the value is complete. Mixing it with `next_chunk`
+    /// on one value is allowed: a raw capture can be skipped through until it grows too big,
+    /// and the rest decoded.
+    pub fn skip_chunk(&mut self) -> Result<bool> {
+        self.skipping = true;
+        let r = self.next_chunk();
+        self.skipping = false;
+        r.map(|c| c.is_some())
+    }
+
     /// The next decoded piece of the current value, or `None` when it is complete.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         let r = self.next_chunk_inner();
@@ -780,6 +795,11 @@ impl<R: Read> RdbParser<R> {
         let at = self.src.offset();
         let chunk = match state {
             ValueState::Done => return Ok(None),
+            ValueState::Start if self.skipping && is_blob_type(ty) => {
+                self.skip_body(ty)?;
+                self.set_state(ValueState::Done);
+                Some(Chunk::Items(Vec::new()))
+            }
             ValueState::Start => match ty {
                 t::STRING => {
                     let s = self.string("a string value")?;
@@ -997,8 +1017,27 @@ impl<R: Read> RdbParser<R> {
             ValueState::Quicklist { remaining, v2 } => {
                 if remaining == 0 {
                     self.set_state(ValueState::Done);
-                    self.require_elements(at)?;
+                    if !self.skipping {
+                        self.require_elements(at)?;
+                    }
                     return Ok(None);
+                }
+                if self.skipping {
+                    if v2 {
+                        let container = self.length("a quicklist node container")?;
+                        if container != 1 && container != 2 {
+                            return Err(RdbError::corrupt(
+                                format!("quicklist node container {container} is neither PLAIN (1) nor PACKED (2)"),
+                                at,
+                            ));
+                        }
+                    }
+                    self.skip_string("a quicklist node")?;
+                    self.set_state(ValueState::Quicklist {
+                        remaining: remaining - 1,
+                        v2,
+                    });
+                    return Ok(Some(Chunk::Items(Vec::new())));
                 }
                 let mut items = Vec::new();
                 let container = if v2 {
@@ -1051,7 +1090,7 @@ impl<R: Read> RdbParser<R> {
             if let Some(cur) = &mut self.current {
                 cur.elements += n;
             }
-            if n == 0 {
+            if n == 0 && !self.skipping {
                 // Only a compact blob can arrive empty here; counted forms were checked already.
                 return Err(empty_collection(at));
             }
@@ -1073,6 +1112,39 @@ impl<R: Read> RdbParser<R> {
     }
 
     fn plain_chunk(&mut self, kind: PlainKind, n: usize) -> Result<Chunk> {
+        if self.skipping {
+            for _ in 0..n {
+                match kind {
+                    PlainKind::List | PlainKind::Set => self.skip_string("a collection element")?,
+                    PlainKind::ZsetText => {
+                        self.skip_string("a zset member")?;
+                        let len = self.src.u8("a zset score")?;
+                        if len < 253 {
+                            self.src.skip(len as u64, "a zset score")?;
+                        }
+                    }
+                    PlainKind::ZsetBinary => {
+                        self.skip_string("a zset member")?;
+                        self.src.skip(8, "a zset score")?;
+                    }
+                    PlainKind::Hash => {
+                        self.skip_string("a hash field")?;
+                        self.skip_string("a hash value")?;
+                    }
+                    PlainKind::HashTtl { .. } => {
+                        self.length("a hash field TTL")?;
+                        self.skip_string("a hash field")?;
+                        self.skip_string("a hash value")?;
+                    }
+                    PlainKind::ValkeyHash2 => {
+                        self.skip_string("a hash field")?;
+                        self.skip_string("a hash value")?;
+                        self.src.skip(8, "a hash field expiry")?;
+                    }
+                }
+            }
+            return Ok(Chunk::Items(Vec::new()));
+        }
         Ok(match kind {
             PlainKind::List | PlainKind::Set => {
                 let mut v = Vec::with_capacity(n);
@@ -1295,6 +1367,24 @@ impl<R: Read> RdbParser<R> {
     }
 }
 
+/// Types whose whole value is one string (a compact encoding), possibly after a fixed prefix.
+fn is_blob_type(ty: u8) -> bool {
+    matches!(
+        ty,
+        t::STRING
+            | t::HASH_ZIPMAP
+            | t::LIST_ZIPLIST
+            | t::SET_INTSET
+            | t::ZSET_ZIPLIST
+            | t::HASH_ZIPLIST
+            | t::HASH_LISTPACK
+            | t::ZSET_LISTPACK
+            | t::SET_LISTPACK
+            | t::HASH_LISTPACK_EX_PRE_GA
+            | t::HASH_LISTPACK_EX
+    )
+}
+
 fn empty_collection(at: u64) -> RdbError {
     RdbError::corrupt(
         "empty collection (Redis never writes one; it skips such keys on load)",
@@ -1428,5 +1518,32 @@ mod tests {
             e.is_truncation() && e.key.as_deref() == Some(&b"k"[..]),
             "{e}"
         );
+    }
+
+    #[test]
+    fn skipping_then_decoding_one_value() {
+        // A plain list of 5 elements; chunks of 2: skip the first chunk, decode the rest.
+        let raw = [
+            0x05, 0x01, b'a', 0x01, b'b', 0x01, b'c', 0x01, b'd', 0x01, b'e',
+        ];
+        let h = Header {
+            magic: Magic::Redis,
+            version: 10,
+        };
+        let opts = ParserOptions {
+            chunk_elements: 2,
+            ..ParserOptions::default()
+        };
+        let mut p = RdbParser::for_value(&raw[..], h, t::LIST, b"k", opts).unwrap();
+        assert!(p.skip_chunk().unwrap());
+        assert_eq!(
+            p.next_chunk().unwrap(),
+            Some(Chunk::Items(vec![b"c".to_vec(), b"d".to_vec()]))
+        );
+        assert_eq!(
+            p.next_chunk().unwrap(),
+            Some(Chunk::Items(vec![b"e".to_vec()]))
+        );
+        assert_eq!(p.next_chunk().unwrap(), None);
     }
 }
