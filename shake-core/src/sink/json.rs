@@ -78,9 +78,18 @@ fn ryu_like(v: f64) -> String {
     format!("{v:?}")
 }
 
-pub fn uint(out: &mut Vec<u8>, v: u64) {
-    use std::io::Write;
-    let _ = write!(out, "{v}");
+pub fn uint(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 pub fn int(out: &mut Vec<u8>, v: i64) {

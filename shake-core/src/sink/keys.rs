@@ -37,14 +37,14 @@ impl<W: Write> RdbSink for KeyListSink<W> {
     }
 
     fn begin_key(&mut self, k: &KeyHeader) -> io::Result<()> {
+        // Written piece by piece: the formatting machinery cost as much as parsing the key.
         self.line.clear();
-        write!(
-            self.line,
-            "{}\t{}\t{}\n",
-            k.db,
-            k.value_type,
-            key_text(&k.key)
-        )?;
+        crate::sink::json::uint(&mut self.line, k.db);
+        self.line.push(b'\t');
+        self.line.extend_from_slice(k.value_type.as_str().as_bytes());
+        self.line.push(b'\t');
+        self.line.extend_from_slice(key_text(&k.key).as_bytes());
+        self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
 

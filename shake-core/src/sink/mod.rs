@@ -1,7 +1,7 @@
 //! Output sinks for RDB content and the loop that feeds them: parser -> filter -> sink.
 //! A sink knows its destination format; it never sees how the bytes were encoded in the file.
 
-mod json;
+pub(crate) mod json;
 mod jsonl;
 mod keys;
 mod memory;
