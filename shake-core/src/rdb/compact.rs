@@ -249,15 +249,21 @@ pub fn listpack_for_each<'a>(
             at += 1 + width;
             Elem::Int(le_int(b))
         };
-        // The back-length records the entry's size in 1..=5 bytes of 7 bits each.
+        // The back-length records the entry's size in 1..=5 bytes of 7 bits each. Servers
+        // disagree at the exact limits 16383, 2097151 and 268435455: Redis and Valkey up to 8.1
+        // use one byte more there than Valkey 9.1 does. The longer form starts with a 0 byte
+        // (the size's top 7-bit group is empty), which the shorter form never does.
         let entry_len = at - start;
-        let backlen_size = match entry_len {
+        let mut backlen_size = match entry_len {
             0..=127 => 1,
             128..=16383 => 2,
             16384..=2097151 => 3,
             2097152..=268435455 => 4,
             _ => 5,
         };
+        if matches!(entry_len, 16383 | 2097151 | 268435455) && buf.get(at) == Some(&0) {
+            backlen_size += 1;
+        }
         take(buf, at, backlen_size, "listpack back-length")?;
         at += backlen_size;
         f(elem)?;

@@ -11,6 +11,7 @@ mod error;
 mod model;
 mod parser;
 mod source;
+mod transcode;
 pub mod writer;
 
 pub use error::{RdbError, RdbErrorKind, Result};
