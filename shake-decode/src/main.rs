@@ -172,7 +172,8 @@ fn run(args: &Args) -> Result<(), Failure> {
             r
         }
     };
-    if let Some(n) = resp_modules.filter(|&n| n > 0) {
+    // Only after a complete decode: a failure's message must stay the one line on stderr.
+    if let Some(n) = resp_modules.filter(|&n| n > 0 && result.is_ok()) {
         eprintln!("shake-decode: {n} module value(s) left out of the RESP output (no command recreates them)");
     }
     match result {

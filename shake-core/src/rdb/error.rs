@@ -85,7 +85,7 @@ impl fmt::Display for RdbErrorKind {
             ),
             RdbErrorKind::UnsupportedVersion { magic, version } => write!(
                 f,
-                "RDB version {version} ({magic} magic) is newer than this reader knows (REDIS 1-12, VALKEY 80-81)"
+                "RDB version {version} ({magic} magic) is newer than this reader knows (REDIS 1-12, VALKEY 80-81); --relaxed-version reads it anyway, failing only on unknown types"
             ),
             RdbErrorKind::UnknownType { rdb_type, version } => {
                 write!(f, "unknown value type {rdb_type} in an RDB of version {version}")

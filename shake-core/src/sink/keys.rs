@@ -41,7 +41,8 @@ impl<W: Write> RdbSink for KeyListSink<W> {
         self.line.clear();
         crate::sink::json::uint(&mut self.line, k.db);
         self.line.push(b'\t');
-        self.line.extend_from_slice(k.value_type.as_str().as_bytes());
+        self.line
+            .extend_from_slice(k.value_type.as_str().as_bytes());
         self.line.push(b'\t');
         self.line.extend_from_slice(key_text(&k.key).as_bytes());
         self.line.push(b'\n');
