@@ -3,6 +3,7 @@
 //! The binaries are argument parsing and wiring; the format (`rdb`), the filters (`filter`),
 //! the output sinks (`sink`) and progress reporting (`observe`) live here, once.
 
+pub mod apply;
 pub mod client;
 pub mod crc64;
 pub mod filter;

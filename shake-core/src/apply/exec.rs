@@ -1,0 +1,319 @@
+//! The writing half of applying an RDB: takes `Work` from the planner and drives the target
+//! client — RESTORE for payloads, batches for big keys, FUNCTION LOAD on every master — and
+//! checks every reply against the conflict policy. Also caps the write rate (`--qps`).
+
+use std::time::{Duration, Instant};
+
+use super::{ApplyError, ApplyOptions, ConflictPolicy, Work};
+use crate::client::{ClientError, Idempotent, Target};
+use crate::resp::{CommandBuilder, Reply};
+use crate::text::quote_bytes;
+
+/// What a command was for, to judge its reply.
+#[derive(Debug)]
+pub enum Tag {
+    Restore { key: Vec<u8> },
+    Command { key: Vec<u8>, last: bool },
+    Exists { key: Vec<u8> },
+}
+
+/// What the target said.
+#[derive(Debug, Default, Clone)]
+pub struct ExecStats {
+    /// Keys written whole (RESTORE accepted, or a big key's last batch accepted).
+    pub written: u64,
+    /// Keys that already existed and were kept (`--on-conflict ignore`).
+    pub conflicts: u64,
+    pub commands: u64,
+    pub functions_loaded: u64,
+    pub functions_kept: u64,
+}
+
+pub struct Exec<'a> {
+    target: &'a mut Target<Tag>,
+    opts: &'a ApplyOptions,
+    pub stats: ExecStats,
+    /// A big key being skipped because it existed (`ignore`).
+    skipping: Option<Vec<u8>>,
+    started: Instant,
+}
+
+fn is_busykey(e: &str) -> bool {
+    e.starts_with("BUSYKEY")
+}
+
+impl<'a> Exec<'a> {
+    pub fn new(target: &'a mut Target<Tag>, opts: &'a ApplyOptions) -> Self {
+        Exec {
+            target,
+            opts,
+            stats: ExecStats::default(),
+            skipping: None,
+            started: Instant::now(),
+        }
+    }
+
+    fn target_name(&self) -> String {
+        self.target.seed().to_string()
+    }
+
+    fn client_err(&self, e: ClientError) -> ApplyError {
+        match e {
+            ClientError::ClusterDb { endpoint, db } => ApplyError::Unsupported(format!(
+                "{endpoint} is a cluster, which has only database 0, and the input has keys for database {db}: \
+                 map databases with --db-map (e.g. --db-map '*=0' to merge them all)"
+            )),
+            other => ApplyError::Client(other.to_string()),
+        }
+    }
+
+    /// Sleeps as needed to stay under `--qps`.
+    async fn pace(&mut self) {
+        if self.opts.qps == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.stats.commands as f64 / self.opts.qps as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+
+    async fn submit(
+        &mut self,
+        key: &[u8],
+        cmd: Vec<u8>,
+        idem: Idempotent,
+        tag: Tag,
+    ) -> Result<(), ApplyError> {
+        self.pace().await;
+        self.stats.commands += 1;
+        let r = self.target.submit(Some(key), cmd, idem, tag).await;
+        r.map_err(|e| self.client_err(e))?;
+        self.collect()
+    }
+
+    /// Judges every reply that has arrived (never waits).
+    fn collect(&mut self) -> Result<(), ApplyError> {
+        while let Some((tag, reply)) = self.target.try_completion() {
+            self.judge(tag, reply)?;
+        }
+        Ok(())
+    }
+
+    fn judge(&mut self, tag: Tag, reply: Reply) -> Result<(), ApplyError> {
+        match (tag, reply.error()) {
+            (Tag::Restore { .. }, None) => self.stats.written += 1,
+            (Tag::Restore { key }, Some(e)) if is_busykey(e) => match self.opts.conflict {
+                ConflictPolicy::Ignore => self.stats.conflicts += 1,
+                _ => {
+                    return Err(ApplyError::Conflict {
+                        key,
+                        target: self.target_name(),
+                    })
+                }
+            },
+            (Tag::Command { last, .. }, None) => {
+                if last {
+                    self.stats.written += 1;
+                }
+            }
+            (Tag::Exists { .. }, None) => {}
+            (Tag::Restore { key } | Tag::Command { key, .. } | Tag::Exists { key }, Some(e)) => {
+                return Err(ApplyError::Target {
+                    key: Some(key),
+                    target: self.target_name(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the reply to an EXISTS just submitted, judging the others on the way.
+    async fn exists(&mut self, key: &[u8]) -> Result<bool, ApplyError> {
+        let mut b = CommandBuilder::new();
+        b.arg("EXISTS").arg(key);
+        let mut cmd = Vec::new();
+        b.finish_into(&mut cmd);
+        self.stats.commands += 1;
+        let r = self
+            .target
+            .submit(
+                Some(key),
+                cmd,
+                Idempotent::Yes,
+                Tag::Exists { key: key.to_vec() },
+            )
+            .await;
+        r.map_err(|e| self.client_err(e))?;
+        loop {
+            let next = self
+                .target
+                .next_completion()
+                .await
+                .map_err(|e| self.client_err(e))?;
+            match next {
+                Some((Tag::Exists { key: k }, reply)) if k == key => {
+                    if let Some(e) = reply.error() {
+                        return Err(ApplyError::Target {
+                            key: Some(k),
+                            target: self.target_name(),
+                            message: e.to_string(),
+                        });
+                    }
+                    return Ok(reply.as_int().unwrap_or(0) > 0);
+                }
+                Some((tag, reply)) => self.judge(tag, reply)?,
+                None => {
+                    return Err(ApplyError::Client(
+                        "the target answered nothing to EXISTS".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn select(&mut self, db: u64) -> Result<(), ApplyError> {
+        self.target.select(db).map_err(|e| self.client_err(e))
+    }
+
+    pub async fn apply(&mut self, w: Work) -> Result<(), ApplyError> {
+        match w {
+            Work::Restore { db, key, cmd } => {
+                self.select(db)?;
+                // Only RESTORE ... REPLACE can be sent twice without a false BUSYKEY.
+                let idem = if self.opts.conflict == ConflictPolicy::Rewrite {
+                    Idempotent::Yes
+                } else {
+                    Idempotent::No
+                };
+                self.pace().await;
+                self.stats.commands += 1;
+                let slot = crate::client::slot_of(&key);
+                let r = self
+                    .target
+                    .submit_to_slot(slot, cmd, idem, Tag::Restore { key })
+                    .await;
+                r.map_err(|e| self.client_err(e))?;
+                self.collect()
+            }
+            Work::Commands {
+                db,
+                key,
+                cmds,
+                first,
+                last,
+            } => {
+                self.select(db)?;
+                if first {
+                    match self.opts.conflict {
+                        ConflictPolicy::Rewrite => {
+                            let mut b = CommandBuilder::new();
+                            b.arg("DEL").arg(&key);
+                            let mut cmd = Vec::new();
+                            b.finish_into(&mut cmd);
+                            self.submit(
+                                &key,
+                                cmd,
+                                Idempotent::Yes,
+                                Tag::Command {
+                                    key: key.clone(),
+                                    last: false,
+                                },
+                            )
+                            .await?;
+                        }
+                        policy => {
+                            if self.exists(&key).await? {
+                                if policy == ConflictPolicy::Panic {
+                                    return Err(ApplyError::Conflict {
+                                        key,
+                                        target: self.target_name(),
+                                    });
+                                }
+                                self.stats.conflicts += 1;
+                                self.skipping = Some(key.clone());
+                            }
+                        }
+                    }
+                }
+                if self.skipping.as_deref() == Some(&key[..]) {
+                    if last {
+                        self.skipping = None;
+                    }
+                    return Ok(());
+                }
+                let n = cmds.len();
+                for (i, cmd) in cmds.into_iter().enumerate() {
+                    let is_last = last && i + 1 == n;
+                    self.submit(
+                        &key,
+                        cmd,
+                        Idempotent::No,
+                        Tag::Command {
+                            key: key.clone(),
+                            last: is_last,
+                        },
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+            Work::Function { code } => {
+                let replace = self.opts.conflict == ConflictPolicy::Rewrite;
+                let argv: Vec<&[u8]> = if replace {
+                    vec![b"FUNCTION", b"LOAD", b"REPLACE", &code]
+                } else {
+                    vec![b"FUNCTION", b"LOAD", &code]
+                };
+                let replies = self
+                    .target
+                    .broadcast(&argv)
+                    .await
+                    .map_err(|e| self.client_err(e))?;
+                self.collect()?;
+                for (node, reply) in replies {
+                    match reply.error() {
+                        None => self.stats.functions_loaded += 1,
+                        Some(e) if e.contains("already exists") && self.opts.conflict == ConflictPolicy::Ignore => {
+                            self.stats.functions_kept += 1
+                        }
+                        Some(e) if e.contains("already exists") => {
+                            return Err(ApplyError::Target {
+                                key: None,
+                                target: node.to_string(),
+                                message: format!(
+                                    "function library exists ({e}); use --on-conflict rewrite to replace it or ignore to keep it"
+                                ),
+                            })
+                        }
+                        Some(e) => {
+                            return Err(ApplyError::Target {
+                                key: None,
+                                target: node.to_string(),
+                                message: format!("FUNCTION LOAD failed: {e} (library {})", library_name(&code)),
+                            })
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Work::End { .. } => Ok(()),
+        }
+    }
+
+    /// Waits for every reply and judges it.
+    pub async fn finish(&mut self) -> Result<(), ApplyError> {
+        let all = self.target.drain().await.map_err(|e| self.client_err(e))?;
+        for (tag, reply) in all {
+            self.judge(tag, reply)?;
+        }
+        Ok(())
+    }
+}
+
+fn library_name(code: &[u8]) -> String {
+    let first = code.split(|&b| b == b'\n').next().unwrap_or_default();
+    quote_bytes(first)
+}

@@ -1,0 +1,328 @@
+//! Turning RDB content into target writes: the fast path (RESTORE with the raw payload), the
+//! portable path (a payload re-encoded for an older target), the big-key path (batches of
+//! commands), the conflict policy, database mapping, filters, expired keys, functions, and the
+//! write-rate cap. shake-restore wires it to files; shake-sync and shake-rump reuse it as is.
+//!
+//! The work is split in two halves joined by a bounded queue: `plan` runs with the parser on a
+//! blocking thread and decides how each value travels; `exec` runs on the async runtime and
+//! drives the target client, checking every reply.
+
+pub mod exec;
+pub mod plan;
+mod restore;
+
+pub use restore::{restore, RestoreInput, RestoreSettings, RestoreSummary};
+
+use std::fmt;
+
+use crate::crc64::Crc64;
+use crate::filter::KeyFilter;
+use crate::rdb::writer::FieldTtlPolicy;
+use crate::rdb::{ChecksumStatus, KeyHeader, RdbError};
+
+/// What to do when a key being written already exists on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// Stop with an error naming the key.
+    Panic,
+    /// Replace the target's key.
+    Rewrite,
+    /// Keep the target's key and count the conflict.
+    Ignore,
+}
+
+impl ConflictPolicy {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "panic" => Ok(ConflictPolicy::Panic),
+            "rewrite" => Ok(ConflictPolicy::Rewrite),
+            "ignore" => Ok(ConflictPolicy::Ignore),
+            _ => Err(format!(
+                "unknown conflict policy {s:?}: expected panic, rewrite or ignore"
+            )),
+        }
+    }
+}
+
+/// `--db-map SRC=DST` rules; `*=DST` maps every database. Databases no rule names keep their
+/// number.
+#[derive(Debug, Clone, Default)]
+pub struct DbMap {
+    rules: Vec<(Option<u64>, u64)>,
+}
+
+impl DbMap {
+    pub fn parse(specs: &[String]) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for s in specs {
+            let (a, b) = s
+                .split_once('=')
+                .ok_or_else(|| format!("--db-map {s:?}: expected SRC=DST, e.g. 1=0 or *=0"))?;
+            let dst = b
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("--db-map {s:?}: DST must be a database number"))?;
+            let src =
+                match a.trim() {
+                    "*" => None,
+                    n => Some(n.parse::<u64>().map_err(|_| {
+                        format!("--db-map {s:?}: SRC must be a database number or *")
+                    })?),
+                };
+            rules.push((src, dst));
+        }
+        Ok(DbMap { rules })
+    }
+
+    /// The target database for a source database (exact rules win over `*`).
+    pub fn map(&self, db: u64) -> Option<u64> {
+        if let Some((_, d)) = self.rules.iter().find(|(s, _)| *s == Some(db)) {
+            return Some(*d);
+        }
+        if let Some((_, d)) = self.rules.iter().find(|(s, _)| s.is_none()) {
+            return Some(*d);
+        }
+        Some(db)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub conflict: ConflictPolicy,
+    pub db_map: DbMap,
+    pub filter: KeyFilter,
+    /// Values whose encoding exceeds this go as batches of commands instead of one RESTORE.
+    pub big_key_bytes: usize,
+    /// Most bytes of commands in one batch of a big key.
+    pub batch_bytes: usize,
+    /// Elements per decoded chunk (and so per command of a big key).
+    pub chunk_elements: usize,
+    /// Pass IDLETIME / FREQ to RESTORE when the RDB has them.
+    pub keep_lru: bool,
+    /// Hash field TTLs into a target that has none.
+    pub field_ttls: FieldTtlPolicy,
+    /// Cap on commands per second sent to the target (0: none).
+    pub qps: u64,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            conflict: ConflictPolicy::Panic,
+            db_map: DbMap::default(),
+            filter: KeyFilter::all(),
+            big_key_bytes: 64 << 20,
+            batch_bytes: 1 << 20,
+            chunk_elements: 1024,
+            keep_lru: false,
+            field_ttls: FieldTtlPolicy::Refuse,
+            qps: 0,
+        }
+    }
+}
+
+/// One unit of work from the reading half to the writing half.
+#[derive(Debug)]
+pub enum Work {
+    /// One RESTORE command, built by the planner (so the payload is copied once), for `key`.
+    Restore { db: u64, key: Vec<u8>, cmd: Vec<u8> },
+    /// A batch of commands (each RESP-encoded) for one big key; `first` before any command of
+    /// the key has been sent, `last` with the final one (its TTL included).
+    Commands {
+        db: u64,
+        key: Vec<u8>,
+        cmds: Vec<Vec<u8>>,
+        first: bool,
+        last: bool,
+    },
+    /// A function library (FUNCTION LOAD).
+    Function { code: Vec<u8> },
+    /// The end of one RDB.
+    End { checksum: ChecksumStatus },
+}
+
+impl Work {
+    /// Bytes this item holds, for the queue's memory budget.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Work::Restore { cmd, .. } => cmd.len() + 64,
+            Work::Commands { cmds, .. } => cmds.iter().map(|c| c.len() + 32).sum::<usize>() + 64,
+            Work::Function { code } => code.len() + 64,
+            Work::End { .. } => 64,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ApplyError {
+    Rdb(RdbError),
+    /// A key exists on the target under `--on-conflict panic`.
+    Conflict {
+        key: Vec<u8>,
+        target: String,
+    },
+    /// The target refused a write.
+    Target {
+        key: Option<Vec<u8>>,
+        target: String,
+        message: String,
+    },
+    /// Something the target cannot hold, or a setup problem; the text explains.
+    Unsupported(String),
+    Client(String),
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::text::quote_bytes;
+        match self {
+            ApplyError::Rdb(e) => write!(f, "{e}"),
+            ApplyError::Conflict { key, target } => write!(
+                f,
+                "key {} already exists on {target} (--on-conflict panic); use --on-conflict rewrite to replace it or ignore to keep it",
+                quote_bytes(key)
+            ),
+            ApplyError::Target { key: Some(k), target, message } => write!(f, "{target} refused key {}: {message}", quote_bytes(k)),
+            ApplyError::Target { key: None, target, message } => write!(f, "{target}: {message}"),
+            ApplyError::Unsupported(m) | ApplyError::Client(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+impl From<crate::rdb::writer::TranscodeError> for ApplyError {
+    fn from(e: crate::rdb::writer::TranscodeError) -> Self {
+        ApplyError::Unsupported(e.to_string())
+    }
+}
+
+impl From<crate::client::ClientError> for ApplyError {
+    fn from(e: crate::client::ClientError) -> Self {
+        ApplyError::Client(e.to_string())
+    }
+}
+
+impl From<RdbError> for ApplyError {
+    fn from(e: RdbError) -> Self {
+        ApplyError::Rdb(e)
+    }
+}
+
+/// Builds `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s | FREQ f]` with the payload
+/// assembled from `parts` (e.g. type byte, raw value) and, when `seal_version` is set, its
+/// trailer (version and CRC-64) appended on the fly: the value bytes are copied exactly once.
+pub fn restore_command(
+    k: &KeyHeader,
+    parts: &[&[u8]],
+    seal_version: Option<u16>,
+    opts: &ApplyOptions,
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut trailer = [0u8; 10];
+    let trailer_len = match seal_version {
+        Some(v) => {
+            let mut crc = Crc64::new();
+            for p in parts {
+                crc.update(p);
+            }
+            trailer[..2].copy_from_slice(&v.to_le_bytes());
+            crc.update(&trailer[..2]);
+            trailer[2..].copy_from_slice(&crc.value().to_le_bytes());
+            10
+        }
+        None => 0,
+    };
+    let payload_len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + trailer_len;
+    let ttl = k.expire_at_ms.unwrap_or(0).to_string();
+    let mut extra: Vec<String> = Vec::new();
+    if opts.conflict == ConflictPolicy::Rewrite {
+        extra.push("REPLACE".into());
+    }
+    if k.expire_at_ms.is_some() {
+        extra.push("ABSTTL".into());
+    }
+    if opts.keep_lru {
+        if let Some(idle) = k.idle_s {
+            extra.push("IDLETIME".into());
+            extra.push(idle.to_string());
+        } else if let Some(freq) = k.freq {
+            extra.push("FREQ".into());
+            extra.push(freq.to_string());
+        }
+    }
+    let mut out = Vec::with_capacity(payload_len + k.key.len() + 96);
+    let _ = write!(
+        out,
+        "*{}\r\n$7\r\nRESTORE\r\n${}\r\n",
+        4 + extra.len(),
+        k.key.len()
+    );
+    out.extend_from_slice(&k.key);
+    let _ = write!(out, "\r\n${}\r\n{ttl}\r\n${payload_len}\r\n", ttl.len());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(&trailer[..trailer_len]);
+    out.extend_from_slice(b"\r\n");
+    for e in &extra {
+        let _ = write!(out, "${}\r\n{e}\r\n", e.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_map_rules() {
+        let m = DbMap::parse(&["1=0".into(), "*=5".into()]).unwrap();
+        assert_eq!(m.map(1), Some(0));
+        assert_eq!(m.map(7), Some(5));
+        assert_eq!(DbMap::default().map(3), Some(3));
+        assert!(DbMap::parse(&["x=1".into()]).is_err());
+        assert!(DbMap::parse(&["1".into()]).is_err());
+    }
+
+    #[test]
+    fn restore_command_matches_the_generic_builder() {
+        let k = KeyHeader {
+            db: 0,
+            key: b"k".to_vec(),
+            rdb_type: 0,
+            value_type: crate::rdb::ValueType::String,
+            expire_at_ms: Some(1700000000000),
+            idle_s: Some(5),
+            freq: None,
+            offset: 0,
+        };
+        let opts = ApplyOptions {
+            conflict: ConflictPolicy::Rewrite,
+            keep_lru: true,
+            ..ApplyOptions::default()
+        };
+        let raw = [0x03, b'a', b'b', b'c'];
+        let got = restore_command(&k, &[&[0u8], &raw], Some(10), &opts);
+        let payload = crate::rdb::writer::dump_payload(0, &raw, 10);
+        let mut want = Vec::new();
+        crate::resp::encode_command(
+            &mut want,
+            &[
+                &b"RESTORE"[..],
+                b"k",
+                b"1700000000000",
+                &payload,
+                b"REPLACE",
+                b"ABSTTL",
+                b"IDLETIME",
+                b"5",
+            ],
+        );
+        assert_eq!(got, want);
+    }
+}

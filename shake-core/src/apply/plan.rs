@@ -1,0 +1,376 @@
+//! The reading half of applying an RDB to a target: runs on the parser's thread and turns every
+//! item into `Work` for the writing half, choosing per value between the fast path (the raw bytes
+//! in a RESTORE payload), the portable path (the value re-encoded for an older target) and the
+//! big-key path (commands in batches), with memory bounded by the big-key threshold.
+
+use std::io::Read;
+
+use super::{restore_command, ApplyError, ApplyOptions, Work};
+use crate::observe::Progress;
+use crate::rdb::writer::{BacklenStyle, FieldTtlPolicy, TargetFormat, TranscodeError, Transcoder};
+use crate::rdb::{Chunk, Header, Item, KeyHeader, Magic, ParserOptions, RdbParser, ValueType};
+use crate::rebuild::{function_library_code, CommandRebuilder};
+
+/// Counters the reading half keeps (the writing half counts what the target said).
+#[derive(Debug, Default, Clone)]
+pub struct PlanStats {
+    pub keys: u64,
+    pub filtered: u64,
+    pub expired: u64,
+    pub restored: u64,
+    pub transcoded: u64,
+    pub big_keys: u64,
+    pub functions: u64,
+    pub dropped_field_ttls: u64,
+}
+
+pub struct Planner<'a> {
+    opts: &'a ApplyOptions,
+    target: TargetFormat,
+    now_ms: i64,
+    pub stats: PlanStats,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(opts: &'a ApplyOptions, target: TargetFormat, now_ms: i64) -> Self {
+        Planner {
+            opts,
+            target,
+            now_ms,
+            stats: PlanStats::default(),
+        }
+    }
+
+    /// Reads the whole RDB from `parser`, handing work to `emit` in file order.
+    pub fn run<R: Read>(
+        &mut self,
+        parser: &mut RdbParser<R>,
+        progress: &mut Progress,
+        emit: &mut dyn FnMut(Work) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
+        let header = parser.header()?;
+        while let Some(item) = parser.next_item()? {
+            match item {
+                Item::Key(k) => {
+                    self.key(parser, header, k, emit)?;
+                    progress.update(parser.offset(), self.stats.keys);
+                }
+                Item::Function(f) => {
+                    self.stats.functions += 1;
+                    emit(Work::Function {
+                        code: function_library_code(&f),
+                    })?;
+                }
+                Item::End { checksum, .. } => emit(Work::End { checksum })?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn key<R: Read>(
+        &mut self,
+        parser: &mut RdbParser<R>,
+        header: Header,
+        k: KeyHeader,
+        emit: &mut dyn FnMut(Work) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
+        self.stats.keys += 1;
+        let Some(db) = self.opts.db_map.map(k.db) else {
+            self.stats.filtered += 1;
+            return Ok(parser.skip_value()?);
+        };
+        if !self.opts.filter.matches(k.db, &k.key, k.value_type) {
+            self.stats.filtered += 1;
+            return Ok(parser.skip_value()?);
+        }
+        if k.expire_at_ms.is_some_and(|t| t <= self.now_ms) {
+            self.stats.expired += 1;
+            return Ok(parser.skip_value()?);
+        }
+        let big = self.opts.big_key_bytes;
+        if k.value_type == ValueType::Module
+            || (self.target.can_load(header, k.rdb_type) && !self.restyle(header, k.rdb_type))
+        {
+            // Fast path: capture the raw bytes while stepping over the value; if they outgrow the
+            // threshold, replay what was captured as commands and decode the rest.
+            parser.start_value_capture();
+            let mut overflow = false;
+            while parser.skip_chunk()? {
+                if parser.value_capture_len() > big && k.value_type != ValueType::Module {
+                    overflow = true;
+                    break;
+                }
+            }
+            let raw = parser.finish_value_capture();
+            if !overflow {
+                if k.value_type == ValueType::Module && !self.target.can_load(header, k.rdb_type) {
+                    return Err(ApplyError::Unsupported(format!(
+                        "key {} holds a module value of RDB type {} that the target cannot load",
+                        crate::text::quote_bytes(&k.key),
+                        k.rdb_type
+                    )));
+                }
+                self.stats.restored += 1;
+                let cmd = restore_command(
+                    &k,
+                    &[&[k.rdb_type], &raw],
+                    Some(self.target.rdb_version),
+                    self.opts,
+                );
+                drop(raw);
+                return emit(Work::Restore {
+                    db,
+                    key: k.key,
+                    cmd,
+                });
+            }
+            self.stats.big_keys += 1;
+            let mut cmds = Commands::new(db, &k, self.opts, &self.target, self.now_ms);
+            let mut prefix =
+                RdbParser::for_value(&raw[..], header, k.rdb_type, &k.key, chunking(self.opts))?;
+            loop {
+                let at = prefix.offset();
+                match prefix.next_chunk() {
+                    Ok(Some(c)) => cmds.chunk(&k, c, emit)?,
+                    Ok(None) => break,
+                    // The capture ends at a chunk boundary: running out there is the prefix's end.
+                    Err(e) if e.is_truncation() && at == raw.len() as u64 => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            drop(prefix);
+            drop(raw);
+            while let Some(c) = parser.next_chunk()? {
+                cmds.chunk(&k, c, emit)?;
+            }
+            self.stats.dropped_field_ttls += cmds.dropped_field_ttls;
+            return cmds.finish(&k, emit);
+        }
+
+        // Portable path: decode, hold chunks up to the threshold, then either transcode them into
+        // one payload or, past the threshold, write everything as commands.
+        let mut held: Vec<Chunk> = Vec::new();
+        let mut held_bytes = 0usize;
+        let mut cmds: Option<Commands> = None;
+        while let Some(c) = parser.next_chunk()? {
+            match &mut cmds {
+                Some(cm) => cm.chunk(&k, c, emit)?,
+                None => {
+                    held_bytes += chunk_bytes(&c);
+                    held.push(c);
+                    if held_bytes > big {
+                        let mut cm = Commands::new(db, &k, self.opts, &self.target, self.now_ms);
+                        for c in held.drain(..) {
+                            cm.chunk(&k, c, emit)?;
+                        }
+                        cmds = Some(cm);
+                    }
+                }
+            }
+        }
+        if let Some(cm) = cmds {
+            self.stats.big_keys += 1;
+            self.stats.dropped_field_ttls += cm.dropped_field_ttls;
+            return cm.finish(&k, emit);
+        }
+        let mut tc = Transcoder::new(&self.target, &k, self.opts.field_ttls)?;
+        for c in held {
+            tc.push(c)?;
+        }
+        let (payload, dropped) = tc.finish()?;
+        self.stats.dropped_field_ttls += dropped;
+        self.stats.transcoded += 1;
+        let cmd = restore_command(&k, &[&payload], None, self.opts);
+        drop(payload);
+        emit(Work::Restore {
+            db,
+            key: k.key,
+            cmd,
+        })
+    }
+}
+
+impl Planner<'_> {
+    /// True when raw listpacks of this type may not load on the target although it knows the
+    /// type: Valkey 9.1 sizes listpack back-lengths differently from Redis and older Valkey at
+    /// three exact element sizes, and each refuses (or, Redis 7.0, crashes on) the other's form.
+    /// The source's style is judged from its magic; such values take the portable path, which
+    /// writes the target's style.
+    fn restyle(&self, source: Header, rdb_type: u8) -> bool {
+        use crate::rdb::types as t;
+        let source_style = match source.magic {
+            Magic::Valkey => BacklenStyle::Minimal,
+            Magic::Redis => BacklenStyle::Legacy,
+        };
+        source_style != self.target.listpack_backlen
+            && matches!(
+                rdb_type,
+                t::STREAM_LISTPACKS
+                    | t::HASH_LISTPACK
+                    | t::ZSET_LISTPACK
+                    | t::LIST_QUICKLIST_2
+                    | t::STREAM_LISTPACKS_2
+                    | t::SET_LISTPACK
+                    | t::STREAM_LISTPACKS_3
+                    | t::HASH_LISTPACK_EX_PRE_GA
+                    | t::HASH_LISTPACK_EX
+            )
+    }
+}
+
+fn chunking(opts: &ApplyOptions) -> ParserOptions {
+    ParserOptions {
+        chunk_elements: opts.chunk_elements,
+        ..ParserOptions::default()
+    }
+}
+
+/// Rough size of a decoded chunk, to bound what the portable path holds in memory.
+fn chunk_bytes(c: &Chunk) -> usize {
+    match c {
+        Chunk::String(s) => s.len(),
+        Chunk::Items(v) => v.iter().map(|x| x.len() + 16).sum(),
+        Chunk::Scored(v) => v.iter().map(|(m, _)| m.len() + 24).sum(),
+        Chunk::Fields(v) => v.iter().map(|f| f.field.len() + f.value.len() + 32).sum(),
+        Chunk::StreamEntries(v) => v
+            .iter()
+            .map(|e| {
+                e.fields
+                    .iter()
+                    .map(|(f, x)| f.len() + x.len() + 16)
+                    .sum::<usize>()
+                    + 32
+            })
+            .sum(),
+        Chunk::StreamPending(v) => v.len() * 40,
+        Chunk::StreamConsumer(c) => c.name.len() + c.pending.len() * 16 + 32,
+        Chunk::Module { raw, .. } => raw.len(),
+        _ => 64,
+    }
+}
+
+/// A big key on its way out as batches of commands.
+struct Commands {
+    db: u64,
+    key: Vec<u8>,
+    rebuild: CommandRebuilder,
+    batch: Vec<Vec<u8>>,
+    batch_len: usize,
+    first: bool,
+    begun: bool,
+    batch_bytes: usize,
+    /// Set when the target has no hash field TTLs: what to do with them (HPEXPIREAT would fail).
+    field_ttls: Option<(FieldTtlPolicy, TargetFormat)>,
+    dropped_field_ttls: u64,
+    /// The target knows XSETID ENTRIESADDED/MAXDELETEDID and XGROUP CREATE ... ENTRIESREAD
+    /// (Redis 7.0, RDB 10, and every Valkey); Redis 6.2 refuses them.
+    stream_counters: bool,
+    now_ms: i64,
+}
+
+type Emit<'e> = &'e mut dyn FnMut(Work) -> Result<(), ApplyError>;
+
+impl Commands {
+    fn new(
+        db: u64,
+        k: &KeyHeader,
+        opts: &ApplyOptions,
+        target: &TargetFormat,
+        now_ms: i64,
+    ) -> Self {
+        let mut rebuild = CommandRebuilder::new();
+        // Deleting first is the writing half's call: it depends on the conflict policy.
+        rebuild.delete_first = false;
+        Commands {
+            db,
+            key: k.key.clone(),
+            rebuild,
+            batch: Vec::new(),
+            batch_len: 0,
+            first: true,
+            begun: false,
+            batch_bytes: opts.batch_bytes,
+            field_ttls: target
+                .field_ttl_hash_type()
+                .is_none()
+                .then_some((opts.field_ttls, *target)),
+            dropped_field_ttls: 0,
+            stream_counters: target.magic == Magic::Valkey || target.rdb_version >= 10,
+            now_ms,
+        }
+    }
+
+    fn flush(&mut self, last: bool, emit: Emit<'_>) -> Result<(), ApplyError> {
+        let w = Work::Commands {
+            db: self.db,
+            key: self.key.clone(),
+            cmds: std::mem::take(&mut self.batch),
+            first: self.first,
+            last,
+        };
+        self.batch_len = 0;
+        self.first = false;
+        emit(w)
+    }
+
+    fn push<'b>(batch: &'b mut Vec<Vec<u8>>, len: &'b mut usize) -> impl FnMut(&[u8]) + 'b {
+        move |cmd: &[u8]| {
+            *len += cmd.len();
+            batch.push(cmd.to_vec());
+        }
+    }
+
+    fn chunk(&mut self, k: &KeyHeader, mut c: Chunk, emit: Emit<'_>) -> Result<(), ApplyError> {
+        if let Chunk::Fields(fields) = &mut c {
+            // A field whose TTL has passed is gone, as a key whose TTL has passed is.
+            let now = self.now_ms;
+            fields.retain(|f| f.expire_at_ms.is_none_or(|t| t > now));
+        }
+        if let (Chunk::Fields(fields), Some((policy, target))) = (&mut c, self.field_ttls) {
+            for f in fields.iter_mut().filter(|f| f.expire_at_ms.is_some()) {
+                if policy == FieldTtlPolicy::Refuse {
+                    return Err(TranscodeError::FieldTtlUnsupported {
+                        key: k.key.clone(),
+                        field: f.field.clone(),
+                        target,
+                    }
+                    .into());
+                }
+                f.expire_at_ms = None;
+                self.dropped_field_ttls += 1;
+            }
+        }
+        if !self.stream_counters {
+            match &mut c {
+                Chunk::StreamMeta(m) => {
+                    m.entries_added = None;
+                    m.max_deleted_id = None;
+                }
+                Chunk::StreamGroup(g) => g.entries_read = None,
+                _ => {}
+            }
+        }
+        if !self.begun {
+            self.begun = true;
+            self.rebuild
+                .begin(k, &mut Self::push(&mut self.batch, &mut self.batch_len));
+        }
+        self.rebuild
+            .chunk(k, c, &mut Self::push(&mut self.batch, &mut self.batch_len));
+        if self.batch_len >= self.batch_bytes {
+            self.flush(false, emit)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, k: &KeyHeader, emit: Emit<'_>) -> Result<(), ApplyError> {
+        if !self.begun {
+            self.rebuild
+                .begin(k, &mut Self::push(&mut self.batch, &mut self.batch_len));
+        }
+        self.rebuild
+            .end(k, &mut Self::push(&mut self.batch, &mut self.batch_len));
+        self.flush(true, emit)
+    }
+}

@@ -1,0 +1,302 @@
+//! A whole restore: connect to the target, learn what it can load, check each input file before
+//! writing (checksum, databases), then stream every input through planner and executor.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+
+use super::exec::{Exec, ExecStats, Tag};
+use super::plan::{PlanStats, Planner};
+use super::{ApplyError, ApplyOptions, Work};
+use crate::client::{PipelineOptions, Target, TargetOptions};
+use crate::net::{ConnectOptions, Endpoint};
+use crate::observe::Progress;
+use crate::rdb::writer::TargetFormat;
+use crate::rdb::{Item, ParserOptions, RdbParser};
+
+#[derive(Debug, Clone)]
+pub enum RestoreInput {
+    File(PathBuf),
+    Stdin,
+}
+
+impl fmt::Display for RestoreInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreInput::File(p) => write!(f, "{}", p.display()),
+            RestoreInput::Stdin => f.write_str("stdin"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreSettings {
+    pub target: Endpoint,
+    pub cluster: Option<bool>,
+    pub connect: ConnectOptions,
+    pub inputs: Vec<RestoreInput>,
+    pub apply: ApplyOptions,
+    /// Commands in flight per target connection.
+    pub pipeline: usize,
+    /// Read each file once before writing: checksum and databases.
+    pub verify_first: bool,
+    pub relaxed_version: bool,
+    pub quiet: bool,
+    pub log_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RestoreSummary {
+    pub plan: PlanStats,
+    pub exec: ExecStats,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub target_format: String,
+}
+
+impl fmt::Display for RestoreSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.plan;
+        let e = &self.exec;
+        write!(
+            f,
+            "{} keys written ({} transcoded for {}, {} big keys as commands), {} filtered, {} expired skipped, {} conflicts kept, {} functions loaded ({} kept), {} bytes read in {:.1}s",
+            e.written, p.transcoded, self.target_format, p.big_keys, p.filtered, p.expired, e.conflicts, e.functions_loaded, e.functions_kept, self.bytes, self.seconds
+        )?;
+        if p.dropped_field_ttls > 0 {
+            write!(
+                f,
+                "; {} hash field TTLs dropped (--field-ttls drop)",
+                p.dropped_field_ttls
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// How much decoded or captured data may wait between the reading and the writing half.
+const QUEUE_BYTES: usize = 8 << 20;
+/// Work goes across in batches: one hand-over per key cost more than the key.
+const BATCH_ITEMS: usize = 256;
+const BATCH_BYTES: usize = 1 << 20;
+
+fn open(input: &RestoreInput) -> Result<(Box<dyn Read + Send>, Option<u64>), ApplyError> {
+    match input {
+        RestoreInput::Stdin => Ok((Box::new(std::io::stdin()), None)),
+        RestoreInput::File(p) => {
+            let f = File::open(p).map_err(|e| {
+                ApplyError::Unsupported(format!("cannot open {}: {e}", p.display()))
+            })?;
+            let len = f.metadata().ok().map(|m| m.len());
+            Ok((Box::new(std::io::BufReader::with_capacity(1 << 16, f)), len))
+        }
+    }
+}
+
+fn in_input(input: &RestoreInput, e: ApplyError) -> ApplyError {
+    match e {
+        ApplyError::Rdb(r) => ApplyError::Unsupported(format!("{input}: {r}")),
+        other => other,
+    }
+}
+
+/// Reads a file once without writing: verifies its checksum and lists the target databases its
+/// keys would go to.
+fn precheck(
+    input: &RestoreInput,
+    opts: &ApplyOptions,
+    parser_opts: &ParserOptions,
+) -> Result<BTreeSet<u64>, ApplyError> {
+    let (reader, _) = open(input)?;
+    let mut parser = RdbParser::with_options(reader, parser_opts.clone());
+    let mut dbs = BTreeSet::new();
+    while let Some(item) = parser.next_item().map_err(|e| in_input(input, e.into()))? {
+        if let Item::Key(k) = item {
+            if opts.filter.matches(k.db, &k.key, k.value_type) {
+                if let Some(db) = opts.db_map.map(k.db) {
+                    dbs.insert(db);
+                }
+            }
+        }
+    }
+    Ok(dbs)
+}
+
+/// Restores every input into the target, in order.
+pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
+    let started = Instant::now();
+    let topts = TargetOptions {
+        cluster: s.cluster,
+        connect: s.connect.clone(),
+        window: PipelineOptions {
+            max_commands: s.pipeline,
+            ..PipelineOptions::default()
+        },
+        ..TargetOptions::default()
+    };
+    let mut target: Target<Tag> = Target::connect(&s.target, topts).await?;
+
+    // What the target loads, and how big one command may be, from every master.
+    let mut format: Option<TargetFormat> = None;
+    for (node, reply) in target.broadcast(&["INFO", "server"]).await? {
+        let text = reply.as_text().unwrap_or_default();
+        let f = TargetFormat::from_info(&crate::net::parse_info(&text)).ok_or_else(|| {
+            ApplyError::Unsupported(format!(
+                "{node}: cannot tell which RDB version it loads from INFO server"
+            ))
+        })?;
+        format = Some(match format {
+            Some(old) if old.rdb_version <= f.rdb_version => old,
+            _ => f,
+        });
+    }
+    let format = format
+        .ok_or_else(|| ApplyError::Unsupported(format!("{}: no master answered INFO", s.target)))?;
+    let mut max_bulk: u64 = 512 << 20;
+    for (_, reply) in target
+        .broadcast(&["CONFIG", "GET", "proto-max-bulk-len"])
+        .await?
+    {
+        // Managed services often refuse CONFIG; then the default limit is assumed.
+        if let Some(v) = reply
+            .as_array()
+            .and_then(|a| a.get(1))
+            .and_then(|v| v.as_int())
+        {
+            max_bulk = max_bulk.min(v.max(0) as u64);
+        }
+    }
+    let mut apply = s.apply.clone();
+    // A database in the target URL (redis://host/3) receives every key unless --db-map says
+    // otherwise.
+    if let (Some(db), true) = (s.target.db, apply.db_map.is_empty()) {
+        apply.db_map =
+            super::DbMap::parse(&[format!("*={db}")]).map_err(ApplyError::Unsupported)?;
+    }
+    // Leave room for the key and the command's other arguments.
+    apply.big_key_bytes = apply
+        .big_key_bytes
+        .min(max_bulk.saturating_sub(1 << 20).max(1 << 20) as usize);
+    let parser_opts = ParserOptions {
+        chunk_elements: apply.chunk_elements,
+        relaxed_version: s.relaxed_version,
+        ..ParserOptions::default()
+    };
+
+    if s.verify_first {
+        for input in s
+            .inputs
+            .iter()
+            .filter(|i| matches!(i, RestoreInput::File(_)))
+        {
+            let (input2, apply2, popts) = (input.clone(), apply.clone(), parser_opts.clone());
+            let dbs = tokio::task::spawn_blocking(move || precheck(&input2, &apply2, &popts))
+                .await
+                .map_err(|e| ApplyError::Client(format!("checking {input} failed: {e}")))??;
+            if target.is_cluster() {
+                if let Some(db) = dbs.iter().find(|&&d| d != 0) {
+                    return Err(ApplyError::Unsupported(format!(
+                        "{input} has keys for database {db}, but {} is a cluster, which has only database 0: \
+                         map databases with --db-map (e.g. --db-map '*=0' to merge them all, or --db 0 to take only database 0); nothing was written",
+                        s.target
+                    )));
+                }
+            }
+        }
+    }
+
+    let mut summary = RestoreSummary {
+        target_format: format.to_string(),
+        ..RestoreSummary::default()
+    };
+    let mut exec = Exec::new(&mut target, &apply);
+    for input in &s.inputs {
+        let (reader, total) = open(input)?;
+        let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
+        let (tx, mut rx) = mpsc::channel::<(Vec<Work>, tokio::sync::OwnedSemaphorePermit)>(16);
+        let handle = tokio::runtime::Handle::current();
+        let (apply2, popts, quiet, every) =
+            (apply.clone(), parser_opts.clone(), s.quiet, s.log_interval);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let reading =
+            tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64), ApplyError> {
+                let mut parser = RdbParser::with_options(reader, popts);
+                let mut progress = Progress::new("shake-restore", total, quiet, every);
+                let mut planner = Planner::new(&apply2, format, now_ms);
+                let mut batch: Vec<Work> = Vec::with_capacity(BATCH_ITEMS);
+                let mut batch_bytes = 0usize;
+                let send = |batch: &mut Vec<Work>, bytes: &mut usize| -> Result<(), ApplyError> {
+                    let want = (*bytes).clamp(1, QUEUE_BYTES) as u32;
+                    let permit = handle
+                        .block_on(budget.clone().acquire_many_owned(want))
+                        .map_err(|_| ApplyError::Client("the writing half stopped".into()))?;
+                    *bytes = 0;
+                    tx.blocking_send((std::mem::take(batch), permit))
+                        .map_err(|_| ApplyError::Client("the writing half stopped".into()))
+                };
+                let r = planner.run(&mut parser, &mut progress, &mut |w| {
+                    let flush_now = matches!(w, Work::Function { .. } | Work::End { .. });
+                    batch_bytes += w.bytes();
+                    batch.push(w);
+                    if flush_now || batch.len() >= BATCH_ITEMS || batch_bytes >= BATCH_BYTES {
+                        send(&mut batch, &mut batch_bytes)?;
+                    }
+                    Ok(())
+                });
+                let r = r.and_then(|_| {
+                    if batch.is_empty() {
+                        Ok(())
+                    } else {
+                        send(&mut batch, &mut batch_bytes)
+                    }
+                });
+                progress.finish(parser.offset(), planner.stats.keys);
+                r.map(|_| (planner.stats.clone(), parser.offset()))
+            });
+        let mut failed = None;
+        'recv: while let Some((works, permit)) = rx.recv().await {
+            for w in works {
+                if let Err(e) = exec.apply(w).await {
+                    failed = Some(e);
+                    break 'recv;
+                }
+            }
+            drop(permit);
+        }
+        drop(rx);
+        let read = reading
+            .await
+            .map_err(|e| ApplyError::Client(format!("reading {input} failed: {e}")))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (plan, bytes) = read.map_err(|e| in_input(input, e))?;
+        exec.finish().await?;
+        add_plan(&mut summary.plan, &plan);
+        summary.bytes += bytes;
+    }
+    exec.finish().await?;
+    summary.exec = exec.stats.clone();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn add_plan(a: &mut PlanStats, b: &PlanStats) {
+    a.keys += b.keys;
+    a.filtered += b.filtered;
+    a.expired += b.expired;
+    a.restored += b.restored;
+    a.transcoded += b.transcoded;
+    a.big_keys += b.big_keys;
+    a.functions += b.functions;
+    a.dropped_field_ttls += b.dropped_field_ttls;
+}
