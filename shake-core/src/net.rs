@@ -124,10 +124,12 @@ impl Endpoint {
         };
         let (user, password) = match auth {
             None => (None, None),
+            // As redis-cli reads it: `user:password@`, `:password@`, or `password@`. An empty
+            // password (`user:@`) means "none given", so SHAKE_*_PASSWORD can supply it.
             Some(a) => match a.split_once(':') {
                 Some((u, p)) => (
                     (!u.is_empty()).then(|| percent_decode(u)).transpose()?,
-                    Some(percent_decode(p)?),
+                    (!p.is_empty()).then(|| percent_decode(p)).transpose()?,
                 ),
                 None => (None, Some(percent_decode(a)?)),
             },
