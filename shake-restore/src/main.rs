@@ -74,7 +74,7 @@ struct Args {
 
     /// Values whose encoding is larger go as batches of commands instead of one RESTORE (never
     /// above the target's proto-max-bulk-len)
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = shake_core::apply::DEFAULT_BIG_KEY_BYTES)]
     big_key_bytes: usize,
 
     /// Keep LRU idle time / LFU frequency (RESTORE IDLETIME/FREQ) when the RDB has them

@@ -190,11 +190,17 @@ impl<'a> Exec<'a> {
                 };
                 self.pace().await;
                 self.stats.commands += 1;
-                let slot = crate::client::slot_of(&key);
-                let r = self
-                    .target
-                    .submit_to_slot(slot, cmd, idem, Tag::Restore { key })
-                    .await;
+                let r = if self.target.is_cluster() {
+                    let slot = crate::client::slot_of(&key);
+                    self.target
+                        .submit_to_slot(slot, cmd, idem, Tag::Restore { key })
+                        .await
+                } else {
+                    // One server: no slot to compute.
+                    self.target
+                        .submit(None, cmd, idem, Tag::Restore { key })
+                        .await
+                };
                 r.map_err(|e| self.client_err(e))?;
                 self.collect()
             }

@@ -153,7 +153,13 @@ impl<'a> Planner<'a> {
         let mut held: Vec<Chunk> = Vec::new();
         let mut held_bytes = 0usize;
         let mut cmds: Option<Commands> = None;
-        while let Some(c) = parser.next_chunk()? {
+        let mut fields_kept = 0u64;
+        while let Some(mut c) = parser.next_chunk()? {
+            if let Chunk::Fields(fields) = &mut c {
+                // Fields whose TTL has passed are gone, as expired keys are.
+                fields.retain(|f| f.expire_at_ms.is_none_or(|t| t > self.now_ms));
+                fields_kept += fields.len() as u64;
+            }
             match &mut cmds {
                 Some(cm) => cm.chunk(&k, c, emit)?,
                 None => {
@@ -168,6 +174,11 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
+        }
+        if k.value_type == ValueType::Hash && fields_kept == 0 && cmds.is_none() {
+            // Every field had expired: the key is as good as expired.
+            self.stats.expired += 1;
+            return Ok(());
         }
         if let Some(cm) = cmds {
             self.stats.big_keys += 1;

@@ -1037,6 +1037,11 @@ impl<R: Read> RdbParser<R> {
                         remaining: remaining - 1,
                         v2,
                     });
+                    // A skipped node holds elements (each is checked where it is decoded): count
+                    // it, so a value that `next_chunk` finishes is not taken for an empty one.
+                    if let Some(cur) = &mut self.current {
+                        cur.elements += 1;
+                    }
                     return Ok(Some(Chunk::Items(Vec::new())));
                 }
                 let mut items = Vec::new();
