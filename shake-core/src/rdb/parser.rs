@@ -589,16 +589,6 @@ impl<R: Read> RdbParser<R> {
 
     /// Skips the rest of the current value.
     pub fn skip_value(&mut self) -> Result<()> {
-        let Some(cur) = &self.current else {
-            return Ok(());
-        };
-        if matches!(cur.state, ValueState::Start) {
-            let ty = cur.rdb_type;
-            let r = self.skip_body(ty);
-            let r = r.map_err(|e| self.fail_in_key(e));
-            self.current = None;
-            return r;
-        }
         while self.skip_chunk()? {}
         Ok(())
     }
@@ -642,108 +632,12 @@ impl<R: Read> RdbParser<R> {
         self.src.captured_len()
     }
 
-    fn skip_body(&mut self, ty: u8) -> Result<()> {
-        let magic = self.header.map(|h| h.magic).unwrap_or(Magic::Redis);
-        match ty {
-            t::STRING => self.skip_string("a string value"),
-            t::LIST | t::SET => {
-                let n = self.nonempty_count("element count")?;
-                for _ in 0..n {
-                    self.skip_string("a collection element")?;
-                }
-                Ok(())
-            }
-            t::ZSET => {
-                let n = self.nonempty_count("zset length")?;
-                for _ in 0..n {
-                    self.skip_string("a zset member")?;
-                    let len = self.src.u8("a zset score")?;
-                    if len < 253 {
-                        self.src.skip(len as u64, "a zset score")?;
-                    }
-                }
-                Ok(())
-            }
-            t::ZSET_2 => {
-                let n = self.nonempty_count("zset length")?;
-                for _ in 0..n {
-                    self.skip_string("a zset member")?;
-                    self.src.skip(8, "a zset score")?;
-                }
-                Ok(())
-            }
-            t::HASH => {
-                let n = self.nonempty_count("hash length")?;
-                for _ in 0..n {
-                    self.skip_string("a hash field")?;
-                    self.skip_string("a hash value")?;
-                }
-                Ok(())
-            }
-            t::HASH_METADATA_PRE_GA if magic == Magic::Valkey => {
-                let n = self.nonempty_count("hash length")?;
-                for _ in 0..n {
-                    self.skip_string("a hash field")?;
-                    self.skip_string("a hash value")?;
-                    self.src.skip(8, "a hash field expiry")?;
-                }
-                Ok(())
-            }
-            t::HASH_METADATA | t::HASH_METADATA_PRE_GA => {
-                if ty == t::HASH_METADATA {
-                    self.src.skip(8, "a hash minimum expiry")?;
-                }
-                let n = self.nonempty_count("hash length")?;
-                for _ in 0..n {
-                    self.length("a hash field TTL")?;
-                    self.skip_string("a hash field")?;
-                    self.skip_string("a hash value")?;
-                }
-                Ok(())
-            }
-            t::HASH_ZIPMAP
-            | t::LIST_ZIPLIST
-            | t::SET_INTSET
-            | t::ZSET_ZIPLIST
-            | t::HASH_ZIPLIST
-            | t::HASH_LISTPACK
-            | t::ZSET_LISTPACK
-            | t::SET_LISTPACK
-            | t::HASH_LISTPACK_EX_PRE_GA => self.skip_string("an encoded collection"),
-            t::HASH_LISTPACK_EX => {
-                self.src.skip(8, "a hash minimum expiry")?;
-                self.skip_string("an encoded collection")
-            }
-            t::LIST_QUICKLIST => {
-                let n = self.nonempty_count("quicklist node count")?;
-                for _ in 0..n {
-                    self.skip_string("a quicklist node")?;
-                }
-                Ok(())
-            }
-            t::LIST_QUICKLIST_2 => {
-                let n = self.nonempty_count("quicklist node count")?;
-                for _ in 0..n {
-                    let at = self.src.offset();
-                    let container = self.length("a quicklist node container")?;
-                    if container != 1 && container != 2 {
-                        return Err(RdbError::corrupt(format!("quicklist node container {container} is neither PLAIN (1) nor PACKED (2)"), at));
-                    }
-                    self.skip_string("a quicklist node")?;
-                }
-                Ok(())
-            }
-            t::MODULE_2 => {
-                self.length("a module id")?;
-                self.walk_module_body()
-            }
-            t::MODULE_PRE_GA => Err(RdbError::new(RdbErrorKind::ModulePreGa, self.src.offset())),
-            _ => {
-                // Streams: the decoder is the walker.
-                while self.next_chunk_inner()?.is_some() {}
-                Ok(())
-            }
+    /// Steps over a value that is one string (a compact encoding), with its fixed prefix.
+    fn skip_blob(&mut self, ty: u8) -> Result<()> {
+        if ty == t::HASH_LISTPACK_EX {
+            self.src.skip(8, "a hash minimum expiry")?;
         }
+        self.skip_string("an encoded value")
     }
 
     fn nonempty_count(&mut self, what: &'static str) -> Result<u64> {
@@ -796,7 +690,7 @@ impl<R: Read> RdbParser<R> {
         let chunk = match state {
             ValueState::Done => return Ok(None),
             ValueState::Start if self.skipping && is_blob_type(ty) => {
-                self.skip_body(ty)?;
+                self.skip_blob(ty)?;
                 self.set_state(ValueState::Done);
                 Some(Chunk::Items(Vec::new()))
             }
