@@ -62,7 +62,8 @@ install_dir() {
 # --- redis-7.0: Debian's package -------------------------------------------------------------
 install_redis70() {
     local bin=${SHAKE_REDIS70_SERVER:-/usr/bin/redis-server}
-    if [[ -z "${SHAKE_REDIS70_SERVER:-}" ]] && ! { [[ -x /usr/bin/redis-server ]] && command -v redis-cli >/dev/null; }; then
+    # openssl makes the TLS tests' certificates.
+    if [[ -z "${SHAKE_REDIS70_SERVER:-}" ]] && ! { [[ -x /usr/bin/redis-server ]] && command -v redis-cli >/dev/null && command -v openssl >/dev/null; }; then
         command -v apt-get >/dev/null || die "redis-server is missing and there is no apt-get to install it"
         local sudo=()
         [[ $(id -u) == 0 ]] || sudo=(sudo)
@@ -71,7 +72,7 @@ install_redis70() {
         export DEBIAN_FRONTEND=noninteractive
         "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q >"$tmp/apt.log" 2>&1 &&
         "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
-            redis-server redis-tools >>"$tmp/apt.log" 2>&1 ||
+            redis-server redis-tools openssl >>"$tmp/apt.log" 2>&1 ||
             { tail -n 30 "$tmp/apt.log" >&2; die "apt-get install redis-server redis-tools failed"; }
     fi
     check "$bin" 7.0. ||
