@@ -58,12 +58,18 @@ impl Progress {
         Self::new("", None, true, None)
     }
 
+    /// Reports progress from a per-key caller: acts on every 256th call, since checking the
+    /// clock on every key costs more than the key.
     pub fn update(&mut self, bytes: u64, keys: u64) {
-        // Checking the clock on every key costs more than the key; every 256th is plenty.
         self.ticks = self.ticks.wrapping_add(1);
         if self.ticks % 256 != 0 {
             return;
         }
+        self.update_now(bytes, keys);
+    }
+
+    /// Reports progress at once, for callers that report rarely (a chunk of a transfer).
+    pub fn update_now(&mut self, bytes: u64, keys: u64) {
         if let Some(bar) = &self.bar {
             bar.set_position(bytes);
             bar.set_message(format!("{keys} keys"));

@@ -512,11 +512,7 @@ impl Meter {
         let k = self.keys.fetch_add(keys, Ordering::Relaxed) + keys;
         if let Ok(mut p) = self.progress.lock() {
             if let Some(p) = p.as_mut() {
-                // `Progress` acts on every 256th update, a rate meant for per-key callers; a
-                // chunk (up to 512 kB) is worth that many, or a dump would never show progress.
-                for _ in 0..256 {
-                    p.update(b, k);
-                }
+                p.update_now(b, k);
             }
         }
     }
