@@ -229,7 +229,6 @@ pub fn restore_command(
     seal_version: Option<u16>,
     opts: &ApplyOptions,
 ) -> Vec<u8> {
-    use std::io::Write;
     let mut trailer = [0u8; 10];
     let trailer_len = match seal_version {
         Some(v) => {
@@ -245,41 +244,78 @@ pub fn restore_command(
         None => 0,
     };
     let payload_len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + trailer_len;
-    let ttl = k.expire_at_ms.unwrap_or(0).to_string();
-    let mut extra: Vec<String> = Vec::new();
+    // Built without the formatting machinery or temporary strings: this runs once per key.
+    let mut ttl_buf = [0u8; 20];
+    let ttl = decimal(k.expire_at_ms.unwrap_or(0).max(0) as u64, &mut ttl_buf);
+    let mut n_buf = [0u8; 20];
+    let mut extra: [(&[u8], Option<u64>); 3] = [(b"", None); 3];
+    let mut n_extra = 0;
+    let mut args = 4;
     if opts.conflict == ConflictPolicy::Rewrite {
-        extra.push("REPLACE".into());
+        extra[n_extra] = (b"REPLACE", None);
+        n_extra += 1;
     }
     if k.expire_at_ms.is_some() {
-        extra.push("ABSTTL".into());
+        extra[n_extra] = (b"ABSTTL", None);
+        n_extra += 1;
     }
     if opts.keep_lru {
         if let Some(idle) = k.idle_s {
-            extra.push("IDLETIME".into());
-            extra.push(idle.to_string());
+            extra[n_extra] = (b"IDLETIME", Some(idle));
+            n_extra += 1;
         } else if let Some(freq) = k.freq {
-            extra.push("FREQ".into());
-            extra.push(freq.to_string());
+            extra[n_extra] = (b"FREQ", Some(freq as u64));
+            n_extra += 1;
         }
     }
+    for (_, v) in &extra[..n_extra] {
+        args += 1 + usize::from(v.is_some());
+    }
     let mut out = Vec::with_capacity(payload_len + k.key.len() + 96);
-    let _ = write!(
-        out,
-        "*{}\r\n$7\r\nRESTORE\r\n${}\r\n",
-        4 + extra.len(),
-        k.key.len()
-    );
-    out.extend_from_slice(&k.key);
-    let _ = write!(out, "\r\n${}\r\n{ttl}\r\n${payload_len}\r\n", ttl.len());
+    out.push(b'*');
+    out.extend_from_slice(decimal(args as u64, &mut n_buf));
+    out.extend_from_slice(b"\r\n$7\r\nRESTORE\r\n");
+    bulk(&mut out, &k.key);
+    bulk(&mut out, ttl);
+    out.push(b'$');
+    out.extend_from_slice(decimal(payload_len as u64, &mut n_buf));
+    out.extend_from_slice(b"\r\n");
     for p in parts {
         out.extend_from_slice(p);
     }
     out.extend_from_slice(&trailer[..trailer_len]);
     out.extend_from_slice(b"\r\n");
-    for e in &extra {
-        let _ = write!(out, "${}\r\n{e}\r\n", e.len());
+    for (name, value) in &extra[..n_extra] {
+        bulk(&mut out, name);
+        if let Some(v) = value {
+            bulk(&mut out, decimal(*v, &mut n_buf));
+        }
     }
     out
+}
+
+/// Appends one RESP bulk string.
+fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+    let mut n = [0u8; 20];
+    out.push(b'$');
+    out.extend_from_slice(decimal(b.len() as u64, &mut n));
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The decimal digits of `v`, written into `buf`.
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 #[cfg(test)]
@@ -329,6 +365,25 @@ mod tests {
                 b"IDLETIME",
                 b"5",
             ],
+        );
+        assert_eq!(got, want);
+
+        let k2 = KeyHeader {
+            expire_at_ms: None,
+            idle_s: None,
+            freq: Some(200),
+            key: b"k2".to_vec(),
+            ..k
+        };
+        let opts2 = ApplyOptions {
+            keep_lru: true,
+            ..ApplyOptions::default()
+        };
+        let got = restore_command(&k2, &[&payload], None, &opts2);
+        let mut want = Vec::new();
+        crate::resp::encode_command(
+            &mut want,
+            &[&b"RESTORE"[..], b"k2", b"0", &payload, b"FREQ", b"200"],
         );
         assert_eq!(got, want);
     }
