@@ -145,6 +145,32 @@ impl CommandBuilder {
     }
 }
 
+/// A short human description of an encoded command for messages: its name and first argument
+/// (usually the key), e.g. `RESTORE "user:1"`. Parsed with redis-protocol's zero-copy decoder, so
+/// a big payload is not copied.
+pub fn describe_command(cmd: &[u8]) -> String {
+    use redis_protocol::resp2::decode::decode_range;
+    use redis_protocol::resp2::types::RangeFrame;
+    let arg = |f: &RangeFrame| match f {
+        RangeFrame::BulkString((a, b)) => cmd.get(*a..*b),
+        _ => None,
+    };
+    match decode_range(cmd) {
+        Ok(Some((RangeFrame::Array(args), _))) => {
+            let name = args
+                .first()
+                .and_then(arg)
+                .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
+                .unwrap_or_else(|| "?".into());
+            match args.get(1).and_then(arg) {
+                Some(key) => format!("{name} {}", crate::text::quote_bytes(key)),
+                None => name,
+            }
+        }
+        _ => "an unreadable command".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +193,14 @@ mod tests {
             decode_reply(&mut buf).unwrap().unwrap().error(),
             Some("ERR no")
         );
+    }
+
+    #[test]
+    fn describes_commands_for_messages() {
+        let mut out = Vec::new();
+        encode_command(&mut out, &[&b"restore"[..], b"k\x00", b"0", b"payload"]);
+        assert_eq!(describe_command(&out), "RESTORE \"k\\x00\"");
+        assert_eq!(describe_command(b"garbage"), "an unreadable command");
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod pipeline;
 pub mod target;
 pub mod topology;
 
+pub use crate::resp::describe_command;
 pub use pipeline::{Pipeline, PipelineOptions};
 pub use target::{Idempotent, RetryPolicy, Target, TargetOptions, TargetStats};
 pub use topology::{discover_masters, is_cluster, Topology, SLOTS};
@@ -47,32 +48,6 @@ use crate::net::NetError;
 /// The hash slot of a key, as `CLUSTER KEYSLOT` computes it (hash tags included).
 pub fn slot_of(key: &[u8]) -> u16 {
     redis_protocol::redis_keyslot(key)
-}
-
-/// A short human description of an encoded command for messages: its name and first argument
-/// (usually the key), e.g. `RESTORE "user:1"`. Parsed with redis-protocol's zero-copy decoder, so
-/// a big payload is not copied.
-pub fn describe_command(cmd: &[u8]) -> String {
-    use redis_protocol::resp2::decode::decode_range;
-    use redis_protocol::resp2::types::RangeFrame;
-    let arg = |f: &RangeFrame| match f {
-        RangeFrame::BulkString((a, b)) => cmd.get(*a..*b),
-        _ => None,
-    };
-    match decode_range(cmd) {
-        Ok(Some((RangeFrame::Array(args), _))) => {
-            let name = args
-                .first()
-                .and_then(arg)
-                .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
-                .unwrap_or_else(|| "?".into());
-            match args.get(1).and_then(arg) {
-                Some(key) => format!("{name} {}", crate::text::quote_bytes(key)),
-                None => name,
-            }
-        }
-        _ => "an unreadable command".into(),
-    }
 }
 
 /// What can go wrong talking to a target. Every message names the endpoint, and the command
