@@ -4,6 +4,7 @@
 //! the output sinks (`sink`) and progress reporting (`observe`) live here, once.
 
 pub mod apply;
+pub mod cli;
 pub mod client;
 pub mod crc64;
 pub mod filter;

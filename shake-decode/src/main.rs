@@ -4,9 +4,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use shake_core::cli::{FilterArgs, LogArgs};
 use shake_core::filter::KeyFilter;
 use shake_core::observe::Progress;
 use shake_core::rdb::{ParserOptions, RdbParser};
@@ -57,38 +57,16 @@ struct Args {
     #[arg(long)]
     meta: bool,
 
-    /// Only keys of this database (repeatable)
-    #[arg(long = "db", value_name = "N")]
-    dbs: Vec<u64>,
-
-    /// Only keys matching this glob, Redis syntax: * ? [abc] [^a] \x (repeatable: any may match)
-    #[arg(long = "key", value_name = "GLOB")]
-    keys: Vec<String>,
-
-    /// Only keys matching this regular expression (combined with --key: both must match)
-    #[arg(long, value_name = "RE")]
-    key_regex: Option<String>,
-
-    /// Only keys of this type: string, list, set, zset, hash, stream, module (repeatable)
-    #[arg(long = "type", value_name = "T", value_parser = parse_type)]
-    types: Vec<shake_core::rdb::ValueType>,
+    #[command(flatten)]
+    filter: FilterArgs,
 
     /// Read RDB versions newer than the known ones (as Valkey's `rdb-version-check relaxed`);
     /// unknown types still fail
     #[arg(long)]
     relaxed_version: bool,
 
-    /// No progress bar and no status lines on stderr
-    #[arg(short, long)]
-    quiet: bool,
-
-    /// Seconds between status lines on stderr when it is not a terminal (0 turns them off)
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    log_interval: u64,
-}
-
-fn parse_type(s: &str) -> Result<shake_core::rdb::ValueType, String> {
-    KeyFilter::parse_type(s)
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn main() -> ExitCode {
@@ -115,13 +93,7 @@ enum Failure {
 }
 
 fn run(args: &Args) -> Result<(), Failure> {
-    let filter = KeyFilter::new(
-        args.dbs.clone(),
-        args.keys.clone(),
-        args.key_regex.as_deref(),
-        args.types.clone(),
-    )
-    .map_err(Failure::Usage)?;
+    let filter = args.filter.to_filter().map_err(Failure::Usage)?;
     if args.meta && !matches!(args.format, Format::Jsonl) {
         return Err(Failure::Usage("--meta goes with --format jsonl".into()));
     }
@@ -147,8 +119,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         ..ParserOptions::default()
     };
     let mut parser = RdbParser::with_options(input, opts);
-    let log_every = (args.log_interval > 0).then(|| Duration::from_secs(args.log_interval));
-    let mut progress = Progress::new("shake-decode", total, args.quiet, log_every);
+    let mut progress = Progress::new("shake-decode", total, args.log.quiet, args.log.every());
 
     let mut resp_modules = None;
     let result = match args.format {

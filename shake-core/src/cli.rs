@@ -1,0 +1,161 @@
+//! Command-line flag groups that several tools share, declared once (clap `Args`), with their
+//! conversion into shake-core's option types. A binary flattens the groups it needs:
+//! `#[command(flatten)] filter: FilterArgs`. Flags one tool alone has stay in that tool.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::apply::{ApplyOptions, ConflictPolicy, DbMap, DEFAULT_BIG_KEY_BYTES};
+use crate::filter::KeyFilter;
+use crate::net::{ConnectOptions, TlsOptions};
+use crate::rdb::writer::FieldTtlPolicy;
+use crate::rdb::ValueType;
+
+/// Which keys a tool takes: `--db`, `--key`, `--key-regex`, `--type`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only keys of this source database (repeatable)
+    #[arg(long = "db", value_name = "N")]
+    pub dbs: Vec<u64>,
+
+    /// Only keys matching this glob, Redis syntax: * ? [abc] [^a] \x (repeatable: any may match)
+    #[arg(long = "key", value_name = "GLOB")]
+    pub keys: Vec<String>,
+
+    /// Only keys matching this regular expression (with --key: both must match)
+    #[arg(long, value_name = "RE")]
+    pub key_regex: Option<String>,
+
+    /// Only keys of this type: string, list, set, zset, hash, stream, module (repeatable)
+    #[arg(long = "type", value_name = "T", value_parser = KeyFilter::parse_type)]
+    pub types: Vec<ValueType>,
+}
+
+impl FilterArgs {
+    pub fn to_filter(&self) -> Result<KeyFilter, String> {
+        KeyFilter::new(
+            self.dbs.clone(),
+            self.keys.clone(),
+            self.key_regex.as_deref(),
+            self.types.clone(),
+        )
+    }
+}
+
+/// How values are written to a target: conflict policy, database mapping, big keys, LRU,
+/// field TTLs, rate cap, pipeline depth.
+#[derive(Args, Debug, Clone)]
+pub struct ApplyArgs {
+    /// When a key already exists on the target: panic (stop with an error naming it), rewrite
+    /// (replace it), ignore (keep the target's key)
+    #[arg(long, default_value = "panic", value_parser = ["panic", "rewrite", "ignore"])]
+    pub on_conflict: String,
+
+    /// Map source database SRC to target database DST (repeatable); `*=0` merges every
+    /// database, which a cluster target needs for a multi-database source. Without it, keys
+    /// keep their database, or all go to the database named in the target URL (redis://host/3)
+    #[arg(long = "db-map", value_name = "SRC=DST")]
+    pub db_map: Vec<String>,
+
+    /// Values whose encoding is larger go as batches of commands instead of one RESTORE (never
+    /// above the target's proto-max-bulk-len)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BIG_KEY_BYTES)]
+    pub big_key_bytes: usize,
+
+    /// Keep LRU idle time / LFU frequency (RESTORE IDLETIME/FREQ) when the source has them
+    #[arg(long)]
+    pub keep_lru: bool,
+
+    /// Hash field TTLs into a target without field TTLs: refuse (stop with an error naming the
+    /// key) or drop (write the fields without TTLs and count them)
+    #[arg(long, default_value = "refuse", value_parser = ["refuse", "drop"])]
+    pub field_ttls: String,
+
+    /// Cap on commands per second sent to the target (0: no cap)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub qps: u64,
+
+    /// Commands in flight per target connection
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub pipeline: usize,
+}
+
+impl ApplyArgs {
+    pub fn to_options(&self, filter: KeyFilter) -> Result<ApplyOptions, String> {
+        Ok(ApplyOptions {
+            conflict: ConflictPolicy::parse(&self.on_conflict)?,
+            db_map: DbMap::parse(&self.db_map)?,
+            filter,
+            big_key_bytes: self.big_key_bytes.max(1024),
+            keep_lru: self.keep_lru,
+            field_ttls: if self.field_ttls == "drop" {
+                FieldTtlPolicy::Drop
+            } else {
+                FieldTtlPolicy::Refuse
+            },
+            qps: self.qps,
+            ..ApplyOptions::default()
+        })
+    }
+}
+
+/// TLS and timeouts for every connection a tool opens.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// PEM file with the CA certificates to trust for rediss:// (default: the system's)
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Do not verify the server's TLS certificate
+    #[arg(long)]
+    pub tls_insecure: bool,
+
+    /// Seconds to wait for a connection and for each reply
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+}
+
+impl ConnArgs {
+    pub fn to_options(&self) -> ConnectOptions {
+        let timeout = Duration::from_secs(self.timeout.max(1));
+        ConnectOptions {
+            connect_timeout: timeout,
+            reply_timeout: Some(timeout),
+            tls: TlsOptions {
+                ca_file: self.tls_ca.clone(),
+                insecure: self.tls_insecure,
+            },
+        }
+    }
+}
+
+/// Progress bar and status lines on stderr.
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// No progress bar, no status lines (the summary line stays)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Seconds between status lines on stderr when it is not a terminal (0: none)
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub log_interval: u64,
+}
+
+impl LogArgs {
+    pub fn every(&self) -> Option<Duration> {
+        (self.log_interval > 0).then(|| Duration::from_secs(self.log_interval))
+    }
+}
+
+/// `--cluster` / `--no-cluster` as the `Option<bool>` the clients take (`None`: detect).
+pub fn cluster_mode(cluster: bool, no_cluster: bool) -> Option<bool> {
+    if cluster {
+        Some(true)
+    } else if no_cluster {
+        Some(false)
+    } else {
+        None
+    }
+}
