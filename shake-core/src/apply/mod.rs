@@ -11,7 +11,10 @@ pub mod exec;
 pub mod plan;
 mod restore;
 
-pub use restore::{restore, RestoreInput, RestoreSettings, RestoreSummary};
+pub use restore::{
+    apply_rdb, connect_target, prepare_target, restore, PreparedTarget, RestoreInput,
+    RestoreSettings, RestoreSummary,
+};
 
 use std::fmt;
 

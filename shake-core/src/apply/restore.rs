@@ -128,21 +128,42 @@ fn precheck(
     Ok(dbs)
 }
 
-/// Restores every input into the target, in order.
-pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
-    let started = Instant::now();
+/// What a target loads and how a write to it must be shaped, learned once per target.
+#[derive(Debug, Clone)]
+pub struct PreparedTarget {
+    /// The oldest RDB format among the masters: every payload must load on every master.
+    pub format: TargetFormat,
+    /// The apply options adjusted to this target: big keys bounded by `proto-max-bulk-len`, and
+    /// the database of the target URL as the default mapping.
+    pub apply: ApplyOptions,
+}
+
+/// Connects to a target as a writer with `pipeline` commands in flight per connection.
+pub async fn connect_target(
+    endpoint: &Endpoint,
+    cluster: Option<bool>,
+    connect: &ConnectOptions,
+    pipeline: usize,
+) -> Result<Target<Tag>, ApplyError> {
     let topts = TargetOptions {
-        cluster: s.cluster,
-        connect: s.connect.clone(),
+        cluster,
+        connect: connect.clone(),
         window: PipelineOptions {
-            max_commands: s.pipeline,
+            max_commands: pipeline.max(1),
             ..PipelineOptions::default()
         },
         ..TargetOptions::default()
     };
-    let mut target: Target<Tag> = Target::connect(&s.target, topts).await?;
+    Ok(Target::connect(endpoint, topts).await?)
+}
 
-    // What the target loads, and how big one command may be, from every master.
+/// Learns what every master of `target` loads (INFO server) and how big one command may be
+/// (CONFIG GET proto-max-bulk-len, assumed 512 MiB where CONFIG is refused), and adjusts
+/// `apply` to it.
+pub async fn prepare_target<T: Send>(
+    target: &mut Target<T>,
+    apply: &ApplyOptions,
+) -> Result<PreparedTarget, ApplyError> {
     let mut format: Option<TargetFormat> = None;
     for (node, reply) in target.broadcast(&["INFO", "server"]).await? {
         let text = reply.as_text().unwrap_or_default();
@@ -156,8 +177,9 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
             _ => f,
         });
     }
-    let format = format
-        .ok_or_else(|| ApplyError::Unsupported(format!("{}: no master answered INFO", s.target)))?;
+    let format = format.ok_or_else(|| {
+        ApplyError::Unsupported(format!("{}: no master answered INFO", target.seed()))
+    })?;
     let mut max_bulk: u64 = 512 << 20;
     for (_, reply) in target
         .broadcast(&["CONFIG", "GET", "proto-max-bulk-len"])
@@ -172,10 +194,10 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
             max_bulk = max_bulk.min(v.max(0) as u64);
         }
     }
-    let mut apply = s.apply.clone();
+    let mut apply = apply.clone();
     // A database in the target URL (redis://host/3) receives every key unless --db-map says
     // otherwise.
-    if let (Some(db), true) = (s.target.db, apply.db_map.is_empty()) {
+    if let (Some(db), true) = (target.seed().db, apply.db_map.is_empty()) {
         apply.db_map =
             super::DbMap::parse(&[format!("*={db}")]).map_err(ApplyError::Unsupported)?;
     }
@@ -183,6 +205,89 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
     apply.big_key_bytes = apply
         .big_key_bytes
         .min(max_bulk.saturating_sub(1 << 20).max(1 << 20) as usize);
+    Ok(PreparedTarget { format, apply })
+}
+
+/// One RDB stream through planner (on a blocking thread, with the parser) and executor (here):
+/// what shake-restore does per file and shake-sync does with a full-sync transfer. Returns the
+/// planner's counts and the bytes read. The caller calls [`Exec::finish`] when it needs every
+/// write acknowledged.
+pub async fn apply_rdb(
+    exec: &mut Exec<'_>,
+    reader: Box<dyn Read + Send>,
+    prepared: &PreparedTarget,
+    parser_opts: &ParserOptions,
+    progress: Progress,
+) -> Result<(PlanStats, u64), ApplyError> {
+    let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
+    let (tx, mut rx) = mpsc::channel::<(Vec<Work>, tokio::sync::OwnedSemaphorePermit)>(16);
+    let handle = tokio::runtime::Handle::current();
+    let (apply, popts, format) = (prepared.apply.clone(), parser_opts.clone(), prepared.format);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut progress = progress;
+    let reading = tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64), ApplyError> {
+        let mut parser = RdbParser::with_options(reader, popts);
+        let mut planner = Planner::new(&apply, format, now_ms);
+        let mut batch: Vec<Work> = Vec::with_capacity(BATCH_ITEMS);
+        let mut batch_bytes = 0usize;
+        let send = |batch: &mut Vec<Work>, bytes: &mut usize| -> Result<(), ApplyError> {
+            let want = (*bytes).clamp(1, QUEUE_BYTES) as u32;
+            let permit = handle
+                .block_on(budget.clone().acquire_many_owned(want))
+                .map_err(|_| ApplyError::Client("the writing half stopped".into()))?;
+            *bytes = 0;
+            tx.blocking_send((std::mem::take(batch), permit))
+                .map_err(|_| ApplyError::Client("the writing half stopped".into()))
+        };
+        let r = planner.run(&mut parser, &mut progress, &mut |w| {
+            let flush_now = matches!(w, Work::Function { .. } | Work::End { .. });
+            batch_bytes += w.bytes();
+            batch.push(w);
+            if flush_now || batch.len() >= BATCH_ITEMS || batch_bytes >= BATCH_BYTES {
+                send(&mut batch, &mut batch_bytes)?;
+            }
+            Ok(())
+        });
+        let r = r.and_then(|_| {
+            if batch.is_empty() {
+                Ok(())
+            } else {
+                send(&mut batch, &mut batch_bytes)
+            }
+        });
+        progress.finish(parser.offset(), planner.stats.keys);
+        r.map(|_| (planner.stats.clone(), parser.offset()))
+    });
+    let mut failed = None;
+    'recv: while let Some((works, permit)) = rx.recv().await {
+        for w in works {
+            if let Err(e) = exec.apply(w).await {
+                failed = Some(e);
+                break 'recv;
+            }
+        }
+        drop(permit);
+    }
+    drop(rx);
+    let read = reading
+        .await
+        .map_err(|e| ApplyError::Client(format!("the RDB reader failed: {e}")))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    read
+}
+
+/// Restores every input into the target, in order.
+pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
+    let started = Instant::now();
+    let mut target = connect_target(&s.target, s.cluster, &s.connect, s.pipeline).await?;
+    let prepared = prepare_target(&mut target, &s.apply).await?;
+    let format = prepared.format;
+    let apply = &prepared.apply;
     let parser_opts = ParserOptions {
         chunk_elements: apply.chunk_elements,
         relaxed_version: s.relaxed_version,
@@ -215,71 +320,13 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
         target_format: format.to_string(),
         ..RestoreSummary::default()
     };
-    let mut exec = Exec::new(&mut target, &apply);
+    let mut exec = Exec::new(&mut target, apply);
     for input in &s.inputs {
         let (reader, total) = open(input)?;
-        let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
-        let (tx, mut rx) = mpsc::channel::<(Vec<Work>, tokio::sync::OwnedSemaphorePermit)>(16);
-        let handle = tokio::runtime::Handle::current();
-        let (apply2, popts, quiet, every) =
-            (apply.clone(), parser_opts.clone(), s.quiet, s.log_interval);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let reading =
-            tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64), ApplyError> {
-                let mut parser = RdbParser::with_options(reader, popts);
-                let mut progress = Progress::new("shake-restore", total, quiet, every);
-                let mut planner = Planner::new(&apply2, format, now_ms);
-                let mut batch: Vec<Work> = Vec::with_capacity(BATCH_ITEMS);
-                let mut batch_bytes = 0usize;
-                let send = |batch: &mut Vec<Work>, bytes: &mut usize| -> Result<(), ApplyError> {
-                    let want = (*bytes).clamp(1, QUEUE_BYTES) as u32;
-                    let permit = handle
-                        .block_on(budget.clone().acquire_many_owned(want))
-                        .map_err(|_| ApplyError::Client("the writing half stopped".into()))?;
-                    *bytes = 0;
-                    tx.blocking_send((std::mem::take(batch), permit))
-                        .map_err(|_| ApplyError::Client("the writing half stopped".into()))
-                };
-                let r = planner.run(&mut parser, &mut progress, &mut |w| {
-                    let flush_now = matches!(w, Work::Function { .. } | Work::End { .. });
-                    batch_bytes += w.bytes();
-                    batch.push(w);
-                    if flush_now || batch.len() >= BATCH_ITEMS || batch_bytes >= BATCH_BYTES {
-                        send(&mut batch, &mut batch_bytes)?;
-                    }
-                    Ok(())
-                });
-                let r = r.and_then(|_| {
-                    if batch.is_empty() {
-                        Ok(())
-                    } else {
-                        send(&mut batch, &mut batch_bytes)
-                    }
-                });
-                progress.finish(parser.offset(), planner.stats.keys);
-                r.map(|_| (planner.stats.clone(), parser.offset()))
-            });
-        let mut failed = None;
-        'recv: while let Some((works, permit)) = rx.recv().await {
-            for w in works {
-                if let Err(e) = exec.apply(w).await {
-                    failed = Some(e);
-                    break 'recv;
-                }
-            }
-            drop(permit);
-        }
-        drop(rx);
-        let read = reading
+        let progress = Progress::new("shake-restore", total, s.quiet, s.log_interval);
+        let (plan, bytes) = apply_rdb(&mut exec, reader, &prepared, &parser_opts, progress)
             .await
-            .map_err(|e| ApplyError::Client(format!("reading {input} failed: {e}")))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let (plan, bytes) = read.map_err(|e| in_input(input, e))?;
+            .map_err(|e| in_input(input, e))?;
         exec.finish().await?;
         add_plan(&mut summary.plan, &plan);
         summary.bytes += bytes;
