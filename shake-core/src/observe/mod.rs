@@ -114,3 +114,5 @@ impl Progress {
         self.started.elapsed()
     }
 }
+
+pub mod status;

@@ -1,0 +1,355 @@
+//! The live state of a long-running sync, per source shard, and its two views: the HTTP endpoint
+//! (`--status-addr`: Prometheus text on `/metrics`, JSON on `/status`) and the periodic status
+//! line on stderr. The sync engine writes a [`ShardStatus`] per link; readers take snapshots.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Where a link is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Handshake,
+    FullSync,
+    Incremental,
+    Reconnecting,
+    Stopped,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Handshake => "handshake",
+            Phase::FullSync => "full_sync",
+            Phase::Incremental => "incremental",
+            Phase::Reconnecting => "reconnecting",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+/// One source shard's link.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStatus {
+    /// The link's checkpoint name.
+    pub name: String,
+    /// The source master currently replicated from.
+    pub source: String,
+    pub phase: Phase,
+    pub replid: String,
+    /// Full-sync RDB bytes received and keys applied (of the current or last full sync).
+    pub rdb_bytes_received: u64,
+    pub rdb_bytes_applied: u64,
+    pub rdb_keys_applied: u64,
+    /// The source's own replication offset (`master_repl_offset`, polled).
+    pub source_offset: u64,
+    /// The last command-stream byte read from the source.
+    pub received_offset: u64,
+    /// The offset up to which every command is on the target (what the checkpoint says).
+    pub applied_offset: u64,
+    /// `source_offset - applied_offset`.
+    pub lag_bytes: u64,
+    /// How long ago the oldest byte not yet applied arrived (0 when caught up).
+    pub lag_ms: u64,
+    pub commands_applied: u64,
+    pub ops_per_sec: f64,
+    pub errors: u64,
+    pub reconnects: u64,
+    pub full_syncs: u64,
+    pub partial_syncs: u64,
+    pub last_error: Option<String>,
+}
+
+impl ShardStatus {
+    pub fn new(name: &str, source: &str) -> Self {
+        ShardStatus {
+            name: name.to_string(),
+            source: source.to_string(),
+            phase: Phase::Handshake,
+            replid: String::new(),
+            rdb_bytes_received: 0,
+            rdb_bytes_applied: 0,
+            rdb_keys_applied: 0,
+            source_offset: 0,
+            received_offset: 0,
+            applied_offset: 0,
+            lag_bytes: 0,
+            lag_ms: 0,
+            commands_applied: 0,
+            ops_per_sec: 0.0,
+            errors: 0,
+            reconnects: 0,
+            full_syncs: 0,
+            partial_syncs: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// Every shard of one sync.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard {
+    shards: Arc<Mutex<Vec<Arc<Mutex<ShardStatus>>>>>,
+}
+
+impl StatusBoard {
+    pub fn add(&self, s: ShardStatus) -> Arc<Mutex<ShardStatus>> {
+        let cell = Arc::new(Mutex::new(s));
+        if let Ok(mut v) = self.shards.lock() {
+            v.push(cell.clone());
+        }
+        cell
+    }
+
+    pub fn snapshot(&self) -> Vec<ShardStatus> {
+        let Ok(v) = self.shards.lock() else {
+            return Vec::new();
+        };
+        v.iter()
+            .filter_map(|c| c.lock().ok().map(|s| s.clone()))
+            .collect()
+    }
+
+    /// The JSON of `/status`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "shards": self.snapshot() }).to_string()
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn to_prometheus(&self) -> String {
+        let shards = self.snapshot();
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&ShardStatus) -> f64| {
+            let _ = writeln!(out, "# HELP shake_sync_{name} {help}");
+            let _ = writeln!(out, "# TYPE shake_sync_{name} gauge");
+            for s in &shards {
+                let _ = writeln!(
+                    out,
+                    "shake_sync_{name}{{shard=\"{}\",source=\"{}\"}} {}",
+                    escape(&s.name),
+                    escape(&s.source),
+                    f(s)
+                );
+            }
+        };
+        let _ = writeln!(
+            out,
+            "# HELP shake_sync_phase 1 for the phase the shard is in"
+        );
+        let _ = writeln!(out, "# TYPE shake_sync_phase gauge");
+        for s in &shards {
+            for p in [
+                Phase::Handshake,
+                Phase::FullSync,
+                Phase::Incremental,
+                Phase::Reconnecting,
+                Phase::Stopped,
+                Phase::Failed,
+            ] {
+                let _ = writeln!(
+                    out,
+                    "shake_sync_phase{{shard=\"{}\",phase=\"{}\"}} {}",
+                    escape(&s.name),
+                    p.as_str(),
+                    (s.phase == p) as u8
+                );
+            }
+        }
+        gauge(
+            &mut out,
+            "rdb_bytes_received",
+            "full-sync RDB bytes received",
+            &|s| s.rdb_bytes_received as f64,
+        );
+        gauge(
+            &mut out,
+            "rdb_bytes_applied",
+            "full-sync RDB bytes applied to the target",
+            &|s| s.rdb_bytes_applied as f64,
+        );
+        gauge(
+            &mut out,
+            "rdb_keys_applied",
+            "full-sync keys applied",
+            &|s| s.rdb_keys_applied as f64,
+        );
+        gauge(
+            &mut out,
+            "source_offset",
+            "the source's replication offset",
+            &|s| s.source_offset as f64,
+        );
+        gauge(
+            &mut out,
+            "received_offset",
+            "last command-stream offset read",
+            &|s| s.received_offset as f64,
+        );
+        gauge(
+            &mut out,
+            "applied_offset",
+            "offset up to which the target holds every command",
+            &|s| s.applied_offset as f64,
+        );
+        gauge(
+            &mut out,
+            "lag_bytes",
+            "source offset minus applied offset",
+            &|s| s.lag_bytes as f64,
+        );
+        gauge(
+            &mut out,
+            "lag_milliseconds",
+            "age of the oldest byte not yet applied",
+            &|s| s.lag_ms as f64,
+        );
+        gauge(
+            &mut out,
+            "commands_applied_total",
+            "commands written to the target",
+            &|s| s.commands_applied as f64,
+        );
+        gauge(
+            &mut out,
+            "ops_per_second",
+            "commands applied per second, recent",
+            &|s| s.ops_per_sec,
+        );
+        gauge(
+            &mut out,
+            "errors_total",
+            "error replies from the target",
+            &|s| s.errors as f64,
+        );
+        gauge(
+            &mut out,
+            "reconnects_total",
+            "sessions restarted after a fault",
+            &|s| s.reconnects as f64,
+        );
+        gauge(
+            &mut out,
+            "full_syncs_total",
+            "full synchronisations",
+            &|s| s.full_syncs as f64,
+        );
+        gauge(
+            &mut out,
+            "partial_syncs_total",
+            "partial resynchronisations (+CONTINUE)",
+            &|s| s.partial_syncs as f64,
+        );
+        out
+    }
+
+    /// One status line per shard, for stderr.
+    pub fn lines(&self) -> Vec<String> {
+        self.snapshot()
+            .iter()
+            .map(|s| match s.phase {
+                Phase::FullSync => format!(
+                    "{} <- {}: full sync, {} RDB bytes received, {} keys applied",
+                    s.name, s.source, s.rdb_bytes_received, s.rdb_keys_applied
+                ),
+                _ => format!(
+                    "{} <- {}: {}, applied offset {}, lag {} bytes / {} ms, {:.0} ops/s, {} commands, {} errors, {} reconnects",
+                    s.name,
+                    s.source,
+                    s.phase.as_str(),
+                    s.applied_offset,
+                    s.lag_bytes,
+                    s.lag_ms,
+                    s.ops_per_sec,
+                    s.commands_applied,
+                    s.errors,
+                    s.reconnects
+                ),
+            })
+            .collect()
+    }
+
+    /// Recomputes each shard's ops/s from its command count; call at a steady interval.
+    pub fn tick_rates(&self, last: &mut Vec<(u64, Instant)>) {
+        let Ok(v) = self.shards.lock() else { return };
+        while last.len() < v.len() {
+            // A shard seen for the first time has no rate yet: start its clock.
+            let n = v[last.len()]
+                .lock()
+                .map(|s| s.commands_applied)
+                .unwrap_or(0);
+            last.push((n, Instant::now()));
+        }
+        for (cell, prev) in v.iter().zip(last.iter_mut()) {
+            if let Ok(mut s) = cell.lock() {
+                let dt = prev.1.elapsed().as_secs_f64();
+                if dt > 0.0 {
+                    s.ops_per_sec = s.commands_applied.saturating_sub(prev.0) as f64 / dt;
+                }
+                *prev = (s.commands_applied, Instant::now());
+            }
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Serves `/metrics` and `/status` on `addr` until the process ends. Binding happens before it
+/// returns, so a bad address is reported at start.
+pub async fn serve(addr: SocketAddr, board: StatusBoard) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let board = board.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::with_capacity(1024);
+                let mut buf = [0u8; 1024];
+                // Only the request line matters; give a slow client a moment, not forever.
+                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                })
+                .await;
+                if read.is_err() {
+                    return;
+                }
+                let line = String::from_utf8_lossy(&req);
+                let path = line.split_whitespace().nth(1).unwrap_or("/");
+                let (status, ctype, body) = match path {
+                    "/metrics" => ("200 OK", "text/plain; version=0.0.4", board.to_prometheus()),
+                    "/status" => ("200 OK", "application/json", board.to_json()),
+                    _ => (
+                        "404 Not Found",
+                        "text/plain",
+                        "shake-sync serves /metrics and /status\n".to_string(),
+                    ),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    Ok(bound)
+}
