@@ -183,6 +183,8 @@ struct Link {
     offset: u64,
     next_tick: Instant,
     last_data: Instant,
+    /// When set and it turns true, a wait ends early with 0 bytes (a stop was asked for).
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Link {
@@ -197,6 +199,7 @@ impl Link {
             offset: 0,
             next_tick: now + opts.ack_interval,
             last_data: now,
+            stop: None,
         }
     }
 
@@ -214,8 +217,23 @@ impl Link {
         received: u64,
     ) -> Result<usize, ReplError> {
         loop {
+            if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
+                return Ok(0);
+            }
             let tick = tokio::time::sleep_until(self.next_tick);
+            let stop = self.stop.clone();
+            let stopped = async move {
+                match stop {
+                    Some(mut s) => {
+                        let _ = s.wait_for(|v| *v).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
+                // Reading into the buffer is cancel-safe; an ACK being written is not, so the
+                // stop is only heard here, never inside the tick's write.
+                _ = stopped => return Ok(0),
                 r = self.conn.fill() => {
                     let cause = match r {
                         Ok(0) => "the server closed the connection".to_string(),
@@ -923,7 +941,13 @@ impl ReplStream {
         self.link.conn.buffer()
     }
 
+    /// Makes [`ReplStream::fill`] return 0 as soon as `stop` turns true.
+    pub fn stop_on(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.link.stop = Some(stop);
+    }
+
     /// Waits for more bytes (into [`ReplStream::buffer`]), ACKing on the timer meanwhile.
+    /// Returns 0 only when a stop set with [`ReplStream::stop_on`] was asked for.
     pub async fn fill(&mut self) -> Result<usize, ReplError> {
         let offset = self.link.offset;
         self.link
