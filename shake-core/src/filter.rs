@@ -56,6 +56,11 @@ impl KeyFilter {
             && self.types.is_empty()
     }
 
+    /// Whether keys are chosen by name (`--key`, `--key-regex`).
+    pub fn has_key_rules(&self) -> bool {
+        !self.globs.is_empty() || self.regex.is_some()
+    }
+
     pub fn db_allowed(&self, db: u64) -> bool {
         self.dbs.is_empty() || self.dbs.contains(&db)
     }

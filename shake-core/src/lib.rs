@@ -18,6 +18,7 @@ pub mod rebuild;
 pub mod repl;
 pub mod resp;
 pub mod sink;
+pub mod sync;
 pub mod text;
 
 /// What a binary whose issue has not landed does: say so and exit 2.

@@ -98,6 +98,19 @@ impl DbMap {
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
+
+    /// Whether another source database may land in the same target database as `db` (so a
+    /// FLUSHDB of `db` would also delete the other's keys). Conservative with `*` rules.
+    pub fn merges(&self, db: u64) -> bool {
+        let Some(t) = self.map(db) else {
+            return false;
+        };
+        let star = self.rules.iter().any(|(s, _)| s.is_none());
+        let others_to_t = self.rules.iter().any(|(s, d)| *d == t && *s != Some(db));
+        // Source database t keeps its number unless a rule moves it.
+        let t_stays = t != db && !self.rules.iter().any(|(s, _)| *s == Some(t));
+        star || others_to_t || t_stays
+    }
 }
 
 #[derive(Debug, Clone)]

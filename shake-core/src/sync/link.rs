@@ -1,0 +1,787 @@
+//! One replication link: from one source master to the target, for as long as the sync runs.
+//!
+//! A link runs *sessions*. Each session reads the checkpoint from the target, asks the source
+//! for the stream from there (`PSYNC <replid> <offset+1>`), or takes a full sync when the source
+//! cannot continue (and says so), then applies the stream. Any fault that a fresh start can cure
+//! — the source link dropped, the source failed over, the target restarted or refused a
+//! connection — ends the session, and the next one starts again from what the target's
+//! checkpoint says, after a bounded backoff. Because the checkpoint is committed with the data,
+//! a session never needs to know what the previous one had in flight.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use tokio::sync::{mpsc, watch};
+
+use super::checkpoint::{Applied, Checkpoint, CheckpointKeys, KEY_PREFIX};
+use super::stream::{Applier, GroupTag};
+use super::{SyncError, SyncSettings};
+use crate::apply::exec::Exec;
+use crate::apply::{apply_rdb, connect_target, prepare_target, ConflictPolicy};
+use crate::client::{PipelineOptions, Target, TargetOptions, Topology};
+use crate::command::parse_command;
+use crate::net::{Backoff, Connection, Endpoint};
+use crate::observe::status::{Phase, ShardStatus};
+use crate::observe::Progress;
+use crate::rdb::ParserOptions;
+use crate::repl::{start_sync, ReplStream, Resume, SyncStart, Transfer};
+use crate::resp::Reply;
+
+/// Most arguments and largest argument accepted in one command of the stream (Redis's own
+/// limits: 1M... arguments per multibulk is not capped by Redis, 512 MiB per bulk by default).
+const MAX_ARGS: usize = 1 << 24;
+const MAX_BULK: usize = 1 << 30;
+
+/// A session that ran this long before failing resets the retry budget.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// One source shard.
+#[derive(Debug, Clone)]
+pub struct LinkSpec {
+    /// The checkpoint name of this link.
+    pub name: String,
+    /// The master to start from.
+    pub seed: Endpoint,
+    /// For a cluster source: the first slot of the shard, by which its master is found again
+    /// after a failover.
+    pub first_slot: Option<u16>,
+    /// Nodes to ask for the cluster's topology.
+    pub source_nodes: Vec<Endpoint>,
+}
+
+type Status = Arc<Mutex<ShardStatus>>;
+
+fn update(status: &Status, f: impl FnOnce(&mut ShardStatus)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
+}
+
+fn log(settings: &SyncSettings, name: &str, msg: &str) {
+    if !settings.quiet {
+        eprintln!("shake-sync: {name}: {msg}");
+    }
+}
+
+/// Runs sessions until stopped (Ok) or a fault no retry cures (Err).
+pub async fn run_link(
+    spec: LinkSpec,
+    settings: Arc<SyncSettings>,
+    status: Status,
+    stop: watch::Receiver<bool>,
+) -> Result<(), SyncError> {
+    let mut backoff = Backoff::new(u32::MAX, Duration::from_millis(200), Duration::from_secs(5));
+    let mut failing_since: Option<Instant> = None;
+    let mut full_synced = false;
+    loop {
+        let started = Instant::now();
+        let r = session(&spec, &settings, &status, stop.clone(), &mut full_synced).await;
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !*stop.borrow() => {
+                if started.elapsed() >= HEALTHY_SESSION {
+                    failing_since = None;
+                    backoff.reset();
+                }
+                let since = *failing_since.get_or_insert(started);
+                if since.elapsed() >= settings.retry_for {
+                    return Err(SyncError::Fatal(format!(
+                        "{}: giving up after {}s of failed attempts: {e}",
+                        spec.name,
+                        since.elapsed().as_secs()
+                    )));
+                }
+                let delay = backoff.next_delay().unwrap_or(Duration::from_secs(5));
+                update(&status, |s| {
+                    s.phase = Phase::Reconnecting;
+                    s.reconnects += 1;
+                    s.last_error = Some(e.to_string());
+                });
+                log(
+                    &settings,
+                    &spec.name,
+                    &format!("{e}; starting again from the target's checkpoint in {delay:?}"),
+                );
+                let mut st = stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = st.wait_for(|v| *v) => return Ok(()),
+                }
+            }
+            Err(e) if e.is_transient() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The source master to replicate from now: the seed, or for a cluster shard whoever serves
+/// its first slot (a failover moves it).
+async fn resolve_source(spec: &LinkSpec, settings: &SyncSettings) -> Result<Endpoint, SyncError> {
+    let Some(slot) = spec.first_slot else {
+        return Ok(spec.seed.clone());
+    };
+    let mut last = None;
+    for node in std::iter::once(&spec.seed).chain(spec.source_nodes.iter()) {
+        match Connection::connect(node, &settings.connect).await {
+            Ok(mut conn) => match Topology::fetch(&mut conn).await {
+                Ok(t) => {
+                    if let Some(m) = t.master_for_slot(slot) {
+                        return Ok(m.clone());
+                    }
+                }
+                Err(e) => last = Some(e.to_string()),
+            },
+            Err(e) => last = Some(e.to_string()),
+        }
+    }
+    Err(SyncError::Target(format!(
+        "{}: no source node tells who serves slot {slot}: {}",
+        spec.name,
+        last.unwrap_or_else(|| "no node answered".into())
+    )))
+}
+
+async fn connect_stream_target(settings: &SyncSettings) -> Result<Target<GroupTag>, SyncError> {
+    let opts = TargetOptions {
+        cluster: settings.target_cluster,
+        connect: settings.connect.clone(),
+        window: PipelineOptions {
+            max_commands: settings.pipeline.max(1),
+            ..PipelineOptions::default()
+        },
+        ..TargetOptions::default()
+    };
+    Target::connect(&settings.target, opts)
+        .await
+        .map_err(SyncError::from_client)
+}
+
+fn as_vec(r: &Reply) -> Vec<Vec<u8>> {
+    r.as_array()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|x| x.as_bytes().map(<[u8]>::to_vec))
+        .collect()
+}
+
+/// Every key matching `pattern` on one node's database `db`.
+async fn scan_keys(
+    conn: &mut Connection,
+    db: u64,
+    pattern: &[u8],
+) -> Result<Vec<Vec<u8>>, SyncError> {
+    if db != 0 {
+        let r = conn
+            .request(&[&b"SELECT"[..], db.to_string().as_bytes()])
+            .await
+            .map_err(SyncError::from_net)?;
+        if r.is_error() {
+            return Ok(Vec::new());
+        }
+    }
+    let mut cursor = b"0".to_vec();
+    let mut out = Vec::new();
+    loop {
+        let r = conn
+            .request(&[&b"SCAN"[..], &cursor, b"MATCH", pattern, b"COUNT", b"1000"])
+            .await
+            .map_err(SyncError::from_net)?;
+        if let Some(e) = r.error() {
+            let msg = format!("{}: SCAN for checkpoints failed: {e}", conn.endpoint());
+            return Err(if is_passing(e) {
+                SyncError::Target(msg)
+            } else {
+                SyncError::Fatal(msg)
+            });
+        }
+        let parts = r.as_array().unwrap_or_default();
+        let next = parts
+            .first()
+            .and_then(|c| c.as_bytes())
+            .unwrap_or(b"0")
+            .to_vec();
+        if let Some(keys) = parts.get(1) {
+            out.extend(as_vec(keys));
+        }
+        if next == b"0" {
+            return Ok(out);
+        }
+        cursor = next;
+    }
+}
+
+/// Error replies that mean "not now" (a server loading its data, a cluster electing a master).
+fn is_passing(e: &str) -> bool {
+    [
+        "LOADING",
+        "BUSY",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "MASTERDOWN",
+        "READONLY",
+    ]
+    .iter()
+    .any(|p| e.starts_with(p))
+}
+
+/// What the target holds for this link, and the names of the checkpoint keys found.
+async fn read_checkpoint(
+    settings: &SyncSettings,
+    masters: &[Endpoint],
+    keys: &CheckpointKeys,
+) -> Result<(Applied, Vec<Vec<u8>>), SyncError> {
+    let db = if keys.is_cluster() {
+        0
+    } else {
+        settings.stream.checkpoint_db
+    };
+    let mut applied = Applied::default();
+    let mut found = Vec::new();
+    let lw_key = keys.low_water();
+    for node in masters {
+        let mut conn = Connection::connect(node, &settings.connect)
+            .await
+            .map_err(SyncError::from_net)?;
+        let mut names = scan_keys(&mut conn, db, &keys.domain_pattern()).await?;
+        names.push(lw_key.clone());
+        for k in names {
+            let r = conn
+                .request(&[&b"GET"[..], &k])
+                .await
+                .map_err(SyncError::from_net)?;
+            if let Some(e) = r.error().filter(|e| is_passing(e)) {
+                return Err(SyncError::Target(format!(
+                    "{node}: reading the checkpoint: {e}"
+                )));
+            }
+            // On a cluster, the low-water key answers MOVED on all masters but its own.
+            let Some(v) = r.as_bytes() else { continue };
+            let c = Checkpoint::parse(v).map_err(|e| {
+                SyncError::Fatal(format!(
+                    "{node}: checkpoint key {} holds {e}; delete it to start over with a full sync",
+                    crate::text::quote_bytes(&k)
+                ))
+            })?;
+            if k == lw_key {
+                applied.low_water = Some(c);
+            } else if let (Some(d), Some(o)) = (keys.domain_of(&k), c.offset) {
+                applied.domains.insert(d, o);
+            }
+            found.push(k);
+        }
+    }
+    Ok((applied, found))
+}
+
+/// Whether the source has been written by a shake-sync link that reads from our target (the
+/// reverse direction of a disaster-recovery pair) since our checkpoint: then the source's stream
+/// holds our target's own writes, and resuming would apply them a second time.
+async fn source_fed_by_target(
+    settings: &SyncSettings,
+    source: &Endpoint,
+    masters: &[Endpoint],
+) -> Result<bool, SyncError> {
+    let mut target_ids = HashSet::new();
+    for node in masters {
+        let mut conn = Connection::connect(node, &settings.connect)
+            .await
+            .map_err(SyncError::from_net)?;
+        let info = conn
+            .info("replication")
+            .await
+            .map_err(SyncError::from_net)?;
+        for k in ["master_replid", "master_replid2"] {
+            if let Some(v) = info.get(k).filter(|v| !v.chars().all(|c| c == '0')) {
+                target_ids.insert(v.clone());
+            }
+        }
+    }
+    let mut conn = Connection::connect(source, &settings.connect)
+        .await
+        .map_err(|e| SyncError::Link(e.into()))?;
+    let mut pattern = KEY_PREFIX.to_vec();
+    pattern.extend_from_slice(b"checkpoint:*");
+    let mut dbs = vec![0];
+    if settings.stream.checkpoint_db != 0 {
+        dbs.push(settings.stream.checkpoint_db);
+    }
+    for db in dbs {
+        for k in scan_keys(&mut conn, db, &pattern).await? {
+            let r = conn
+                .request(&[&b"GET"[..], &k])
+                .await
+                .map_err(SyncError::from_net)?;
+            if let Some(c) = r.as_bytes().and_then(|v| Checkpoint::parse(v).ok()) {
+                if target_ids.contains(&c.replid) {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The blocking reader the RDB parser pulls from, fed with the transfer's chunks.
+struct ChunkReader {
+    rx: mpsc::Receiver<Bytes>,
+    cur: Bytes,
+    applied: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur.advance(n);
+        self.applied
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Applies a full-sync transfer to the target while it arrives; returns the stream after it.
+async fn full_sync(
+    spec: &LinkSpec,
+    settings: &SyncSettings,
+    status: &Status,
+    mut transfer: Transfer,
+    policy: ConflictPolicy,
+) -> Result<ReplStream, SyncError> {
+    let mut target = connect_target(
+        &settings.target,
+        settings.target_cluster,
+        &settings.connect,
+        settings.pipeline,
+    )
+    .await
+    .map_err(SyncError::from_apply)?;
+    let mut apply = settings.apply.clone();
+    apply.conflict = policy;
+    let prepared = prepare_target(&mut target, &apply)
+        .await
+        .map_err(SyncError::from_apply)?;
+    let popts = ParserOptions {
+        chunk_elements: prepared.apply.chunk_elements,
+        relaxed_version: settings.relaxed_version,
+        ..ParserOptions::default()
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let applied_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = ChunkReader {
+        rx,
+        cur: Bytes::new(),
+        applied: applied_bytes.clone(),
+    };
+    let progress = Progress::new(
+        "shake-sync",
+        transfer.size(),
+        settings.quiet || spec.first_slot.is_some(),
+        None,
+    );
+    let mut exec = Exec::new(&mut target, &prepared.apply);
+    let pump = async {
+        let r = async {
+            while let Some(chunk) = transfer.next_chunk().await? {
+                let n = chunk.len() as u64;
+                let applied = applied_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                update(status, |s| {
+                    s.rdb_bytes_received += n;
+                    s.rdb_bytes_applied = applied;
+                });
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), crate::repl::ReplError>(())
+        }
+        .await;
+        drop(tx);
+        r
+    };
+    let (pumped, applied) = tokio::join!(
+        pump,
+        apply_rdb(&mut exec, Box::new(reader), &prepared, &popts, progress)
+    );
+    pumped?;
+    let (plan, bytes) = applied.map_err(SyncError::from_apply)?;
+    exec.finish().await.map_err(SyncError::from_apply)?;
+    let written = exec.stats.written;
+    update(status, |s| {
+        s.rdb_bytes_applied = bytes;
+        s.rdb_keys_applied = written;
+    });
+    log(
+        settings,
+        &spec.name,
+        &format!(
+            "full sync applied: {} keys written ({} transcoded, {} big keys as commands, {} filtered, {} expired skipped, {} conflicts kept), {bytes} RDB bytes",
+            written, plan.transcoded, plan.big_keys, plan.filtered, plan.expired, exec.stats.conflicts
+        ),
+    );
+    let (stream, _) = transfer.finish().await?;
+    Ok(stream)
+}
+
+/// Deletes this link's checkpoint keys and marks the target as holding this link's data
+/// without a resumable offset (a full sync is under way).
+async fn reset_checkpoint(
+    target: &mut Target<GroupTag>,
+    keys: &CheckpointKeys,
+    found: &[Vec<u8>],
+) -> Result<(), SyncError> {
+    let mut cmds: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for k in found {
+        let mut c = Vec::new();
+        crate::resp::encode_command(&mut c, &[&b"DEL"[..], k]);
+        cmds.push((k.clone(), c));
+    }
+    let lw = keys.low_water();
+    let mut c = Vec::new();
+    crate::resp::encode_command(
+        &mut c,
+        &[
+            &b"SET"[..],
+            &lw,
+            Checkpoint::in_progress().encode().as_bytes(),
+        ],
+    );
+    cmds.push((lw, c));
+    for (k, c) in cmds {
+        target
+            .submit(
+                Some(&k),
+                c,
+                crate::client::Idempotent::Yes,
+                GroupTag::LowWater,
+            )
+            .await
+            .map_err(SyncError::from_client)?;
+    }
+    for (_, r) in target.drain().await.map_err(SyncError::from_client)? {
+        if let Some(e) = r.error() {
+            return Err(SyncError::Fatal(format!(
+                "{}: cannot write the checkpoint: {e}",
+                target.seed()
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn session(
+    spec: &LinkSpec,
+    settings: &SyncSettings,
+    status: &Status,
+    stop: watch::Receiver<bool>,
+    full_synced: &mut bool,
+) -> Result<(), SyncError> {
+    update(status, |s| s.phase = Phase::Handshake);
+    let source = resolve_source(spec, settings).await?;
+    update(status, |s| s.source = source.address());
+    let mut target = connect_stream_target(settings).await?;
+    if !target.is_cluster() {
+        target
+            .select(settings.stream.checkpoint_db)
+            .map_err(SyncError::from_client)?;
+    }
+    let keys = CheckpointKeys::new(&spec.name, target.is_cluster());
+    let masters = target.masters();
+    let (mut applied, found) = read_checkpoint(settings, &masters, &keys).await?;
+    let ours = applied.low_water.is_some();
+    if applied.resume_offset().is_some()
+        && source_fed_by_target(settings, &source, &masters).await?
+    {
+        log(
+            settings,
+            &spec.name,
+            "the source holds checkpoints of a sync that reads from this target (the reverse direction ran since): resuming would apply the target's own writes twice, so this is a full sync",
+        );
+        applied = Applied::default();
+    }
+    let resume = applied
+        .resume_offset()
+        .map(|(replid, offset)| Resume { replid, offset });
+
+    let conn = Connection::connect(&source, &settings.connect)
+        .await
+        .map_err(|e| SyncError::Link(e.into()))?;
+    let started = start_sync(conn, &settings.repl, resume.as_ref()).await?;
+    let (mut stream, applied) = match started {
+        SyncStart::Full(transfer) => {
+            let Some(replid) = transfer.replid().map(str::to_string) else {
+                return Err(SyncError::Fatal(format!(
+                    "{source} answered with SYNC, without a replication id and offset: shake-sync needs PSYNC (for a renamed PSYNC, name it with --psync-command)"
+                )));
+            };
+            match &resume {
+                Some(r) => log(
+                    settings,
+                    &spec.name,
+                    &format!(
+                        "the source cannot continue from {} offset {} (its backlog no longer holds it, or its history changed): full sync",
+                        r.replid, r.offset
+                    ),
+                ),
+                None => log(settings, &spec.name, &format!("full sync from {source}")),
+            }
+            update(status, |s| {
+                s.phase = Phase::FullSync;
+                s.full_syncs += 1;
+                s.replid = replid.clone();
+                s.rdb_bytes_received = 0;
+                s.rdb_bytes_applied = 0;
+                s.rdb_keys_applied = 0;
+            });
+            if settings.flush_target {
+                for argv in [&["FLUSHALL"][..], &["FUNCTION", "FLUSH"][..]] {
+                    for (node, r) in target
+                        .broadcast(argv)
+                        .await
+                        .map_err(SyncError::from_client)?
+                    {
+                        // Servers before 7.0 have no functions to flush.
+                        if let Some(e) = r.error().filter(|e| !e.contains("unknown command")) {
+                            return Err(SyncError::Fatal(format!(
+                                "{node}: {} (--flush-target) failed: {e}",
+                                argv.join(" ")
+                            )));
+                        }
+                    }
+                }
+                log(settings, &spec.name, "target flushed (--flush-target)");
+            }
+            reset_checkpoint(&mut target, &keys, &found).await?;
+            // A target that already holds this link's keys (an earlier full sync, or a restart
+            // of an interrupted one) gets them replaced, whatever --on-conflict says: they are
+            // ours, only older.
+            let policy = if ours || *full_synced {
+                ConflictPolicy::Rewrite
+            } else {
+                settings.apply.conflict
+            };
+            let stream = full_sync(spec, settings, status, transfer, policy).await?;
+            *full_synced = true;
+            let offset = stream.offset();
+            let mut c = Vec::new();
+            let lw = keys.low_water();
+            crate::resp::encode_command(
+                &mut c,
+                &[
+                    &b"SET"[..],
+                    &lw,
+                    Checkpoint {
+                        replid: replid.clone(),
+                        offset: Some(offset),
+                    }
+                    .encode()
+                    .as_bytes(),
+                ],
+            );
+            target
+                .submit(
+                    Some(&lw),
+                    c,
+                    crate::client::Idempotent::Yes,
+                    GroupTag::LowWater,
+                )
+                .await
+                .map_err(SyncError::from_client)?;
+            for (_, r) in target.drain().await.map_err(SyncError::from_client)? {
+                if let Some(e) = r.error() {
+                    return Err(SyncError::Fatal(format!(
+                        "{}: cannot write the checkpoint: {e}",
+                        target.seed()
+                    )));
+                }
+            }
+            (
+                stream,
+                Applied {
+                    low_water: Some(Checkpoint {
+                        replid,
+                        offset: Some(offset),
+                    }),
+                    ..Applied::default()
+                },
+            )
+        }
+        SyncStart::Continue(stream) => {
+            log(
+                settings,
+                &spec.name,
+                &format!("resumed from offset {} (partial resync)", stream.offset()),
+            );
+            update(status, |s| s.partial_syncs += 1);
+            (stream, applied)
+        }
+    };
+    let replid = stream.replid().unwrap_or_default().to_string();
+    update(status, |s| {
+        s.phase = Phase::Incremental;
+        s.replid = replid.clone();
+    });
+    let start = stream.offset();
+    let mut applier = Applier::new(
+        target,
+        keys,
+        settings.stream.clone(),
+        replid,
+        start,
+        applied,
+    )?;
+    stream_loop(
+        spec,
+        settings,
+        status,
+        &source,
+        &mut stream,
+        &mut applier,
+        stop,
+    )
+    .await
+}
+
+/// Polls the source's own offset for the lag figures (a separate connection; failures only
+/// leave the figure stale).
+struct OffsetProbe {
+    conn: Option<Connection>,
+    last: Instant,
+}
+
+impl OffsetProbe {
+    async fn poll(&mut self, source: &Endpoint, settings: &SyncSettings) -> Option<u64> {
+        if self.last.elapsed() < Duration::from_secs(1) {
+            return None;
+        }
+        self.last = Instant::now();
+        if self.conn.is_none() {
+            self.conn = Connection::connect(source, &settings.connect).await.ok();
+        }
+        let conn = self.conn.as_mut()?;
+        match conn.info("replication").await {
+            Ok(info) => info.get("master_repl_offset").and_then(|v| v.parse().ok()),
+            Err(_) => {
+                self.conn = None;
+                None
+            }
+        }
+    }
+}
+
+async fn stream_loop(
+    spec: &LinkSpec,
+    settings: &SyncSettings,
+    status: &Status,
+    source: &Endpoint,
+    stream: &mut ReplStream,
+    applier: &mut Applier,
+    stop: watch::Receiver<bool>,
+) -> Result<(), SyncError> {
+    stream.stop_on(stop.clone());
+    let mut end = stream.offset();
+    let mut probe = OffsetProbe {
+        conn: None,
+        last: Instant::now() - Duration::from_secs(2),
+    };
+    let mut source_offset = end;
+    // Counters of earlier sessions, so the figures add up over reconnects.
+    let (base_applied, base_errors) = status
+        .lock()
+        .map(|s| (s.commands_applied, s.errors))
+        .unwrap_or((0, 0));
+    // When the oldest byte not yet applied arrived.
+    let mut pending_since: Option<Instant> = None;
+    loop {
+        let mut ack = false;
+        loop {
+            let parsed = parse_command(&stream.buffer()[..], MAX_ARGS, MAX_BULK).map_err(|e| {
+                SyncError::Source(format!(
+                    "{source}: the command stream at offset {} is not valid: {e}",
+                    end + 1
+                ))
+            })?;
+            let Some(p) = parsed else { break };
+            let frame = stream.buffer().split_to(p.len).freeze();
+            end += p.len as u64;
+            pending_since.get_or_insert_with(Instant::now);
+            ack |= applier.process(frame, &p.args, end).await?;
+            if applier.batch_full() {
+                applier.flush().await?;
+            }
+        }
+        applier.flush().await?;
+        applier.collect()?;
+        if applier.outstanding() > 0 && stream.buffer().is_empty() {
+            // Nothing more to read right now: let the target catch up, so the checkpoint and the
+            // ACK can move.
+            applier.settle().await?;
+        }
+        applier.write_low_water(false).await?;
+        let lw = applier.low_water();
+        if lw > stream.offset() {
+            stream.advance(lw - stream.offset());
+        }
+        if ack {
+            stream.ack().await?;
+        }
+        if lw >= end {
+            pending_since = None;
+        }
+        if let Some(o) = probe.poll(source, settings).await {
+            source_offset = o;
+        }
+        source_offset = source_offset.max(end);
+        let st = applier.stats.clone();
+        update(status, |s| {
+            s.received_offset = end;
+            s.applied_offset = lw;
+            s.source_offset = source_offset;
+            s.lag_bytes = source_offset.saturating_sub(lw);
+            s.lag_ms = pending_since.map_or(0, |t| t.elapsed().as_millis() as u64);
+            s.commands_applied = base_applied + st.applied;
+            s.errors = base_errors + st.errors;
+            if st.last_error.is_some() {
+                s.last_error = st.last_error.clone();
+            }
+        });
+        if *stop.borrow() {
+            break;
+        }
+        if stream.fill().await? == 0 {
+            break;
+        }
+    }
+    // Stopping: what is in flight is answered, the checkpoint recorded, the source told.
+    applier.drain().await?;
+    let lw = applier.low_water();
+    if lw > stream.offset() {
+        stream.advance(lw - stream.offset());
+    }
+    let _ = stream.ack().await;
+    update(status, |s| {
+        s.applied_offset = lw;
+        s.phase = Phase::Stopped;
+    });
+    log(
+        settings,
+        &spec.name,
+        &format!(
+            "stopped at offset {lw}{}",
+            if applier.in_transaction() {
+                " (a source transaction still open was left for the next start)"
+            } else {
+                ""
+            }
+        ),
+    );
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Live sync: keeping a target in step with a source, as a replica would, with checkpoints on
+//! the target so a restart resumes exactly where the target stands.
+//!
+//! - [`checkpoint`]: the checkpoint keys on the target, their values, reading them back;
+//! - [`stream`]: applying the command stream in transactions that carry the checkpoint;
+//! - [`link`]: one replication link (one source master): connect, resume or full sync, stream,
+//!   and start over from the checkpoint after any fault;
+//! - this module: the whole sync, one link per source master, status, stopping.
+//!
+//! The replica side of the protocol is [`crate::repl`]; writing RDB data is [`crate::apply`];
+//! the target client is [`crate::client`]. None of that is repeated here.
+
+pub mod checkpoint;
+pub mod link;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::apply::{ApplyError, ApplyOptions};
+use crate::client::{ClientError, Topology};
+use crate::net::{ConnectOptions, Connection, Endpoint, NetError};
+use crate::observe::status::{Phase, ShardStatus, StatusBoard};
+use crate::repl::{ReplError, ReplOptions};
+
+pub use link::LinkSpec;
+pub use stream::StreamOptions;
+
+/// Everything a sync needs.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub source: Endpoint,
+    /// `None`: detect.
+    pub source_cluster: Option<bool>,
+    pub target: Endpoint,
+    pub target_cluster: Option<bool>,
+    pub connect: ConnectOptions,
+    pub repl: ReplOptions,
+    /// For the full sync (conflict policy, filters, db map, big keys).
+    pub apply: ApplyOptions,
+    /// For the command stream.
+    pub stream: StreamOptions,
+    /// Commands in flight per target connection.
+    pub pipeline: usize,
+    /// FLUSHALL every target master before a full sync (re-seeding an old primary).
+    pub flush_target: bool,
+    /// The checkpoint name (per link: plus `/<first slot>` for a cluster source shard).
+    pub checkpoint_name: String,
+    /// Keep retrying a failing link this long before giving up.
+    pub retry_for: Duration,
+    pub status_addr: Option<SocketAddr>,
+    pub quiet: bool,
+    pub log_interval: Option<Duration>,
+    pub relaxed_version: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The source or its link failed; the message names the endpoint.
+    #[error("{0}")]
+    Link(#[from] ReplError),
+    /// The source sent something we cannot apply (named, with its offset).
+    #[error("{0}")]
+    Source(String),
+    /// The target's connection failed in a way a fresh start from the checkpoint cures.
+    #[error("{0}")]
+    Target(String),
+    /// Anything a retry cannot cure.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl SyncError {
+    /// Faults a new session (reconnect, resume from the checkpoint) can cure.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Link(e) => match e {
+                ReplError::LinkLost { .. } | ReplError::Idle { .. } => true,
+                ReplError::Net(n) => n.is_transient(),
+                // A source that is loading, or a replica whose master is away (failover).
+                ReplError::Source { message, .. } => {
+                    message.starts_with("LOADING") || message.contains("NOMASTERLINK")
+                }
+                _ => false,
+            },
+            SyncError::Target(_) => true,
+            SyncError::Source(_) | SyncError::Fatal(_) => false,
+        }
+    }
+
+    pub fn from_client(e: ClientError) -> SyncError {
+        match &e {
+            ClientError::Net(n) if n.is_transient() => SyncError::Target(e.to_string()),
+            ClientError::Unreachable { .. }
+            | ClientError::UnsafeResend { .. }
+            | ClientError::PartialGroup { .. }
+            | ClientError::Retries { .. }
+            | ClientError::NoOwner { .. }
+            | ClientError::Failed { .. } => SyncError::Target(e.to_string()),
+            _ => SyncError::Fatal(e.to_string()),
+        }
+    }
+
+    pub fn from_apply(e: ApplyError) -> SyncError {
+        match e {
+            // The client's own errors were rendered to text by the apply layer; a connection
+            // that broke mid full sync is worth a new attempt.
+            ApplyError::Client(m) => SyncError::Target(m),
+            other => SyncError::Fatal(other.to_string()),
+        }
+    }
+
+    pub fn from_net(e: NetError) -> SyncError {
+        if e.is_transient() {
+            SyncError::Target(e.to_string())
+        } else {
+            SyncError::Fatal(e.to_string())
+        }
+    }
+}
+
+/// The final word of a sync that was stopped.
+#[derive(Debug, Clone)]
+pub struct SyncSummary {
+    pub shards: Vec<ShardStatus>,
+    pub seconds: f64,
+}
+
+/// The links of a sync: one for a standalone source, one per master of a cluster source.
+pub async fn plan_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
+    let mut conn = Connection::connect(&s.source, &s.connect)
+        .await
+        .map_err(|e| SyncError::Fatal(format!("source: {e}")))?;
+    let cluster = match s.source_cluster {
+        Some(c) => c,
+        None => crate::client::is_cluster(&mut conn)
+            .await
+            .map_err(|e| SyncError::Fatal(format!("source: {e}")))?,
+    };
+    if !cluster {
+        return Ok(vec![LinkSpec {
+            name: s.checkpoint_name.clone(),
+            seed: s.source.clone(),
+            first_slot: None,
+            source_nodes: vec![s.source.clone()],
+        }]);
+    }
+    let topo = Topology::fetch(&mut conn)
+        .await
+        .map_err(|e| SyncError::Fatal(format!("source: {e}")))?;
+    let masters = topo.masters().to_vec();
+    let mut links = Vec::new();
+    for (i, m) in masters.iter().enumerate() {
+        let first = topo.ranges_of(i).first().map(|r| r.0).unwrap_or(0);
+        links.push(LinkSpec {
+            name: format!("{}/{first}", s.checkpoint_name),
+            seed: m.clone(),
+            first_slot: Some(first),
+            source_nodes: masters.clone(),
+        });
+    }
+    Ok(links)
+}
+
+/// Runs the sync until `stop` turns true (then drains, checkpoints and returns) or a link fails
+/// for good (then the other links are stopped the same way and the error is returned).
+pub async fn run(
+    s: SyncSettings,
+    board: StatusBoard,
+    stop: watch::Receiver<bool>,
+) -> Result<SyncSummary, SyncError> {
+    let started = Instant::now();
+    let links = plan_links(&s).await?;
+    let settings = Arc::new(s);
+    let (inner_stop_tx, inner_stop) = watch::channel(false);
+    // The outside stop reaches the links through our own switch, which a failing link also
+    // flips to stop its siblings.
+    let relay = {
+        let mut outer = stop.clone();
+        let tx = inner_stop_tx.clone();
+        tokio::spawn(async move {
+            let _ = outer.wait_for(|v| *v).await;
+            let _ = tx.send(true);
+        })
+    };
+    let mut handles = Vec::new();
+    for spec in links {
+        let status = board.add(ShardStatus::new(&spec.name, &spec.seed.address()));
+        let (settings, stop, tx) = (settings.clone(), inner_stop.clone(), inner_stop_tx.clone());
+        handles.push(tokio::spawn(async move {
+            let r = link::run_link(spec, settings, status.clone(), stop).await;
+            if let Ok(mut st) = status.lock() {
+                st.phase = if r.is_ok() {
+                    Phase::Stopped
+                } else {
+                    Phase::Failed
+                };
+                if let Err(e) = &r {
+                    st.last_error = Some(e.to_string());
+                }
+            }
+            if r.is_err() {
+                let _ = tx.send(true);
+            }
+            r
+        }));
+    }
+    let mut first_err = None;
+    for h in handles {
+        match h.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(SyncError::Fatal(format!("a link task failed: {e}")));
+            }
+        }
+    }
+    relay.abort();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    Ok(SyncSummary {
+        shards: board.snapshot(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,928 @@
+//! Applying the replication command stream to a target, exactly once.
+//!
+//! Commands are read as the source sent them (each frame is forwarded byte for byte unless a
+//! database number in it must be mapped) and gathered into batches. A batch goes to the target
+//! as `MULTI`, its commands, the checkpoint `SET` (see [`super::checkpoint`]), `EXEC`: on a
+//! standalone target one transaction per batch (with `SELECT`s inside where the source switched
+//! databases), on a cluster one transaction per hash slot touched. A source transaction
+//! (`MULTI ... EXEC` in the stream) is never split across batches, so it stays atomic on the
+//! target; on a cluster its keys must share a slot, or `--split-transactions` lets it become
+//! one transaction per slot.
+//!
+//! Treatment of each command (documented for users in the README):
+//! - `SELECT`: changes the source database; mapped with `--db-map` when commands are written.
+//! - `PING`, `REPLCONF` (`GETACK` is answered with an ACK): not written.
+//! - `MULTI`/`EXEC`: kept as one transaction; `DISCARD`: the buffered commands are dropped.
+//! - `PUBLISH`/`SPUBLISH`: not written unless `--forward-publish`.
+//! - `FLUSHALL`, `FLUSHDB`: written, unless filters or a merging `--db-map` mean they would wipe
+//!   data that is not this source's; then skipped with a warning. On a cluster, run on every
+//!   master after everything before them is applied.
+//! - `FUNCTION`, `SCRIPT`: every master, like FLUSHALL.
+//! - `SWAPDB`, `MOVE`, `COPY ... DB n`: database numbers mapped; impossible on a cluster target
+//!   unless the databases map to the same one.
+//! - Commands naming keys in different slots (from a standalone source) into a cluster: `DEL`,
+//!   `UNLINK`, `TOUCH`, `MSET`, `MSETNX` are split by slot; anything else stops the sync.
+//! - Keys under `shake-sync:` (checkpoints of other links) are never written.
+//! - Filters judge a command by its first key and its database.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::checkpoint::{is_internal_key, Applied, Checkpoint, CheckpointKeys, Domain};
+use super::SyncError;
+use crate::apply::DbMap;
+use crate::client::{slot_of, Idempotent, Target};
+use crate::command::{command_info, command_keys, Kind};
+use crate::filter::KeyFilter;
+use crate::resp::{encode_command, Reply};
+use crate::text::quote_bytes;
+
+/// How the stream is written.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub db_map: DbMap,
+    pub filter: KeyFilter,
+    pub forward_publish: bool,
+    pub split_transactions: bool,
+    /// The database holding the checkpoint keys on a standalone target.
+    pub checkpoint_db: u64,
+    /// Most commands in one batch.
+    pub batch_commands: usize,
+    /// Most bytes of commands in one batch.
+    pub batch_bytes: usize,
+    /// Cap on commands per second (0: none).
+    pub qps: u64,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            db_map: DbMap::default(),
+            filter: KeyFilter::all(),
+            forward_publish: false,
+            split_transactions: false,
+            checkpoint_db: 0,
+            batch_commands: 1024,
+            batch_bytes: 1 << 20,
+            qps: 0,
+        }
+    }
+}
+
+/// What a completion was for.
+#[derive(Debug)]
+pub enum GroupTag {
+    /// One transaction of the batch ending at stream offset `end`, holding `commands` commands.
+    Batch { end: u64, commands: u32 },
+    /// A low-water checkpoint write.
+    LowWater,
+    /// A forwarded PUBLISH (outside any transaction: a message is not data).
+    Publish,
+}
+
+/// Counters of the command stream.
+#[derive(Debug, Clone, Default)]
+pub struct StreamStats {
+    /// Commands written to the target (acknowledged).
+    pub applied: u64,
+    /// Commands left out by filters, PINGs and REPLCONFs, PUBLISH without --forward-publish.
+    pub skipped: u64,
+    /// Commands already on the target after a restart (found by the checkpoints).
+    pub replayed_skipped: u64,
+    /// Commands the target answered with an error inside a transaction (the rest of the
+    /// transaction applied, as on a replica).
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub transactions: u64,
+}
+
+/// A command waiting for its batch to go out.
+struct Pending {
+    domain: Domain,
+    db: u64,
+    frame: Bytes,
+}
+
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+
+fn select_cmd(db: u64) -> Bytes {
+    let mut out = Vec::with_capacity(24);
+    encode_command(&mut out, &["SELECT", db.to_string().as_str()]);
+    Bytes::from(out)
+}
+
+/// The writing side of one replication link's command stream.
+pub struct Applier {
+    target: Target<GroupTag>,
+    keys: CheckpointKeys,
+    cluster: bool,
+    opts: StreamOptions,
+    replid: String,
+    applied: Applied,
+    /// Past this offset nothing can be on the target already.
+    horizon: u64,
+    src_db: u64,
+    /// A source transaction being read (`MULTI` seen, `EXEC` not yet).
+    tx: Option<Vec<Pending>>,
+    batch: Vec<Pending>,
+    batch_bytes: usize,
+    /// Offset of the last byte processed.
+    processed: u64,
+    /// Batch end offset -> transactions of it still unanswered.
+    inflight: BTreeMap<u64, u32>,
+    low_water: u64,
+    written_low_water: u64,
+    last_low_water_write: Instant,
+    started: Instant,
+    sent: u64,
+    warned: HashSet<&'static str>,
+    pub stats: StreamStats,
+}
+
+impl Applier {
+    /// `start` is the offset of the last byte before the stream's first (the `+FULLRESYNC`
+    /// offset or the resume point); `applied` what the target holds already (empty after a full
+    /// sync).
+    pub fn new(
+        mut target: Target<GroupTag>,
+        keys: CheckpointKeys,
+        opts: StreamOptions,
+        replid: String,
+        start: u64,
+        applied: Applied,
+    ) -> Result<Applier, SyncError> {
+        let cluster = target.is_cluster();
+        if !cluster {
+            target
+                .select(opts.checkpoint_db)
+                .map_err(|e| SyncError::Target(e.to_string()))?;
+        }
+        let horizon = applied.horizon();
+        Ok(Applier {
+            target,
+            keys,
+            cluster,
+            opts,
+            replid,
+            applied,
+            horizon,
+            src_db: 0,
+            tx: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            processed: start,
+            inflight: BTreeMap::new(),
+            low_water: start,
+            written_low_water: start,
+            last_low_water_write: Instant::now(),
+            started: Instant::now(),
+            sent: 0,
+            warned: HashSet::new(),
+            stats: StreamStats::default(),
+        })
+    }
+
+    /// Offset up to which every command is on the target.
+    pub fn low_water(&self) -> u64 {
+        self.low_water
+    }
+
+    /// Offset of the last byte read and handled (written, batched or skipped).
+    pub fn processed(&self) -> u64 {
+        self.processed
+    }
+
+    pub fn set_replid(&mut self, replid: &str) {
+        self.replid = replid.to_string();
+    }
+
+    fn warn_once(&mut self, what: &'static str, msg: String) {
+        if self.warned.insert(what) {
+            eprintln!("shake-sync: warning: {msg} (further cases are counted, not shown)");
+        }
+    }
+
+    fn target_name(&self) -> String {
+        self.target.seed().to_string()
+    }
+
+    fn client_err(&self, e: crate::client::ClientError) -> SyncError {
+        SyncError::from_client(e)
+    }
+
+    /// Whether the batch should go out now.
+    pub fn batch_full(&self) -> bool {
+        self.tx.is_none()
+            && (self.batch.len() >= self.opts.batch_commands
+                || self.batch_bytes >= self.opts.batch_bytes)
+    }
+
+    /// Handles one command of the stream: `frame` is its exact bytes, `args` the ranges of its
+    /// arguments in `frame`, `end` the offset of its last byte. Returns true when the source
+    /// asked for an ACK (`REPLCONF GETACK`).
+    pub async fn process(
+        &mut self,
+        frame: Bytes,
+        args: &[Range<usize>],
+        end: u64,
+    ) -> Result<bool, SyncError> {
+        self.processed = end;
+        let argv: Vec<&[u8]> = args.iter().map(|r| &frame[r.clone()]).collect();
+        let Some(name) = argv.first() else {
+            return Err(SyncError::Source(format!(
+                "an empty command in the stream at offset {end}"
+            )));
+        };
+        let kind = command_info(name).map(|i| i.kind).unwrap_or(Kind::Other);
+        match kind {
+            Kind::Ping => {
+                self.stats.skipped += 1;
+                Ok(false)
+            }
+            Kind::ReplConf => {
+                self.stats.skipped += 1;
+                Ok(argv
+                    .get(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK")))
+            }
+            Kind::Select => {
+                let db = argv
+                    .get(1)
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        SyncError::Source(format!("a malformed SELECT at offset {end}"))
+                    })?;
+                self.src_db = db;
+                Ok(false)
+            }
+            Kind::Multi => {
+                self.tx = Some(Vec::new());
+                Ok(false)
+            }
+            Kind::Discard => {
+                self.tx = None;
+                Ok(false)
+            }
+            Kind::Exec => {
+                if let Some(cmds) = self.tx.take() {
+                    self.commit_transaction(cmds, end)?;
+                }
+                Ok(false)
+            }
+            _ => {
+                if let Some(p) = self.classify(kind, &frame, &argv, end).await? {
+                    for p in p {
+                        self.push(p);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn push(&mut self, p: Pending) {
+        match &mut self.tx {
+            Some(tx) => tx.push(p),
+            None => {
+                self.batch_bytes += p.frame.len();
+                self.batch.push(p);
+            }
+        }
+    }
+
+    /// A source transaction ended: its commands join the batch together.
+    fn commit_transaction(&mut self, cmds: Vec<Pending>, end: u64) -> Result<(), SyncError> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        if self.cluster {
+            let first = cmds[0].domain;
+            if cmds.iter().any(|c| c.domain != first) {
+                if !self.opts.split_transactions {
+                    return Err(SyncError::Fatal(format!(
+                        "a MULTI/EXEC transaction ending at source offset {end} writes keys in different hash slots, which a cluster target cannot run as one transaction; \
+                         --split-transactions applies it as one transaction per slot (not atomic across slots)"
+                    )));
+                }
+                self.warn_once(
+                    "split",
+                    format!("a transaction ending at offset {end} was split by hash slot (--split-transactions)"),
+                );
+            }
+        }
+        self.stats.transactions += 1;
+        for c in cmds {
+            // The transaction went out whole per domain, so a domain holds all of it or none.
+            if end <= self.horizon && self.applied.holds(c.domain, end) {
+                self.stats.replayed_skipped += 1;
+                continue;
+            }
+            self.batch_bytes += c.frame.len();
+            self.batch.push(c);
+        }
+        Ok(())
+    }
+
+    /// Decides what a data command becomes on the target: nothing (filtered, already applied),
+    /// one pending command, several (split by slot), or — for commands without keys on a
+    /// cluster — an immediate run on every master.
+    async fn classify(
+        &mut self,
+        kind: Kind,
+        frame: &Bytes,
+        argv: &[&[u8]],
+        end: u64,
+    ) -> Result<Option<Vec<Pending>>, SyncError> {
+        let name = String::from_utf8_lossy(argv[0]).to_ascii_uppercase();
+        if !self.opts.filter.db_allowed(self.src_db) {
+            self.stats.skipped += 1;
+            return Ok(None);
+        }
+        let Some(db) = self.opts.db_map.map(self.src_db) else {
+            self.stats.skipped += 1;
+            return Ok(None);
+        };
+        if self.cluster && db != 0 {
+            return Err(SyncError::Fatal(format!(
+                "{name} at source offset {end} writes database {}, but the target {} is a cluster, which has only database 0: map databases with --db-map (e.g. --db-map '*=0')",
+                self.src_db,
+                self.target_name()
+            )));
+        }
+        match kind {
+            Kind::Publish => {
+                if !self.opts.forward_publish {
+                    self.stats.skipped += 1;
+                    return Ok(None);
+                }
+                // A message is not data: sent as it comes, outside transactions and checkpoints.
+                let slot = (self.cluster && name == "SPUBLISH")
+                    .then(|| argv.get(1).map(|c| slot_of(c)))
+                    .flatten();
+                self.flush().await?;
+                let r = match slot {
+                    Some(s) => {
+                        self.target
+                            .submit_to_slot(s, frame.clone(), Idempotent::Yes, GroupTag::Publish)
+                            .await
+                    }
+                    None => {
+                        self.target
+                            .submit(None, frame.clone(), Idempotent::Yes, GroupTag::Publish)
+                            .await
+                    }
+                };
+                r.map_err(|e| self.client_err(e))?;
+                return Ok(None);
+            }
+            Kind::FlushAll | Kind::FlushDb => {
+                let whole_source = self.opts.filter.is_everything() && self.opts.db_map.is_empty();
+                let frame = if kind == Kind::FlushAll {
+                    if !whole_source {
+                        self.warn_once("flushall", format!("FLUSHALL at offset {end} skipped: with filters or --db-map it would delete data that does not come from this source"));
+                        self.stats.skipped += 1;
+                        return Ok(None);
+                    }
+                    frame.clone()
+                } else {
+                    if self.opts.filter.has_key_rules() {
+                        self.warn_once("flushdb", format!("FLUSHDB at offset {end} skipped: with --key/--key-regex filters it would delete keys this sync does not copy"));
+                        self.stats.skipped += 1;
+                        return Ok(None);
+                    }
+                    if self.opts.db_map.merges(self.src_db) {
+                        self.warn_once("flushdb-merge", format!("FLUSHDB of database {} at offset {end} skipped: --db-map merges other databases into the same target database", self.src_db));
+                        self.stats.skipped += 1;
+                        return Ok(None);
+                    }
+                    frame.clone()
+                };
+                return self.keyless(frame, db, end).await;
+            }
+            Kind::Function | Kind::Script => {
+                return self.keyless(frame.clone(), db, end).await;
+            }
+            Kind::SwapDb => {
+                let (a, b) = (parse_db(argv.get(1)), parse_db(argv.get(2)));
+                let (Some(a), Some(b)) = (a, b) else {
+                    return Err(SyncError::Source(format!(
+                        "a malformed SWAPDB at offset {end}"
+                    )));
+                };
+                let (ma, mb) = (self.opts.db_map.map(a), self.opts.db_map.map(b));
+                let ok = self.opts.filter.db_allowed(a)
+                    && self.opts.filter.db_allowed(b)
+                    && !self.opts.db_map.merges(a)
+                    && !self.opts.db_map.merges(b)
+                    && ma.is_some()
+                    && mb.is_some()
+                    && !self.cluster;
+                if !ok {
+                    return Err(SyncError::Fatal(format!(
+                        "SWAPDB {a} {b} at source offset {end} cannot be applied: the target {} {}",
+                        self.target_name(),
+                        if self.cluster {
+                            "is a cluster (one database)"
+                        } else {
+                            "does not receive both databases one to one (--db/--db-map)"
+                        }
+                    )));
+                }
+                let mut out = Vec::new();
+                let (sa, sb) = (ma.unwrap_or(a).to_string(), mb.unwrap_or(b).to_string());
+                encode_command(&mut out, &["SWAPDB", sa.as_str(), sb.as_str()]);
+                return self.keyless(Bytes::from(out), db, end).await;
+            }
+            _ => {}
+        }
+
+        let key_idx = match command_keys(argv) {
+            Ok(k) => k,
+            Err(e) => {
+                if self.cluster {
+                    return Err(SyncError::Fatal(format!(
+                        "cannot route {name} at source offset {end} to a cluster target: {e}"
+                    )));
+                }
+                self.warn_once(
+                    "unknown",
+                    format!(
+                        "{name} at offset {end} is not a known command; written as it came ({e})"
+                    ),
+                );
+                return Ok(self
+                    .pending(Domain::Single, db, frame.clone(), end)?
+                    .map(|p| vec![p]));
+            }
+        };
+        if key_idx.is_empty() {
+            return self.keyless(frame.clone(), db, end).await;
+        }
+        let first = argv[key_idx[0]];
+        if key_idx.iter().any(|&i| is_internal_key(argv[i])) {
+            self.stats.skipped += 1;
+            return Ok(None);
+        }
+        if !self.opts.filter.key_allowed(first) {
+            self.stats.skipped += 1;
+            return Ok(None);
+        }
+
+        // Database numbers inside the command.
+        let frame = match kind {
+            Kind::Move => {
+                let Some(to) = parse_db(argv.get(2)) else {
+                    return Err(SyncError::Source(format!(
+                        "a malformed MOVE at offset {end}"
+                    )));
+                };
+                let mapped = if self.opts.filter.db_allowed(to) {
+                    self.opts.db_map.map(to)
+                } else {
+                    None
+                };
+                match mapped {
+                    // Both databases land in one: the key stays where it is.
+                    Some(m) if m == db => {
+                        self.stats.skipped += 1;
+                        return Ok(None);
+                    }
+                    Some(m) if !self.cluster => {
+                        let mut out = Vec::new();
+                        encode_command(&mut out, &[argv[0], argv[1], m.to_string().as_bytes()]);
+                        Bytes::from(out)
+                    }
+                    Some(_) => {
+                        return Err(SyncError::Fatal(format!(
+                            "MOVE {} to database {to} at source offset {end} cannot be applied to the cluster target {}: map the databases with --db-map",
+                            quote_bytes(argv[1]),
+                            self.target_name()
+                        )))
+                    }
+                    // The key leaves the databases this sync copies.
+                    None => {
+                        let mut out = Vec::new();
+                        encode_command(&mut out, &[&b"DEL"[..], argv[1]]);
+                        Bytes::from(out)
+                    }
+                }
+            }
+            Kind::Copy => self.map_copy_db(argv, frame, db, end)?,
+            _ => frame.clone(),
+        };
+
+        if !self.cluster {
+            return Ok(self
+                .pending(Domain::Single, db, frame, end)?
+                .map(|p| vec![p]));
+        }
+        let slots: Vec<u16> = key_idx.iter().map(|&i| slot_of(argv[i])).collect();
+        if slots.iter().all(|&s| s == slots[0]) {
+            return Ok(self
+                .pending(Domain::Slot(slots[0]), 0, frame, end)?
+                .map(|p| vec![p]));
+        }
+        // Keys in several slots: only commands that act on each key alone can be split.
+        let upper = name.as_str();
+        let per_key: &[u8] = match upper {
+            "DEL" | "UNLINK" | "TOUCH" => b"1",
+            "MSET" | "MSETNX" => b"2",
+            _ => b"",
+        };
+        if per_key.is_empty() {
+            return Err(SyncError::Fatal(format!(
+                "{upper} at source offset {end} names keys in different hash slots; a cluster target cannot apply it (the source is not a cluster; such commands need a standalone target)"
+            )));
+        }
+        let stride = if per_key == b"2" { 2 } else { 1 };
+        let verb: &[u8] = if upper == "MSETNX" { b"MSET" } else { argv[0] };
+        let mut by_slot: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
+        let mut i = 1;
+        while i + stride <= argv.len() {
+            by_slot
+                .entry(slot_of(argv[i]))
+                .or_default()
+                .extend_from_slice(&argv[i..i + stride]);
+            i += stride;
+        }
+        let mut out = Vec::new();
+        for (slot, args) in by_slot {
+            let mut cmd = Vec::new();
+            let mut all: Vec<&[u8]> = vec![verb];
+            all.extend(args);
+            encode_command(&mut cmd, &all);
+            if let Some(p) = self.pending(Domain::Slot(slot), 0, Bytes::from(cmd), end)? {
+                out.push(p);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// A pending command, or `None` when a restart found it already applied.
+    fn pending(
+        &mut self,
+        domain: Domain,
+        db: u64,
+        frame: Bytes,
+        end: u64,
+    ) -> Result<Option<Pending>, SyncError> {
+        if end <= self.horizon && self.tx.is_none() && self.applied.holds(domain, end) {
+            self.stats.replayed_skipped += 1;
+            return Ok(None);
+        }
+        Ok(Some(Pending { domain, db, frame }))
+    }
+
+    fn map_copy_db(
+        &self,
+        argv: &[&[u8]],
+        frame: &Bytes,
+        db: u64,
+        end: u64,
+    ) -> Result<Bytes, SyncError> {
+        let Some(pos) = argv
+            .iter()
+            .skip(3)
+            .position(|a| a.eq_ignore_ascii_case(b"DB"))
+            .map(|p| p + 3)
+        else {
+            return Ok(frame.clone());
+        };
+        let to = parse_db(argv.get(pos + 1))
+            .ok_or_else(|| SyncError::Source(format!("a malformed COPY at offset {end}")))?;
+        let mapped = self
+            .opts
+            .db_map
+            .map(to)
+            .filter(|_| self.opts.filter.db_allowed(to));
+        let Some(m) = mapped else {
+            // The copy lands outside what this sync copies: nothing to write.
+            return Ok(Bytes::new());
+        };
+        let mut args: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
+        if m == db {
+            args.drain(pos..pos + 2);
+        } else if self.cluster {
+            return Err(SyncError::Fatal(format!(
+                "COPY to database {to} at source offset {end} cannot be applied to a cluster target: map the databases with --db-map"
+            )));
+        } else {
+            args[pos + 1] = m.to_string().into_bytes();
+        }
+        let mut out = Vec::new();
+        encode_command(&mut out, &args);
+        Ok(Bytes::from(out))
+    }
+
+    /// A command without keys: part of the batch on a standalone target; on a cluster, run on
+    /// every master once everything before it is applied, then checkpointed under the global
+    /// domain.
+    async fn keyless(
+        &mut self,
+        frame: Bytes,
+        db: u64,
+        end: u64,
+    ) -> Result<Option<Vec<Pending>>, SyncError> {
+        if !self.cluster {
+            return Ok(self
+                .pending(Domain::Single, db, frame, end)?
+                .map(|p| vec![p]));
+        }
+        if self.tx.is_some() {
+            return Err(SyncError::Fatal(format!(
+                "a transaction ending after source offset {end} contains a command without keys ({}), which a cluster target cannot run inside a transaction",
+                crate::resp::describe_command(&frame)
+            )));
+        }
+        if end <= self.horizon && self.applied.holds(Domain::Global, end) {
+            self.stats.replayed_skipped += 1;
+            return Ok(None);
+        }
+        self.settle().await?;
+        let argv = split_frame(&frame)
+            .ok_or_else(|| SyncError::Source(format!("a malformed command at offset {end}")))?;
+        let replies = self
+            .target
+            .broadcast(&argv)
+            .await
+            .map_err(|e| self.client_err(e))?;
+        for (node, reply) in replies {
+            if let Some(e) = reply.error() {
+                return Err(SyncError::Fatal(format!(
+                    "{node} refused {} (source offset {end}): {e}",
+                    crate::resp::describe_command(&frame)
+                )));
+            }
+        }
+        self.stats.applied += 1;
+        let key = self.keys.domain_key(Domain::Global);
+        let value = Checkpoint {
+            replid: self.replid.clone(),
+            offset: Some(end),
+        }
+        .encode();
+        let mut cmd = Vec::new();
+        encode_command(&mut cmd, &[&b"SET"[..], &key, value.as_bytes()]);
+        self.target
+            .submit(Some(&key), cmd, Idempotent::Yes, GroupTag::LowWater)
+            .await
+            .map_err(|e| self.client_err(e))?;
+        self.settle().await?;
+        Ok(None)
+    }
+
+    /// Sends the batch: one transaction (standalone) or one per slot (cluster), each with its
+    /// checkpoint.
+    pub async fn flush(&mut self) -> Result<(), SyncError> {
+        if self.tx.is_some() {
+            return Ok(());
+        }
+        let end = self.processed;
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let value = Checkpoint {
+            replid: self.replid.clone(),
+            offset: Some(end),
+        }
+        .encode();
+        let mut groups: Vec<(Option<u16>, Vec<Bytes>, u32)> = Vec::new();
+        if !self.cluster {
+            let mut n = 0u32;
+            if !batch.is_empty() {
+                let mut cmds = Vec::with_capacity(batch.len() + 4);
+                cmds.push(Bytes::from_static(MULTI));
+                let home = self.opts.checkpoint_db;
+                let mut cur = home;
+                for p in batch {
+                    if p.frame.is_empty() {
+                        continue;
+                    }
+                    if p.db != cur {
+                        cmds.push(select_cmd(p.db));
+                        cur = p.db;
+                    }
+                    cmds.push(p.frame);
+                    n += 1;
+                }
+                if cur != home {
+                    cmds.push(select_cmd(home));
+                }
+                let key = self.keys.domain_key(Domain::Single);
+                let mut set = Vec::new();
+                encode_command(&mut set, &[&b"SET"[..], &key, value.as_bytes()]);
+                cmds.push(Bytes::from(set));
+                cmds.push(Bytes::from_static(EXEC));
+                groups.push((None, cmds, n));
+            }
+        } else {
+            let mut order: Vec<u16> = Vec::new();
+            let mut by_slot: HashMap<u16, Vec<Bytes>> = HashMap::new();
+            for p in batch {
+                let Domain::Slot(s) = p.domain else { continue };
+                if p.frame.is_empty() {
+                    continue;
+                }
+                let v = by_slot.entry(s).or_insert_with(|| {
+                    order.push(s);
+                    vec![Bytes::from_static(MULTI)]
+                });
+                v.push(p.frame);
+            }
+            for s in order {
+                let Some(mut cmds) = by_slot.remove(&s) else {
+                    continue;
+                };
+                let n = (cmds.len() - 1) as u32;
+                let key = self.keys.domain_key(Domain::Slot(s));
+                let mut set = Vec::new();
+                encode_command(&mut set, &[&b"SET"[..], &key, value.as_bytes()]);
+                cmds.push(Bytes::from(set));
+                cmds.push(Bytes::from_static(EXEC));
+                groups.push((Some(s), cmds, n));
+            }
+        }
+        *self.inflight.entry(end).or_insert(0) += groups.len() as u32;
+        for (slot, cmds, n) in groups {
+            self.pace(n as u64).await;
+            self.target
+                .submit_group(
+                    slot,
+                    cmds,
+                    Idempotent::No,
+                    GroupTag::Batch { end, commands: n },
+                )
+                .await
+                .map_err(|e| self.client_err(e))?;
+        }
+        self.collect()?;
+        self.advance_low_water();
+        Ok(())
+    }
+
+    async fn pace(&mut self, commands: u64) {
+        self.sent += commands;
+        if self.opts.qps == 0 {
+            return;
+        }
+        let due = std::time::Duration::from_secs_f64(self.sent as f64 / self.opts.qps as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+
+    /// Judges every reply that has arrived (never waits).
+    pub fn collect(&mut self) -> Result<(), SyncError> {
+        while let Some((tag, reply)) = self.target.try_completion() {
+            self.judge(tag, reply)?;
+        }
+        self.advance_low_water();
+        Ok(())
+    }
+
+    fn judge(&mut self, tag: GroupTag, reply: Reply) -> Result<(), SyncError> {
+        match tag {
+            GroupTag::Batch { end, commands } => {
+                let replies = reply.as_array().unwrap_or_default();
+                match replies.last() {
+                    Some(Reply::Array(results)) => {
+                        // The results of the commands, then the checkpoint SET's.
+                        for r in results.iter().take(results.len().saturating_sub(1)) {
+                            if let Some(e) = r.error() {
+                                // SELECTs we added answer OK; only real commands fail.
+                                self.stats.errors += 1;
+                                if self.stats.errors <= 5 {
+                                    eprintln!(
+                                        "shake-sync: warning: {} answered an error to a command of the batch ending at source offset {end}: {e}",
+                                        self.target_name()
+                                    );
+                                }
+                                self.stats.last_error = Some(e.to_string());
+                            }
+                        }
+                        self.stats.applied += commands as u64;
+                    }
+                    other => {
+                        // EXECABORT: nothing of the batch ran. The first queued error says why.
+                        let why = replies
+                            .iter()
+                            .find_map(|r| r.error())
+                            .or_else(|| other.and_then(|r| r.error()))
+                            .unwrap_or("no reply to EXEC")
+                            .to_string();
+                        return Err(SyncError::Fatal(format!(
+                            "{} refused the batch of commands ending at source offset {end} (nothing of it was applied; the checkpoint stays before it): {why}",
+                            self.target_name()
+                        )));
+                    }
+                }
+                if let Some(n) = self.inflight.get_mut(&end) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            GroupTag::LowWater => {
+                if let Some(e) = reply.error() {
+                    return Err(SyncError::Fatal(format!(
+                        "{} refused the checkpoint write: {e}",
+                        self.target_name()
+                    )));
+                }
+            }
+            GroupTag::Publish => {
+                if reply.is_error() {
+                    self.stats.errors += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn advance_low_water(&mut self) {
+        while let Some((&end, &n)) = self.inflight.first_key_value() {
+            if n > 0 {
+                break;
+            }
+            self.inflight.pop_first();
+            self.low_water = self.low_water.max(end);
+        }
+        if self.inflight.is_empty() && self.tx.is_none() && self.batch.is_empty() {
+            // Skipped commands after the last batch are "applied" too.
+            self.low_water = self.low_water.max(self.processed);
+        }
+    }
+
+    /// Waits until every batch sent is answered, then records the low-water mark on the
+    /// target when it moved (at most once a second unless `force`).
+    pub async fn settle(&mut self) -> Result<(), SyncError> {
+        self.flush().await?;
+        self.target
+            .flush_all()
+            .await
+            .map_err(|e| self.client_err(e))?;
+        self.collect()?;
+        Ok(())
+    }
+
+    /// Records the low-water mark on the target if it moved and a second has passed (or
+    /// `force`). Safe at any time: the low-water mark only claims what is acknowledged.
+    pub async fn write_low_water(&mut self, force: bool) -> Result<(), SyncError> {
+        if self.low_water <= self.written_low_water
+            || (!force && self.last_low_water_write.elapsed().as_secs() < 1)
+        {
+            return Ok(());
+        }
+        let key = self.keys.low_water();
+        let value = Checkpoint {
+            replid: self.replid.clone(),
+            offset: Some(self.low_water),
+        }
+        .encode();
+        let mut cmd = Vec::new();
+        encode_command(&mut cmd, &[&b"SET"[..], &key, value.as_bytes()]);
+        self.target
+            .submit(Some(&key), cmd, Idempotent::Yes, GroupTag::LowWater)
+            .await
+            .map_err(|e| self.client_err(e))?;
+        self.written_low_water = self.low_water;
+        self.last_low_water_write = Instant::now();
+        Ok(())
+    }
+
+    /// Commands sent and not answered yet.
+    pub fn outstanding(&self) -> usize {
+        self.target.outstanding()
+    }
+
+    /// Everything sent is answered and the low-water mark written: what a stop does.
+    pub async fn drain(&mut self) -> Result<(), SyncError> {
+        self.settle().await?;
+        self.write_low_water(true).await?;
+        self.settle().await
+    }
+
+    /// Whether a source transaction is open (its EXEC not read yet).
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+}
+
+fn parse_db(a: Option<&&[u8]>) -> Option<u64> {
+    std::str::from_utf8(a?).ok()?.parse().ok()
+}
+
+/// The arguments of an encoded command (for a broadcast).
+fn split_frame(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let parsed = crate::command::parse_command(frame, 1 << 20, usize::MAX).ok()??;
+    Some(
+        parsed
+            .args
+            .iter()
+            .map(|r| frame[r.clone()].to_vec())
+            .collect(),
+    )
+}
