@@ -1,5 +1,353 @@
-//! shake-sync: not built yet; its issue has not landed. It says so instead of pretending.
+//! shake-sync: keep a target in step with a live source: full sync, then the command stream,
+//! resumable from checkpoints kept on the target.
 
-fn main() {
-    std::process::exit(shake_core::not_implemented("shake-sync"));
+mod config;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use shake_core::cli::{ApplyArgs, ConnArgs, FilterArgs, LogArgs};
+use shake_core::net::Endpoint;
+use shake_core::observe::status::StatusBoard;
+use shake_core::repl::ReplOptions;
+use shake_core::sync::{self, StreamOptions, SyncSettings};
+
+/// Keep a Redis or Valkey target (standalone or cluster) in step with a live source (standalone
+/// or cluster): a full sync applied while it streams, then the replication command stream,
+/// applied in transactions that also record a checkpoint on the target.
+///
+/// A restart (after kill -9, a dropped link, a restarted target) resumes from the target's
+/// checkpoint with a partial resync: nothing lost, nothing applied twice. A full sync happens
+/// only when the source's backlog no longer holds the checkpoint, and the log says so.
+///
+/// SIGINT/SIGTERM: stop reading, let the target answer what is in flight, record the
+/// checkpoint, exit 0.
+///
+/// Exit status: 0 stopped cleanly, 1 failure (the message names the endpoint and offset), 2 usage.
+#[derive(Parser, Debug)]
+#[command(
+    name = "shake-sync",
+    version,
+    after_help = "Examples:\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379\n  shake-sync --source redis://src-node:7000 --target redis://dst-node:7000 --status-addr 127.0.0.1:9121\n  shake-sync --config sync.toml            (a RedisShake v3 sync.toml; flags override it)"
+)]
+struct Args {
+    /// Source URL: redis://[[user]:password@]host[:port], rediss:// for TLS; any node of a
+    /// cluster. Password also from SHAKE_SOURCE_PASSWORD
+    #[arg(
+        long,
+        env = "SHAKE_SOURCE",
+        value_name = "URL",
+        required_unless_present = "config"
+    )]
+    source: Option<String>,
+
+    /// Target URL (any node of a cluster). Password also from SHAKE_TARGET_PASSWORD
+    #[arg(
+        long,
+        env = "SHAKE_TARGET",
+        value_name = "URL",
+        required_unless_present = "config"
+    )]
+    target: Option<String>,
+
+    /// A RedisShake v3 sync.toml: every key is used or reported once as ignored; flags given
+    /// on the command line win over it
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
+    /// Treat the source as a single server even if it is a cluster node
+    #[arg(long)]
+    source_single_node: bool,
+
+    /// Treat the target as a cluster (default: detect)
+    #[arg(long, conflicts_with = "target_standalone")]
+    target_cluster: bool,
+
+    /// Treat the target as a standalone server
+    #[arg(long)]
+    target_standalone: bool,
+
+    /// The source's name for PSYNC (managed services rename it)
+    #[arg(long, value_name = "NAME", default_value = "PSYNC")]
+    psync_command: String,
+
+    #[command(flatten)]
+    apply: ApplyArgs,
+
+    #[command(flatten)]
+    filter: FilterArgs,
+
+    /// Also write PUBLISH/SPUBLISH to the target (default: messages are not data, skipped)
+    #[arg(long)]
+    forward_publish: bool,
+
+    /// On a cluster target, apply a source transaction whose keys are in several hash slots as
+    /// one transaction per slot (with a warning) instead of stopping
+    #[arg(long)]
+    split_transactions: bool,
+
+    /// Empty the target (FLUSHALL on every master) before a full sync: for re-seeding an old
+    /// primary after a failover, so keys deleted meanwhile do not survive. Destructive; not
+    /// allowed with filters or --db-map
+    #[arg(long)]
+    flush_target: bool,
+
+    /// Where the checkpoint lives: `target` (keys under shake-sync:checkpoint:<name> in database
+    /// 0 of the target, committed with the data) or `target:DB` for another database of a
+    /// standalone target
+    #[arg(long, value_name = "WHERE", default_value = "target")]
+    checkpoint: String,
+
+    /// The name of this sync's checkpoint (default: the source's host:port); a cluster source
+    /// adds /<first slot> per shard
+    #[arg(long, value_name = "NAME")]
+    checkpoint_name: Option<String>,
+
+    /// Serve Prometheus /metrics and JSON /status on HOST:PORT (loopback unless told otherwise)
+    #[arg(long, value_name = "HOST:PORT")]
+    status_addr: Option<String>,
+
+    /// Keep retrying a failing link this long (seconds) before giving up
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    retry_for: u64,
+
+    /// Read RDB versions newer than the known ones in the full sync; unknown types still fail
+    #[arg(long)]
+    relaxed_version: bool,
+
+    #[command(flatten)]
+    conn: ConnArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn main() -> ExitCode {
+    let matches = Args::command().get_matches();
+    let mut args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    if let Some(path) = args.config.clone() {
+        match config::apply_file(&path, &mut args, &matches) {
+            Ok(notes) => {
+                for n in notes {
+                    eprintln!("shake-sync: {}: {n}", path.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("shake-sync: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let settings = match settings(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shake-sync: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shake-sync: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(run(settings));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+async fn run(settings: SyncSettings) -> ExitCode {
+    let board = StatusBoard::default();
+    if let Some(addr) = settings.status_addr {
+        match shake_core::observe::status::serve(addr, board.clone()).await {
+            Ok(bound) => {
+                if !settings.quiet {
+                    eprintln!("shake-sync: status on http://{bound}/status and /metrics");
+                }
+            }
+            Err(e) => {
+                eprintln!("shake-sync: cannot serve status on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("shake-sync: stopping: draining what is in flight and recording the checkpoint");
+        let _ = stop_tx.send(true);
+    });
+    if let Some(every) = settings.log_interval.filter(|_| !settings.quiet) {
+        let board = board.clone();
+        tokio::spawn(async move {
+            let mut rates = Vec::new();
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                board.tick_rates(&mut rates);
+                for line in board.lines() {
+                    eprintln!("shake-sync: {line}");
+                }
+            }
+        });
+    } else {
+        // The ops/s figure of /status still needs a clock.
+        let board = board.clone();
+        tokio::spawn(async move {
+            let mut rates = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                board.tick_rates(&mut rates);
+            }
+        });
+    }
+    match sync::run(settings, board, stop_rx).await {
+        Ok(summary) => {
+            for s in &summary.shards {
+                eprintln!(
+                    "shake-sync: {} stopped at offset {} ({} commands applied, {} full syncs, {} partial resyncs, {} reconnects, {} errors) after {:.1}s",
+                    s.name, s.applied_offset, s.commands_applied, s.full_syncs, s.partial_syncs, s.reconnects, s.errors, summary.seconds
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shake-sync: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn settings(args: &Args) -> Result<SyncSettings, String> {
+    let source_url = args
+        .source
+        .as_deref()
+        .ok_or("--source is required (or a config file with [source] address)")?;
+    let target_url = args
+        .target
+        .as_deref()
+        .ok_or("--target is required (or a config file with [target] address)")?;
+    let source = Endpoint::parse(source_url)
+        .map_err(|e| format!("--source: {e}"))?
+        .password_from_env("SHAKE_SOURCE_PASSWORD");
+    let target = Endpoint::parse(target_url)
+        .map_err(|e| format!("--target: {e}"))?
+        .password_from_env("SHAKE_TARGET_PASSWORD");
+    if !args.filter.types.is_empty() {
+        return Err(
+            "--type cannot be used with shake-sync: a command in the stream does not say the type of its key; filter by --db/--key instead"
+                .into(),
+        );
+    }
+    let filter = args.filter.to_filter()?;
+    if args.flush_target && (!filter.is_everything() || !args.apply.db_map.is_empty()) {
+        return Err("--flush-target empties the whole target, which filters or --db-map say this sync does not fully own; drop one or the other".into());
+    }
+    let apply = args.apply.to_options(filter.clone())?;
+    let checkpoint_db = match args.checkpoint.as_str() {
+        "target" => 0,
+        s => s
+            .strip_prefix("target:")
+            .and_then(|d| d.parse::<u64>().ok())
+            .ok_or_else(|| format!("--checkpoint {s:?}: expected target or target:DB"))?,
+    };
+    let status_addr = match &args.status_addr {
+        Some(a) => Some(parse_status_addr(a)?),
+        None => None,
+    };
+    let connect = args.conn.to_options();
+    let mut db_map = apply.db_map.clone();
+    if let (Some(db), true) = (target.db, db_map.is_empty()) {
+        db_map = shake_core::apply::DbMap::parse(&[format!("*={db}")])?;
+    }
+    Ok(SyncSettings {
+        checkpoint_name: args
+            .checkpoint_name
+            .clone()
+            .unwrap_or_else(|| source.address()),
+        source,
+        source_cluster: args.source_single_node.then_some(false),
+        target,
+        target_cluster: shake_core::cli::cluster_mode(args.target_cluster, args.target_standalone),
+        repl: ReplOptions {
+            psync_command: args.psync_command.clone(),
+            verify: false,
+            idle_timeout: connect
+                .reply_timeout
+                .unwrap_or(Duration::from_secs(60))
+                .max(Duration::from_secs(30)),
+            ..ReplOptions::default()
+        },
+        connect,
+        stream: StreamOptions {
+            db_map,
+            filter,
+            forward_publish: args.forward_publish,
+            split_transactions: args.split_transactions,
+            checkpoint_db,
+            qps: args.apply.qps,
+            ..StreamOptions::default()
+        },
+        apply,
+        pipeline: args.apply.pipeline.max(1),
+        flush_target: args.flush_target,
+        retry_for: Duration::from_secs(args.retry_for),
+        status_addr,
+        quiet: args.log.quiet,
+        log_interval: args.log.every(),
+        relaxed_version: args.relaxed_version,
+    })
+}
+
+/// `PORT`, `:PORT` (both loopback) or `HOST:PORT`.
+fn parse_status_addr(a: &str) -> Result<SocketAddr, String> {
+    let a = a.trim();
+    let with_host = if let Ok(port) = a.trim_start_matches(':').parse::<u16>() {
+        format!("127.0.0.1:{port}")
+    } else {
+        a.to_string()
+    };
+    use std::net::ToSocketAddrs;
+    with_host
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut i| i.next())
+        .ok_or_else(|| format!("--status-addr {a:?}: expected HOST:PORT"))
 }
