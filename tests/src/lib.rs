@@ -1008,3 +1008,99 @@ impl Cluster {
         &self.masters[index]
     }
 }
+
+/// A TCP proxy on a free loopback port in front of a server, for cutting links on purpose: a
+/// client connects to [`Proxy::url`] instead of the server's URL, and [`Proxy::cut`] closes
+/// every connection passing through (both sides see the link drop, as with a network fault);
+/// new connections are accepted again at once.
+pub struct Proxy {
+    port: u16,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: u32,
+}
+
+impl Proxy {
+    /// Starts forwarding to `to` (`127.0.0.1:<port>`).
+    pub fn start(to: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a proxy port");
+        let port = listener.local_addr().expect("proxy address").port();
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking proxy listener");
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c2, s2) = (conns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                let (client, _) = match listener.accept() {
+                    Ok(c) => c,
+                    Err(_) => {
+                        sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                if let (Ok(c1), Ok(sv1)) = (client.try_clone(), server.try_clone()) {
+                    if let Ok(mut v) = c2.lock() {
+                        v.push(c1);
+                        v.push(sv1);
+                    }
+                }
+                match (client.try_clone(), server.try_clone()) {
+                    (Ok(c), Ok(s)) => {
+                        pipe(c, server);
+                        pipe(s, client);
+                    }
+                    _ => continue,
+                }
+            }
+        });
+        Proxy {
+            port,
+            conns,
+            stop,
+            cuts: 0,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection open through the proxy.
+    pub fn cut(&mut self) {
+        if let Ok(mut v) = self.conns.lock() {
+            for s in v.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        self.cuts += 1;
+    }
+
+    /// Connections cut so far (calls of [`Proxy::cut`]).
+    pub fn cuts(&self) -> u32 {
+        self.cuts
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+}

@@ -1,0 +1,800 @@
+//! `shake-sync` against real servers (issue 5 §7). Build the binaries first
+//! (`cargo build --workspace --bins`).
+//!
+//! - `sync_standalone_every_version`: each flavor into itself; a full type fill before, a mixed
+//!   write load (strings, INCR, APPEND, lists, hashes, sets, zsets with scores that need every
+//!   bit, streams with groups, TTLs, MULTI/EXEC, EVAL, FLUSHDB of another database, FUNCTION
+//!   LOAD, PUBLISH) during the full sync and after; converges to equal data; `/status` and
+//!   `/metrics` answer; SIGTERM exits 0.
+//! - `sync_valkey91_into_redis70`: the portable path during the full sync, the command stream of
+//!   a newer server into an older one.
+//! - `sync_resume_after_kill9_under_load`: kill -9 twice under an INCR/LPUSH/APPEND load; each
+//!   restart resumes (source `sync_partial_ok` grows, `sync_full` does not) and the data is
+//!   equal: nothing lost, nothing doubled.
+//! - `sync_link_cut_and_target_restart`: the source link cut by a TCP proxy, and the target
+//!   restarted (with AOF), both mid-stream: equal data, no full resync.
+//! - `sync_clusters`: standalone -> cluster (with and without `--db-map` for a multi-database
+//!   source), cluster -> standalone, cluster -> cluster.
+//! - `sync_dr_drill`: A -> B; stop; writes on B; B -> A; stop; A -> B again; equal each time.
+//! - `sync_config_file`: the RedisShake v3 sync.toml of ../shared/examples, unchanged, with flags
+//!   overriding its addresses; every ignored key reported once.
+
+#[path = "live_common/mod.rs"]
+mod live_common;
+mod writer_common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{sleep, JoinHandle};
+use std::time::{Duration, Instant};
+
+use live_common::*;
+use shake_tests::{require, Cluster, Flavor, Proxy, Server};
+use writer_common::{fill, project};
+
+fn bin(name: &str) -> PathBuf {
+    let p = assert_cmd::cargo::cargo_bin(name);
+    assert!(
+        p.exists(),
+        "the {name} binary is not built: run `cargo build --workspace --bins` first"
+    );
+    p
+}
+
+/// A running shake-sync with its stderr going to a file.
+struct Sync {
+    child: Option<Child>,
+    log: tempfile::NamedTempFile,
+}
+
+impl Sync {
+    fn start(source: &str, target: &str, extra: &[&str]) -> Sync {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = Command::new(bin("shake-sync"))
+            .args([
+                "--source",
+                source,
+                "--target",
+                target,
+                "--log-interval",
+                "1",
+            ])
+            .args(extra)
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .expect("spawn shake-sync");
+        Sync {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(self.log.path()).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Waits until the log shows the incremental phase (the full sync is applied).
+    fn wait_incremental(&mut self, limit: Duration) {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            let log = self.stderr();
+            if log.contains("incremental") || log.contains("resumed from offset") {
+                return;
+            }
+            assert!(self.running(), "shake-sync exited early:\n{log}");
+            sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "shake-sync not incremental after {limit:?}:\n{}",
+            self.stderr()
+        );
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// SIGTERM, then the exit code and stderr.
+    fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        let mut child = self.child.take().expect("running");
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return (st.code(), self.stderr());
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!(
+                    "shake-sync did not stop within 30s of SIGTERM:\n{}",
+                    self.stderr()
+                );
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(mut self) -> String {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.stderr()
+    }
+}
+
+impl Drop for Sync {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            if std::thread::panicking() {
+                eprintln!("--- shake-sync stderr ---\n{}", self.stderr());
+            }
+        }
+    }
+}
+
+/// A write load on a standalone server, until stopped: every kind of command the stream carries.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(server: &Server, prefix: &str, full: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let (s2, o2) = (stop.clone(), ops.clone());
+        let mut con = server.client();
+        let (prefix, flavor) = (prefix.to_string(), server.flavor());
+        let handle = std::thread::spawn(move || {
+            let p = prefix;
+            let mut i: u64 = 0;
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            if full {
+                let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(format!("{p}ld:stream"))
+                    .arg("grp")
+                    .arg("$")
+                    .arg("MKSTREAM")
+                    .query(&mut con);
+            }
+            while !s2.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let k = x % 50;
+                let mut pipe = redis::pipe();
+                pipe.cmd("INCR").arg(format!("{p}ld:counter:{k}")).ignore();
+                pipe.cmd("LPUSH")
+                    .arg(format!("{p}ld:list:{k}"))
+                    .arg(i)
+                    .ignore();
+                pipe.cmd("APPEND")
+                    .arg(format!("{p}ld:app:{k}"))
+                    .arg(format!("{i},"))
+                    .ignore();
+                pipe.cmd("HSET")
+                    .arg(format!("{p}ld:hash:{k}"))
+                    .arg(format!("f{}", i % 7))
+                    .arg(i)
+                    .ignore();
+                pipe.cmd("SADD")
+                    .arg(format!("{p}ld:set:{k}"))
+                    .arg(i % 100)
+                    .ignore();
+                // A score with every mantissa bit in use.
+                let score = f64::from_bits((x >> 12) | 0x3ff0_0000_0000_0000) * (k as f64 + 1.0);
+                pipe.cmd("ZADD")
+                    .arg(format!("{p}ld:zset:{k}"))
+                    .arg(format!("{score:e}"))
+                    .arg(format!("m{}", i % 30))
+                    .ignore();
+                pipe.cmd("SET")
+                    .arg(format!("{p}ld:ttl:{k}"))
+                    .arg(i)
+                    .arg("PX")
+                    .arg(600_000)
+                    .ignore();
+                if full {
+                    pipe.cmd("XADD")
+                        .arg(format!("{p}ld:stream"))
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(500)
+                        .arg("*")
+                        .arg("i")
+                        .arg(i)
+                        .ignore();
+                    if i % 10 == 0 {
+                        pipe.cmd("XREADGROUP")
+                            .arg("GROUP")
+                            .arg("grp")
+                            .arg("c1")
+                            .arg("COUNT")
+                            .arg(3)
+                            .arg("STREAMS")
+                            .arg(format!("{p}ld:stream"))
+                            .arg(">")
+                            .ignore();
+                    }
+                    if i % 13 == 0 {
+                        pipe.cmd("DEL")
+                            .arg(format!("{p}ld:set:{}", (k + 1) % 50))
+                            .ignore();
+                    }
+                    if i % 17 == 0 {
+                        pipe.cmd("MULTI").ignore();
+                        pipe.cmd("INCRBY")
+                            .arg(format!("{p}ld:counter:tx"))
+                            .arg(3)
+                            .ignore();
+                        pipe.cmd("RPUSH")
+                            .arg(format!("{p}ld:list:tx"))
+                            .arg(i)
+                            .ignore();
+                        pipe.cmd("EXEC").ignore();
+                    }
+                    if i % 19 == 0 {
+                        pipe.cmd("EVAL")
+                            .arg("redis.call('INCR', KEYS[1]); return redis.call('APPEND', KEYS[2], ARGV[1])")
+                            .arg(2).arg(format!("{p}ld:counter:lua")).arg(format!("{p}ld:app:lua")).arg("x").ignore();
+                    }
+                    if i % 23 == 0 {
+                        pipe.cmd("PUBLISH").arg("chan").arg("hello").ignore();
+                    }
+                    if i % 29 == 0 {
+                        // Another database, filled and flushed.
+                        pipe.cmd("SELECT").arg(2).ignore();
+                        pipe.cmd("SET").arg("db2:tmp").arg(i).ignore();
+                        if i % 58 == 0 {
+                            pipe.cmd("FLUSHDB").ignore();
+                        }
+                        pipe.cmd("SELECT").arg(0).ignore();
+                    }
+                    if i % 31 == 0 {
+                        pipe.cmd("PEXPIRE")
+                            .arg(format!("{p}ld:hash:{k}"))
+                            .arg(900_000)
+                            .ignore();
+                    }
+                    if i == 40 && flavor.is_7_0_or_later() {
+                        pipe.cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(
+                            "#!lua name=loadlib\nredis.register_function('loadfn', function() return 7 end)",
+                        ).ignore();
+                    }
+                }
+                if pipe.query::<()>(&mut con).is_err() {
+                    break;
+                }
+                i += 1;
+                o2.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Load {
+            stop,
+            ops,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.ops.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot without shake-sync's own keys.
+fn data_of(s: Snapshot) -> Snapshot {
+    Snapshot {
+        keys: s
+            .keys
+            .into_iter()
+            .filter(|((_, k), _)| !k.starts_with(b"shake-sync:"))
+            .collect(),
+        ..s
+    }
+}
+
+fn standalone_snapshot(s: &Server) -> Snapshot {
+    data_of(snapshot(&mut s.client()))
+}
+
+fn cluster_snapshot(c: &Cluster) -> Snapshot {
+    let mut all = Snapshot {
+        ttl_exact: true,
+        ..Default::default()
+    };
+    for m in c.masters() {
+        let s = snapshot(&mut m.client());
+        all.ttl_exact &= s.ttl_exact;
+        all.keys.extend(s.keys);
+    }
+    data_of(all)
+}
+
+/// Polls until `read_target()` equals `want` (as `project`ed), or fails with the differences.
+fn converge(
+    ctx: &str,
+    read_source: &dyn Fn() -> Snapshot,
+    read_target: &dyn Fn() -> Snapshot,
+    limit: Duration,
+) {
+    let t = Instant::now();
+    let mut diffs = Vec::new();
+    while t.elapsed() < limit {
+        let want = read_source();
+        let got = read_target();
+        // What a replica cannot know either: see Profile::entries_read.
+        let profile = Profile {
+            entries_read: false,
+            ..Profile::rebuilt(&want, &got)
+        };
+        diffs = compare("source", &want, "target", &got, profile);
+        if diffs.is_empty() {
+            eprintln!(
+                "[{ctx}] equal ({} keys) after {:.1}s",
+                want.keys.len(),
+                t.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        sleep(Duration::from_millis(300));
+    }
+    assert_no_diffs(ctx, &diffs);
+}
+
+fn stat(server: &Server, name: &str) -> u64 {
+    server
+        .info("stats")
+        .get(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("status port");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Cluster nodes with one database, so snapshots do not SELECT others.
+const ONE_DB: (&str, &str) = ("databases", "1");
+
+/// A backlog that holds several seconds of the test loads.
+const BACKLOG: (&str, &str) = ("repl-backlog-size", "64mb");
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn sync_standalone_every_version() {
+    for flavor in Flavor::all() {
+        if !require(flavor) {
+            continue;
+        }
+        let ctx = format!("{flavor} -> {flavor}");
+        let src = Server::start_with(flavor, &[BACKLOG]);
+        let dst = Server::start(flavor);
+        fill(&mut src.client(), flavor, now_ms());
+        let load = Load::start(&src, "", true);
+        sleep(Duration::from_millis(300));
+        let port = free_port();
+        let mut sync = Sync::start(
+            &src.url(),
+            &dst.url(),
+            &["--status-addr", &format!("127.0.0.1:{port}")],
+        );
+        sync.wait_incremental(Duration::from_secs(60));
+        sleep(Duration::from_secs(2));
+        let status = http_get(port, "/status");
+        assert!(
+            status.contains("\"phase\":\"incremental\""),
+            "[{ctx}] /status: {status}"
+        );
+        let metrics = http_get(port, "/metrics");
+        assert!(
+            metrics.contains("shake_sync_applied_offset{"),
+            "[{ctx}] /metrics: {metrics}"
+        );
+        let ops = load.finish();
+        converge(
+            &ctx,
+            &|| standalone_snapshot(&src),
+            &|| standalone_snapshot(&dst),
+            Duration::from_secs(30),
+        );
+        let (code, log) = sync.stop();
+        assert_eq!(code, Some(0), "[{ctx}] exit after SIGTERM:\n{log}");
+        assert!(log.contains("stopped at offset"), "[{ctx}] {log}");
+        assert_eq!(stat(&src, "sync_full"), 1, "[{ctx}] full syncs");
+        eprintln!("[{ctx}] {ops} load batches");
+    }
+}
+
+#[test]
+fn sync_valkey91_into_redis70() {
+    let (from, to) = (Flavor::Valkey91, Flavor::Redis70);
+    if !require(from) || !require(to) {
+        return;
+    }
+    let src = Server::start_with(from, &[BACKLOG]);
+    let dst = Server::start(to);
+    fill(&mut src.client(), from, now_ms());
+    let load = Load::start(&src, "", true);
+    let sync = Sync::start(&src.url(), &dst.url(), &["--field-ttls", "drop"]);
+    let mut sync = sync;
+    sync.wait_incremental(Duration::from_secs(60));
+    sleep(Duration::from_secs(2));
+    load.finish();
+    converge(
+        "valkey 9.1 -> redis 7.0",
+        &|| project(&standalone_snapshot(&src), to),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("transcoded"), "{log}");
+}
+
+#[test]
+fn sync_resume_after_kill9_under_load() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Server::start_with(flavor, &[BACKLOG]);
+    let dst = Server::start(flavor);
+    let load = Load::start(&src, "", false);
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    for round in 0..2 {
+        sleep(Duration::from_millis(1500));
+        let log = sync.kill9();
+        eprintln!(
+            "[kill -9 round {round}] before:\n{}",
+            log.lines().rev().take(3).collect::<Vec<_>>().join("\n")
+        );
+        sleep(Duration::from_millis(500));
+        sync = Sync::start(&src.url(), &dst.url(), &[]);
+        sync.wait_incremental(Duration::from_secs(60));
+        let log = sync.stderr();
+        assert!(
+            log.contains("resumed from offset"),
+            "round {round}: no partial resync:\n{log}"
+        );
+    }
+    sleep(Duration::from_secs(1));
+    let ops = load.finish();
+    converge(
+        "kill -9 resume",
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(stat(&src, "sync_full"), 1, "full syncs");
+    assert!(
+        stat(&src, "sync_partial_ok") >= 2,
+        "partial resyncs: {}",
+        stat(&src, "sync_partial_ok")
+    );
+    eprintln!("{ops} load batches of INCR/LPUSH/APPEND/...");
+}
+
+#[test]
+fn sync_link_cut_and_target_restart() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Server::start_with(flavor, &[BACKLOG]);
+    let mut dst = Server::start_with(flavor, &[("appendonly", "yes"), ("appendfsync", "always")]);
+    let mut proxy = Proxy::start(src.addr());
+    let load = Load::start(&src, "", true);
+    let mut sync = Sync::start(&proxy.url(), &dst.url(), &["--checkpoint-name", "dr-link"]);
+    sync.wait_incremental(Duration::from_secs(60));
+    for _ in 0..2 {
+        sleep(Duration::from_millis(1200));
+        proxy.cut();
+    }
+    sleep(Duration::from_millis(1200));
+    dst.restart();
+    sleep(Duration::from_secs(3));
+    load.finish();
+    converge(
+        "link cut + target restart",
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(40),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(stat(&src, "sync_full"), 1, "full syncs:\n{log}");
+    assert!(
+        stat(&src, "sync_partial_ok") >= 2,
+        "partial resyncs:\n{log}"
+    );
+    assert!(
+        log.contains("reconnect") || log.contains("starting again"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sync_clusters() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    // standalone -> cluster: a multi-database source needs --db-map.
+    {
+        let src = Server::start_with(flavor, &[BACKLOG]);
+        let dst = Cluster::start_with(flavor, &[ONE_DB]);
+        let mut con = src.client();
+        let _: () = redis::cmd("SET")
+            .arg("in-db-0")
+            .arg("a")
+            .query(&mut con)
+            .unwrap();
+        let _: () = redis::pipe()
+            .cmd("SELECT")
+            .arg(3)
+            .cmd("SET")
+            .arg("in-db-3")
+            .arg("b")
+            .query(&mut con)
+            .unwrap();
+        let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+        let t = Instant::now();
+        while sync.running() && t.elapsed() < Duration::from_secs(30) {
+            sleep(Duration::from_millis(100));
+        }
+        let log = sync.stderr();
+        assert!(
+            !sync.running() && log.contains("--db-map"),
+            "multi-db into a cluster:\n{log}"
+        );
+        drop(sync);
+        let load = Load::start(&src, "", false);
+        let sync = Sync::start(
+            &src.url(),
+            &dst.url(),
+            &["--db-map", "*=0", "--on-conflict", "rewrite"],
+        );
+        let mut sync = sync;
+        sync.wait_incremental(Duration::from_secs(60));
+        sleep(Duration::from_secs(2));
+        load.finish();
+        let merged = || {
+            let s = standalone_snapshot(&src);
+            Snapshot {
+                keys: s.keys.into_iter().map(|((_, k), v)| ((0, k), v)).collect(),
+                ..s
+            }
+        };
+        converge(
+            "standalone -> cluster",
+            &merged,
+            &|| cluster_snapshot(&dst),
+            Duration::from_secs(30),
+        );
+        let (code, log) = sync.stop();
+        assert_eq!(code, Some(0), "{log}");
+    }
+    // cluster -> standalone, cluster -> cluster.
+    let src = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+    let mut ccon = src.connection();
+    for i in 0..300 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("pre:{i}"))
+            .arg(i)
+            .query(&mut ccon)
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut wcon = src.connection();
+    let writer = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let k = i % 97;
+            let _: redis::RedisResult<()> =
+                redis::cmd("INCR").arg(format!("c:{k}")).query(&mut wcon);
+            let _: redis::RedisResult<()> = redis::cmd("RPUSH")
+                .arg(format!("l:{k}"))
+                .arg(i)
+                .query(&mut wcon);
+            let _: redis::RedisResult<()> = redis::cmd("HSET")
+                .arg(format!("{{h}}:{k}"))
+                .arg("f")
+                .arg(i)
+                .query(&mut wcon);
+            i += 1;
+        }
+    });
+    let dst1 = Server::start(flavor);
+    let dst2 = Cluster::start_with(flavor, &[ONE_DB]);
+    let mut s1 = Sync::start(&src.url(), &dst1.url(), &[]);
+    let mut s2 = Sync::start(&src.url(), &dst2.url(), &[]);
+    s1.wait_incremental(Duration::from_secs(60));
+    s2.wait_incremental(Duration::from_secs(60));
+    sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    converge(
+        "cluster -> standalone",
+        &|| cluster_snapshot(&src),
+        &|| standalone_snapshot(&dst1),
+        Duration::from_secs(30),
+    );
+    converge(
+        "cluster -> cluster",
+        &|| cluster_snapshot(&src),
+        &|| cluster_snapshot(&dst2),
+        Duration::from_secs(30),
+    );
+    for s in [s1, s2] {
+        let (code, log) = s.stop();
+        assert_eq!(code, Some(0), "{log}");
+        assert_eq!(
+            log.matches("full sync from").count(),
+            3,
+            "one link per master:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn sync_dr_drill() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let a = Server::start_with(flavor, &[BACKLOG]);
+    let b = Server::start_with(flavor, &[BACKLOG]);
+    let snap_a = || standalone_snapshot(&a);
+    let snap_b = || standalone_snapshot(&b);
+
+    // A -> B under load.
+    let load = Load::start(&a, "", true);
+    let mut ab = Sync::start(&a.url(), &b.url(), &[]);
+    ab.wait_incremental(Duration::from_secs(60));
+    sleep(Duration::from_secs(1));
+    load.finish();
+    converge("drill 1: A -> B", &snap_a, &snap_b, Duration::from_secs(30));
+    let (code, log) = ab.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // Failover: writes go to B; then B -> A brings A up to date.
+    let load = Load::start(&b, "", true);
+    sleep(Duration::from_secs(1));
+    let mut ba = Sync::start(&b.url(), &a.url(), &["--flush-target"]);
+    ba.wait_incremental(Duration::from_secs(60));
+    sleep(Duration::from_secs(1));
+    load.finish();
+    converge("drill 2: B -> A", &snap_b, &snap_a, Duration::from_secs(30));
+    let (code, log) = ba.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // The original direction again, with writes on A.
+    let load = Load::start(&a, "", true);
+    let mut ab = Sync::start(&a.url(), &b.url(), &[]);
+    ab.wait_incremental(Duration::from_secs(60));
+    sleep(Duration::from_secs(1));
+    load.finish();
+    converge(
+        "drill 3: A -> B again",
+        &snap_a,
+        &snap_b,
+        Duration::from_secs(30),
+    );
+    let (code, log) = ab.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("reverse direction"),
+        "the echo of B's own writes was not recognised:\n{log}"
+    );
+}
+
+#[test]
+fn sync_config_file() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let Some(shared) = shake_tests::shared_dir() else {
+        eprintln!("SKIP: ../shared is absent, so is the RedisShake example config");
+        return;
+    };
+    let config = shared.join("examples/redis-shake-v3-sync.toml");
+    let src = Server::start(flavor);
+    let dst = Server::start(flavor);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut src.client())
+        .unwrap();
+    // The file names a password-protected cluster target; the flags say where to go instead.
+    let mut sync = Sync::start(
+        &src.url(),
+        &dst.url(),
+        &["--config", config.to_str().unwrap(), "--target-standalone"],
+    );
+    sync.wait_incremental(Duration::from_secs(30));
+    converge(
+        "config",
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(20),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    for key in [
+        "source.version",
+        "target.version",
+        "advanced.dir",
+        "advanced.ncpu",
+        "advanced.pprof_port",
+        "advanced.log_file",
+        "advanced.log_level",
+        "advanced.target_redis_client_max_querybuf_len",
+    ] {
+        assert_eq!(
+            log.matches(&format!("{key} ignored")).count(),
+            1,
+            "{key}:\n{log}"
+        );
+    }
+    // Keys that are used are not reported as ignored.
+    for used in [
+        "address",
+        "password",
+        "rdb_restore_command_behavior",
+        "log_interval",
+        "pipeline_count_limit",
+    ] {
+        assert!(
+            !log.contains(&format!("{used} ignored")),
+            "{used} reported as ignored:\n{log}"
+        );
+    }
+}
