@@ -568,7 +568,17 @@ async fn session(
             } else {
                 settings.apply.conflict
             };
-            let stream = full_sync(spec, settings, status, transfer, policy).await?;
+            let mut halt = stop.clone();
+            let stream = tokio::select! {
+                r = full_sync(spec, settings, status, transfer, policy) => r?,
+                // Dropping the full sync drops its connections; the checkpoint still says "full
+                // sync in progress", so the next start does it again, replacing what was written.
+                _ = halt.wait_for(|v| *v) => {
+                    log(settings, &spec.name, "stopped during the full sync; the next start does the full sync again");
+                    update(status, |s| s.phase = Phase::Stopped);
+                    return Ok(());
+                }
+            };
             *full_synced = true;
             let offset = stream.offset();
             let mut c = Vec::new();
