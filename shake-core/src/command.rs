@@ -292,8 +292,7 @@ pub fn command_info(name: &[u8]) -> Option<&'static CommandInfo> {
         .map(|i| &COMMANDS[i])
 }
 
-/// The indexes in `args` (argv, the command name first) of the command's keys, in argument
-/// order as the server lists them.
+/// The indexes in `args` (argv, the command name first) of the command's keys, ascending.
 ///
 /// `Err` with one line for an unknown command (the caller decides what that means), and for an
 /// argv too short for where its keys must be, or with a `numkeys` that is not a number or is
@@ -590,6 +589,8 @@ mod table {
         info("hlen", range(1, 1, 1), Read),
         info("hmget", range(1, 1, 1), Read),
         info("hmset", range(1, 1, 1), Write),
+        // Redis 6.2 refuses these ("host:" and "post" are HTTP requests) and logs an attack.
+        info("host:", None, Other),
         info("hpersist", range(1, 1, 1), Write),
         info("hpexpire", range(1, 1, 1), Write),
         info("hpexpireat", range(1, 1, 1), Write),
@@ -646,6 +647,7 @@ mod table {
         info("pfmerge", range(1, -1, 1), Write),
         info("pfselftest", None, Other),
         info("ping", None, Ping),
+        info("post", None, Other),
         info("psetex", range(1, 1, 1), Write),
         info("psubscribe", None, Other),
         info("psync", None, Other),
@@ -700,6 +702,8 @@ mod table {
         info("srem", range(1, 1, 1), Write),
         info("sscan", range(1, 1, 1), Read),
         info("ssubscribe", None, Other),
+        // Redis 6.2 only (LCS since 7.0); its keys follow a KEYS token, not extracted.
+        info("stralgo", None, Read),
         info("strlen", range(1, 1, 1), Read),
         info("subscribe", None, Other),
         info("substr", range(1, 1, 1), Read),
