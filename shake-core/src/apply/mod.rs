@@ -149,6 +149,8 @@ pub enum Work {
         first: bool,
         last: bool,
     },
+    /// Delete a key that is gone from the source (shake-rump --follow).
+    Delete { db: u64, key: Vec<u8> },
     /// A function library (FUNCTION LOAD).
     Function { code: Vec<u8> },
     /// The end of one RDB.
@@ -161,6 +163,7 @@ impl Work {
         match self {
             Work::Restore { cmd, .. } => cmd.len() + 64,
             Work::Commands { cmds, .. } => cmds.iter().map(|c| c.len() + 32).sum::<usize>() + 64,
+            Work::Delete { key, .. } => key.len() + 64,
             Work::Function { code } => code.len() + 64,
             Work::End { .. } => 64,
         }

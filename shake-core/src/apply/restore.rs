@@ -328,22 +328,11 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
             .await
             .map_err(|e| in_input(input, e))?;
         exec.finish().await?;
-        add_plan(&mut summary.plan, &plan);
+        summary.plan.add(&plan);
         summary.bytes += bytes;
     }
     exec.finish().await?;
     summary.exec = exec.stats.clone();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-fn add_plan(a: &mut PlanStats, b: &PlanStats) {
-    a.keys += b.keys;
-    a.filtered += b.filtered;
-    a.expired += b.expired;
-    a.restored += b.restored;
-    a.transcoded += b.transcoded;
-    a.big_keys += b.big_keys;
-    a.functions += b.functions;
-    a.dropped_field_ttls += b.dropped_field_ttls;
 }
