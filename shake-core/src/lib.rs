@@ -16,6 +16,7 @@ pub mod rdb;
 pub mod rebuild;
 pub mod repl;
 pub mod resp;
+pub mod scan;
 pub mod sink;
 pub mod text;
 

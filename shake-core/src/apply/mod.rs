@@ -12,8 +12,8 @@ pub mod plan;
 mod restore;
 
 pub use restore::{
-    apply_rdb, connect_target, prepare_target, restore, PreparedTarget, RestoreInput,
-    RestoreSettings, RestoreSummary,
+    apply_rdb, connect_target, prepare_target, restore, run_exec, work_queue, PreparedTarget,
+    RestoreInput, RestoreSettings, RestoreSummary, WorkReceiver, WorkSender,
 };
 
 use std::fmt;
