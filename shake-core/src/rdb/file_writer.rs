@@ -187,6 +187,16 @@ impl<W: Write> RdbFileWriter<W> {
 /// The libraries of a `FUNCTION DUMP` payload (FUNCTION2 records, then the version stamp and
 /// CRC-64 like a key's DUMP), read with the RDB parser.
 pub fn functions_from_dump(payload: &[u8]) -> Result<Vec<Function>, String> {
+    use super::writer::DUMP_TRAILER;
+    if payload.len() == DUMP_TRAILER {
+        // No library: the trailer alone, its CRC over the two version bytes.
+        let mut stored = [0u8; 8];
+        stored.copy_from_slice(&payload[2..]);
+        if crate::crc64::crc64(&payload[..2]) != u64::from_le_bytes(stored) {
+            return Err("FUNCTION DUMP: checksum mismatch in an empty payload".into());
+        }
+        return Ok(Vec::new());
+    }
     let (_, _, stamp) = parse_dump_payload(payload).map_err(|e| format!("FUNCTION DUMP: {e}"))?;
     if TargetFormat::from_dump_stamp(stamp).is_none() {
         return Err(format!("FUNCTION DUMP: unknown RDB version stamp {stamp}"));
@@ -293,6 +303,9 @@ mod tests {
         crate::rdb::writer::seal_dump_payload(&mut payload, 10);
         let libs = functions_from_dump(&payload).unwrap();
         assert_eq!(libs.len(), 2);
+        let mut empty = Vec::new();
+        crate::rdb::writer::seal_dump_payload(&mut empty, 10);
+        assert!(functions_from_dump(&empty).unwrap().is_empty());
         assert_eq!(libs[1].code, b"#!lua name=b\ncode b");
         payload[3] ^= 1;
         assert!(functions_from_dump(&payload).is_err());
