@@ -41,6 +41,8 @@ use tokio_util::sync::CancellationToken;
 /// (e.g. KEA); shake-rump turns them on with CONFIG SET where allowed (and puts the old value
 /// back at the end), else it stops and says what to set.
 ///
+/// The shared --keep-lru flag is refused: DUMP carries no LRU/LFU information.
+///
 /// Exit status: 0 success (also after SIGINT/SIGTERM in --follow mode), 1 failure (the line on
 /// stderr names the key or endpoint), 2 usage.
 #[derive(Parser, Debug)]

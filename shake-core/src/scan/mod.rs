@@ -453,14 +453,14 @@ impl<'a> Dumper<'a> {
                 .next_completion()
                 .await
                 .map_err(|e| e.to_string())?;
-            match next {
-                Some((tag, reply)) => {
-                    if self.handle(tag, reply).await?.is_some() {
-                        return Err(format!("{}: an unexpected SCAN reply", self.endpoint()));
-                    }
+            let Some((tag, reply)) = next else {
+                if self.waiting.is_empty() {
+                    return Ok(());
                 }
-                None if self.waiting.is_empty() => return Ok(()),
-                None => {}
+                continue;
+            };
+            if self.handle(tag, reply).await?.is_some() {
+                return Err(format!("{}: an unexpected SCAN reply", self.endpoint()));
             }
         }
     }
