@@ -17,6 +17,7 @@ pub mod rdb;
 pub mod rebuild;
 pub mod repl;
 pub mod resp;
+pub mod scan;
 pub mod sink;
 pub mod sync;
 pub mod text;

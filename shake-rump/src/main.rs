@@ -1,5 +1,256 @@
-//! shake-rump: not built yet; its issue has not landed. It says so instead of pretending.
+//! shake-rump: copy a live source with SCAN + DUMP + PTTL into a target (RESTORE) or an RDB
+//! file, for sources that refuse SYNC/PSYNC. Argument parsing and wiring; the walk lives in
+//! `shake_core::scan`, the writing in `shake_core::apply` and `shake_core::rdb::file_writer`.
 
-fn main() {
-    std::process::exit(shake_core::not_implemented("shake-rump"));
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use shake_core::cli::{cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs};
+use shake_core::net::Endpoint;
+use shake_core::rdb::ValueType;
+use shake_core::scan::copy::{rump, RumpOutput, RumpSettings};
+use shake_core::scan::ScanOptions;
+use tokio_util::sync::CancellationToken;
+
+/// Copy a live Redis or Valkey server or cluster with SCAN + DUMP + PTTL, for sources that
+/// refuse SYNC/PSYNC (managed clouds).
+///
+/// Every database of the source (every master of a cluster) is walked with SCAN; each key is
+/// read with DUMP and PTTL, pipelined, and written to the target with RESTORE: the payload as it
+/// is when the target loads it (the fast path), re-encoded when the target is older (the
+/// portable path), as batches of commands when it is larger than --big-key-bytes. With -o FILE
+/// the keys go into an RDB file instead, which shake-restore, shake-decode and redis-server read.
+///
+/// TTLs: PTTL's remaining time is turned into an absolute deadline once, when the reply is read,
+/// and written with RESTORE ... ABSTTL (EXPIRETIME_MS in a file): time spent in queues does not
+/// lengthen a TTL; the clocks of this host and the target should agree (NTP).
+///
+/// Big keys: before DUMP each key's size is estimated with MEMORY USAGE (same pipeline); DUMPs
+/// are admitted while the estimates in flight stay under --dump-window, and a bigger key is
+/// DUMPed alone, so only one big DUMP reply is held at a time, and it is decoded in place.
+///
+/// A key deleted or expired between SCAN and DUMP (DUMP nil, PTTL -2) is skipped and counted as
+/// vanished. Function libraries are copied from the first master (FUNCTION DUMP, then FUNCTION
+/// LOAD per library under the conflict policy); sources without FUNCTION (Redis 6.2) have none.
+///
+/// --follow: subscribes to keyevent notifications on every master before the scan starts (so no
+/// change is lost between scan and follow), then keeps re-reading every key an event names until
+/// SIGINT/SIGTERM: a key present is written with RESTORE REPLACE, a key gone is deleted on the
+/// target. The source must publish keyspace events: notify-keyspace-events must include E and A
+/// (e.g. KEA); shake-rump turns them on with CONFIG SET where allowed (and puts the old value
+/// back at the end), else it stops and says what to set.
+///
+/// The shared --keep-lru flag is refused: DUMP carries no LRU/LFU information.
+///
+/// Exit status: 0 success (also after SIGINT/SIGTERM in --follow mode), 1 failure (the line on
+/// stderr names the key or endpoint), 2 usage.
+#[derive(Parser, Debug)]
+#[command(
+    name = "shake-rump",
+    version,
+    after_help = "Examples:\n  shake-rump --source redis://cloud-cache:6379 --target redis://10.0.0.5:6379\n  shake-rump --source rediss://user:@cloud:6380 -o backup.rdb      (password from SHAKE_SOURCE_PASSWORD)\n  shake-rump --source redis://node1:7000 --target redis://new:7000 --on-conflict rewrite --follow\n  shake-rump --source redis://a:6379 --target redis://cluster:7000 --db-map '*=0' --match 'user:*'"
+)]
+struct Args {
+    /// Source URL: redis://[[user]:password@]host[:port] (rediss:// for TLS); password also from
+    /// SHAKE_SOURCE_PASSWORD. A cluster node stands for every master of its cluster
+    #[arg(long, env = "SHAKE_SOURCE", value_name = "URL")]
+    source: String,
+
+    /// Target URL: redis://[[user]:password@]host[:port][/db]; password also from
+    /// SHAKE_TARGET_PASSWORD; a /db receives every key unless --db-map says otherwise
+    #[arg(
+        long,
+        env = "SHAKE_TARGET",
+        value_name = "URL",
+        required_unless_present = "output",
+        conflicts_with = "output"
+    )]
+    target: Option<String>,
+
+    /// Write an RDB file instead of a target (FILE.part while running, renamed when complete):
+    /// a backup of a source that refuses SYNC. A cluster source gives one file with every key
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// SCAN's COUNT hint: keys asked per SCAN call
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    count: u64,
+
+    /// SCAN's MATCH pattern (filters on the server). Default: the --key glob when exactly one is
+    /// given, else none
+    #[arg(long = "match", value_name = "GLOB")]
+    pattern: Option<String>,
+
+    /// Keep copying the keys named by keyspace events after the scan, until SIGINT/SIGTERM
+    #[arg(long, conflicts_with = "output")]
+    follow: bool,
+
+    /// Do not copy function libraries
+    #[arg(long)]
+    no_functions: bool,
+
+    /// Do not estimate key sizes with MEMORY USAGE before DUMP (one command less per key; big
+    /// keys may then be in flight together)
+    #[arg(long)]
+    no_memory_probe: bool,
+
+    /// Most estimated bytes of DUMP replies in flight per source connection; a larger key is
+    /// DUMPed alone
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    dump_window: usize,
+
+    /// Treat the source as a cluster (default: detect from INFO cluster)
+    #[arg(long, conflicts_with = "no_source_cluster")]
+    source_cluster: bool,
+
+    /// Treat the source as one server even if it reports cluster mode (reads only that node)
+    #[arg(long)]
+    no_source_cluster: bool,
+
+    /// Treat the target as a cluster (default: detect from INFO cluster)
+    #[arg(long, conflicts_with = "no_target_cluster")]
+    target_cluster: bool,
+
+    /// Treat the target as a standalone server even if it reports cluster mode
+    #[arg(long)]
+    no_target_cluster: bool,
+
+    #[command(flatten)]
+    apply: ApplyArgs,
+
+    #[command(flatten)]
+    filter: FilterArgs,
+
+    #[command(flatten)]
+    conn: ConnArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match settings(&args) {
+        Ok(s) => s,
+        Err(msg) => {
+            eprintln!("shake-rump: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shake-rump: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let follow = settings.follow;
+    let result = runtime.block_on(async move {
+        let stop = CancellationToken::new();
+        tokio::spawn(stop_on_signal(stop.clone(), follow));
+        rump(settings, stop).await
+    });
+    match result {
+        Ok(summary) => {
+            eprintln!("shake-rump: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shake-rump: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The first SIGINT/SIGTERM ends the copy (in --follow mode: the follow phase, gracefully); a
+/// second one exits at once.
+async fn stop_on_signal(stop: CancellationToken, follow: bool) {
+    for n in 0.. {
+        let term = async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        if n > 0 {
+            eprintln!("shake-rump: second signal; exiting now");
+            std::process::exit(1);
+        }
+        if follow {
+            eprintln!("shake-rump: stopping: writing what was read, then the summary");
+        }
+        stop.cancel();
+    }
+}
+
+fn settings(args: &Args) -> Result<RumpSettings, String> {
+    let source = Endpoint::parse(&args.source)?.password_from_env("SHAKE_SOURCE_PASSWORD");
+    if args.apply.keep_lru {
+        return Err(
+            "--keep-lru: DUMP does not carry LRU/LFU information, so shake-rump cannot keep it"
+                .into(),
+        );
+    }
+    let output = match (&args.target, &args.output) {
+        (Some(t), None) => RumpOutput::Target {
+            endpoint: Endpoint::parse(t)?.password_from_env("SHAKE_TARGET_PASSWORD"),
+            cluster: cluster_mode(args.target_cluster, args.no_target_cluster),
+            pipeline: args.apply.pipeline.max(1),
+        },
+        (None, Some(p)) => {
+            if p.as_os_str() == "-" {
+                return Err(
+                    "-o needs a file name (the RDB is written as FILE.part, then renamed)".into(),
+                );
+            }
+            RumpOutput::File(p.clone())
+        }
+        _ => return Err("give either --target URL or -o FILE".into()),
+    };
+    let filter = args.filter.to_filter()?;
+    let pattern = match (&args.pattern, args.filter.keys.as_slice()) {
+        (Some(p), _) => Some(p.as_bytes().to_vec()),
+        (None, [one]) => Some(one.as_bytes().to_vec()),
+        _ => None,
+    };
+    // SCAN's TYPE takes one type name; modules have their own names, so they are filtered here.
+    let type_name = match args.filter.types.as_slice() {
+        [t] if *t != ValueType::Module => Some(t.as_str().to_string()),
+        _ => None,
+    };
+    Ok(RumpSettings {
+        source,
+        source_cluster: cluster_mode(args.source_cluster, args.no_source_cluster),
+        output,
+        connect: args.conn.to_options(),
+        apply: args.apply.to_options(filter)?,
+        scan: ScanOptions {
+            count: args.count.max(1),
+            pattern,
+            type_name,
+            memory_probe: !args.no_memory_probe,
+            window_bytes: args.dump_window.max(1),
+        },
+        functions: !args.no_functions,
+        follow: args.follow,
+        quiet: args.log.quiet,
+        log_interval: args.log.every(),
+    })
 }

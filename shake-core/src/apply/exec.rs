@@ -15,6 +15,7 @@ pub enum Tag {
     Restore { key: Vec<u8> },
     Command { key: Vec<u8>, last: bool },
     Exists { key: Vec<u8> },
+    Delete { key: Vec<u8> },
 }
 
 /// What the target said.
@@ -27,6 +28,8 @@ pub struct ExecStats {
     pub commands: u64,
     pub functions_loaded: u64,
     pub functions_kept: u64,
+    /// Keys deleted because they were gone from the source (`Work::Delete`).
+    pub deleted: u64,
 }
 
 pub struct Exec<'a> {
@@ -119,7 +122,14 @@ impl<'a> Exec<'a> {
                 }
             }
             (Tag::Exists { .. }, None) => {}
-            (Tag::Restore { key } | Tag::Command { key, .. } | Tag::Exists { key }, Some(e)) => {
+            (Tag::Delete { .. }, None) => self.stats.deleted += 1,
+            (
+                Tag::Restore { key }
+                | Tag::Command { key, .. }
+                | Tag::Exists { key }
+                | Tag::Delete { key },
+                Some(e),
+            ) => {
                 return Err(ApplyError::Target {
                     key: Some(key),
                     target: self.target_name(),
@@ -265,6 +275,15 @@ impl<'a> Exec<'a> {
                     .await?;
                 }
                 Ok(())
+            }
+            Work::Delete { db, key } => {
+                self.select(db)?;
+                let mut b = CommandBuilder::new();
+                b.arg("DEL").arg(&key);
+                let mut cmd = Vec::new();
+                b.finish_into(&mut cmd);
+                self.submit(&key.clone(), cmd, Idempotent::Yes, Tag::Delete { key })
+                    .await
             }
             Work::Function { code } => {
                 let replace = self.opts.conflict == ConflictPolicy::Rewrite;

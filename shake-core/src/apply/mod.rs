@@ -12,8 +12,8 @@ pub mod plan;
 mod restore;
 
 pub use restore::{
-    apply_rdb, connect_target, prepare_target, restore, PreparedTarget, RestoreInput,
-    RestoreSettings, RestoreSummary,
+    apply_rdb, connect_target, prepare_target, restore, run_exec, work_queue, PreparedTarget,
+    RestoreInput, RestoreSettings, RestoreSummary, WorkReceiver, WorkSender,
 };
 
 use std::fmt;
@@ -162,6 +162,8 @@ pub enum Work {
         first: bool,
         last: bool,
     },
+    /// Delete a key that is gone from the source (shake-rump --follow).
+    Delete { db: u64, key: Vec<u8> },
     /// A function library (FUNCTION LOAD).
     Function { code: Vec<u8> },
     /// The end of one RDB.
@@ -174,6 +176,7 @@ impl Work {
         match self {
             Work::Restore { cmd, .. } => cmd.len() + 64,
             Work::Commands { cmds, .. } => cmds.iter().map(|c| c.len() + 32).sum::<usize>() + 64,
+            Work::Delete { key, .. } => key.len() + 64,
             Work::Function { code } => code.len() + 64,
             Work::End { .. } => 64,
         }

@@ -7,8 +7,12 @@ use std::io::Read;
 
 use super::{restore_command, ApplyError, ApplyOptions, Work};
 use crate::observe::Progress;
-use crate::rdb::writer::{BacklenStyle, FieldTtlPolicy, TargetFormat, TranscodeError, Transcoder};
-use crate::rdb::{Chunk, Header, Item, KeyHeader, Magic, ParserOptions, RdbParser, ValueType};
+use crate::rdb::writer::{
+    parse_dump_payload, BacklenStyle, FieldTtlPolicy, TargetFormat, TranscodeError, Transcoder,
+};
+use crate::rdb::{
+    value_type_of, Chunk, Header, Item, KeyHeader, Magic, ParserOptions, RdbParser, ValueType,
+};
 use crate::rebuild::{function_library_code, CommandRebuilder};
 
 /// Counters the reading half keeps (the writing half counts what the target said).
@@ -22,6 +26,20 @@ pub struct PlanStats {
     pub big_keys: u64,
     pub functions: u64,
     pub dropped_field_ttls: u64,
+}
+
+impl PlanStats {
+    /// Adds another planner's counts (several files, or several source nodes).
+    pub fn add(&mut self, b: &PlanStats) {
+        self.keys += b.keys;
+        self.filtered += b.filtered;
+        self.expired += b.expired;
+        self.restored += b.restored;
+        self.transcoded += b.transcoded;
+        self.big_keys += b.big_keys;
+        self.functions += b.functions;
+        self.dropped_field_ttls += b.dropped_field_ttls;
+    }
 }
 
 pub struct Planner<'a> {
@@ -39,6 +57,11 @@ impl<'a> Planner<'a> {
             now_ms,
             stats: PlanStats::default(),
         }
+    }
+
+    /// Moves the planner's clock (what "expired" is judged against) for long-running callers.
+    pub fn set_now(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
     }
 
     /// Reads the whole RDB from `parser`, handing work to `emit` in file order.
@@ -68,6 +91,127 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// Counts a key and decides whether it is written: the target database, or `None` when the
+    /// database map, the filters or an expired TTL leave it out (counted).
+    fn admit(&mut self, k: &KeyHeader) -> Option<u64> {
+        self.stats.keys += 1;
+        let Some(db) = self.opts.db_map.map(k.db) else {
+            self.stats.filtered += 1;
+            return None;
+        };
+        if !self.opts.filter.matches(k.db, &k.key, k.value_type) {
+            self.stats.filtered += 1;
+            return None;
+        }
+        if k.expire_at_ms.is_some_and(|t| t <= self.now_ms) {
+            self.stats.expired += 1;
+            return None;
+        }
+        Some(db)
+    }
+
+    /// Plans one value that arrives as a DUMP payload (SCAN + DUMP sources) instead of from an
+    /// RDB stream, with the same decisions as [`Planner::run`]: the payload as it is when the
+    /// target loads its type and version stamp (re-stamped with the target's version when only
+    /// the stamp is too new), re-encoded when the target cannot load the encoding, as batches of
+    /// commands when its value is larger than the big-key threshold. The payload is borrowed: a
+    /// big value is decoded where it lies, never copied.
+    ///
+    /// `expire_at_ms` is absolute (Unix ms). The payload's numbering family (Redis or Valkey) is
+    /// judged from its version stamp, as [`TargetFormat::from_dump_stamp`] does.
+    pub fn plan_payload(
+        &mut self,
+        db: u64,
+        key: Vec<u8>,
+        expire_at_ms: Option<i64>,
+        payload: &[u8],
+        emit: &mut dyn FnMut(Work) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
+        let bad = |key: &[u8], m: String| {
+            ApplyError::Unsupported(format!(
+                "DUMP of key {} (database {db}): {m}",
+                crate::text::quote_bytes(key)
+            ))
+        };
+        let (rdb_type, value, stamp) = match parse_dump_payload(payload) {
+            Ok(p) => p,
+            Err(m) => return Err(bad(&key, m)),
+        };
+        let Some(family) = TargetFormat::from_dump_stamp(stamp) else {
+            return Err(bad(&key, format!("unknown RDB version stamp {stamp}")));
+        };
+        let header = Header {
+            magic: family.magic,
+            version: u32::from(stamp),
+        };
+        let Some(value_type) = value_type_of(rdb_type, header) else {
+            return Err(bad(
+                &key,
+                format!("RDB type {rdb_type} is unknown to RDB version {stamp}"),
+            ));
+        };
+        let k = KeyHeader {
+            db,
+            key,
+            rdb_type,
+            value_type,
+            expire_at_ms,
+            idle_s: None,
+            freq: None,
+            offset: 0,
+        };
+        let Some(db) = self.admit(&k) else {
+            return Ok(());
+        };
+        let loadable = self.target.can_load(header, rdb_type) && !self.restyle(header, rdb_type);
+        if value_type == ValueType::Module && !loadable {
+            return Err(ApplyError::Unsupported(format!(
+                "key {} holds a module value of RDB type {rdb_type} that the target cannot load",
+                crate::text::quote_bytes(&k.key)
+            )));
+        }
+        let chunks = || RdbParser::for_value(value, header, rdb_type, &k.key, chunking(self.opts));
+        if loadable && (value.len() <= self.opts.big_key_bytes || value_type == ValueType::Module) {
+            self.stats.restored += 1;
+            let tv = self.target.rdb_version;
+            // A stamp the target accepts goes as it is (no CRC to recompute): its own, or any
+            // Redis-numbered one up to its own (Valkey 9 takes 1..=11 and 80, not 12).
+            let cmd = if stamp == tv || (stamp <= 11 && stamp <= tv) {
+                restore_command(&k, &[payload], None, self.opts)
+            } else {
+                restore_command(&k, &[&[rdb_type], value], Some(tv), self.opts)
+            };
+            return emit(Work::Restore {
+                db,
+                key: k.key,
+                cmd,
+            });
+        }
+        let mut parser = chunks()?;
+        if loadable {
+            self.stats.big_keys += 1;
+            let mut cmds = Commands::new(db, &k, self.opts, &self.target, self.now_ms);
+            while let Some(c) = parser.next_chunk()? {
+                cmds.chunk(&k, c, emit)?;
+            }
+            self.stats.dropped_field_ttls += cmds.dropped_field_ttls;
+            return cmds.finish(&k, emit);
+        }
+        self.portable(&mut parser, k, db, emit)
+    }
+
+    /// Plans the deletion of a key that is gone from the source (shake-rump --follow): `None`
+    /// when the database map or the key filters leave it out. The type of a deleted key is no
+    /// longer known, so `--type` filters do not apply.
+    pub fn plan_delete(&mut self, db: u64, key: Vec<u8>) -> Option<Work> {
+        let f = &self.opts.filter;
+        if !f.db_allowed(db) || !f.key_allowed(&key) {
+            return None;
+        }
+        let db = self.opts.db_map.map(db)?;
+        Some(Work::Delete { db, key })
+    }
+
     fn key<R: Read>(
         &mut self,
         parser: &mut RdbParser<R>,
@@ -75,19 +219,9 @@ impl<'a> Planner<'a> {
         k: KeyHeader,
         emit: &mut dyn FnMut(Work) -> Result<(), ApplyError>,
     ) -> Result<(), ApplyError> {
-        self.stats.keys += 1;
-        let Some(db) = self.opts.db_map.map(k.db) else {
-            self.stats.filtered += 1;
+        let Some(db) = self.admit(&k) else {
             return Ok(parser.skip_value()?);
         };
-        if !self.opts.filter.matches(k.db, &k.key, k.value_type) {
-            self.stats.filtered += 1;
-            return Ok(parser.skip_value()?);
-        }
-        if k.expire_at_ms.is_some_and(|t| t <= self.now_ms) {
-            self.stats.expired += 1;
-            return Ok(parser.skip_value()?);
-        }
         let big = self.opts.big_key_bytes;
         if k.value_type == ValueType::Module
             || (self.target.can_load(header, k.rdb_type) && !self.restyle(header, k.rdb_type))
@@ -148,8 +282,19 @@ impl<'a> Planner<'a> {
             return cmds.finish(&k, emit);
         }
 
-        // Portable path: decode, hold chunks up to the threshold, then either transcode them into
-        // one payload or, past the threshold, write everything as commands.
+        self.portable(parser, k, db, emit)
+    }
+
+    /// Portable path: decode, hold chunks up to the threshold, then either transcode them into
+    /// one payload or, past the threshold, write everything as commands.
+    fn portable<R: Read>(
+        &mut self,
+        parser: &mut RdbParser<R>,
+        k: KeyHeader,
+        db: u64,
+        emit: &mut dyn FnMut(Work) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
+        let big = self.opts.big_key_bytes;
         let mut held: Vec<Chunk> = Vec::new();
         let mut held_bytes = 0usize;
         let mut cmds: Option<Commands> = None;

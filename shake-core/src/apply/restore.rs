@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::exec::{Exec, ExecStats, Tag};
 use super::plan::{PlanStats, Planner};
@@ -219,9 +219,7 @@ pub async fn apply_rdb(
     parser_opts: &ParserOptions,
     progress: Progress,
 ) -> Result<(PlanStats, u64), ApplyError> {
-    let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
-    let (tx, mut rx) = mpsc::channel::<(Vec<Work>, tokio::sync::OwnedSemaphorePermit)>(16);
-    let handle = tokio::runtime::Handle::current();
+    let (mut sender, receiver) = work_queue();
     let (apply, popts, format) = (prepared.apply.clone(), parser_opts.clone(), prepared.format);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -231,47 +229,12 @@ pub async fn apply_rdb(
     let reading = tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64), ApplyError> {
         let mut parser = RdbParser::with_options(reader, popts);
         let mut planner = Planner::new(&apply, format, now_ms);
-        let mut batch: Vec<Work> = Vec::with_capacity(BATCH_ITEMS);
-        let mut batch_bytes = 0usize;
-        let send = |batch: &mut Vec<Work>, bytes: &mut usize| -> Result<(), ApplyError> {
-            let want = (*bytes).clamp(1, QUEUE_BYTES) as u32;
-            let permit = handle
-                .block_on(budget.clone().acquire_many_owned(want))
-                .map_err(|_| ApplyError::Client("the writing half stopped".into()))?;
-            *bytes = 0;
-            tx.blocking_send((std::mem::take(batch), permit))
-                .map_err(|_| ApplyError::Client("the writing half stopped".into()))
-        };
-        let r = planner.run(&mut parser, &mut progress, &mut |w| {
-            let flush_now = matches!(w, Work::Function { .. } | Work::End { .. });
-            batch_bytes += w.bytes();
-            batch.push(w);
-            if flush_now || batch.len() >= BATCH_ITEMS || batch_bytes >= BATCH_BYTES {
-                send(&mut batch, &mut batch_bytes)?;
-            }
-            Ok(())
-        });
-        let r = r.and_then(|_| {
-            if batch.is_empty() {
-                Ok(())
-            } else {
-                send(&mut batch, &mut batch_bytes)
-            }
-        });
+        let r = planner.run(&mut parser, &mut progress, &mut |w| sender.push(w));
+        let r = r.and_then(|_| sender.flush());
         progress.finish(parser.offset(), planner.stats.keys);
         r.map(|_| (planner.stats.clone(), parser.offset()))
     });
-    let mut failed = None;
-    'recv: while let Some((works, permit)) = rx.recv().await {
-        for w in works {
-            if let Err(e) = exec.apply(w).await {
-                failed = Some(e);
-                break 'recv;
-            }
-        }
-        drop(permit);
-    }
-    drop(rx);
+    let failed = run_exec(exec, receiver).await.err();
     let read = reading
         .await
         .map_err(|e| ApplyError::Client(format!("the RDB reader failed: {e}")))?;
@@ -279,6 +242,79 @@ pub async fn apply_rdb(
         return Err(e);
     }
     read
+}
+
+/// The sending half of the bounded queue between a planner (on a blocking thread) and
+/// [`run_exec`]: work goes across in batches (one hand-over per key cost more than the key),
+/// and the queue holds at most [`QUEUE_BYTES`] of work.
+pub struct WorkSender {
+    tx: mpsc::Sender<(Vec<Work>, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+    handle: tokio::runtime::Handle,
+    batch: Vec<Work>,
+    bytes: usize,
+}
+
+/// The receiving half, for [`run_exec`].
+pub type WorkReceiver = mpsc::Receiver<(Vec<Work>, OwnedSemaphorePermit)>;
+
+/// A work queue; create it inside the runtime (the sender blocks on it from a blocking thread).
+pub fn work_queue() -> (WorkSender, WorkReceiver) {
+    let (tx, rx) = mpsc::channel(16);
+    (
+        WorkSender {
+            tx,
+            budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            handle: tokio::runtime::Handle::current(),
+            batch: Vec::with_capacity(BATCH_ITEMS),
+            bytes: 0,
+        },
+        rx,
+    )
+}
+
+impl WorkSender {
+    /// Adds one item, handing the batch over when it is full (or the item should not wait:
+    /// functions, the end of an input). Blocks while the queue is full; call it from a blocking
+    /// thread.
+    pub fn push(&mut self, w: Work) -> Result<(), ApplyError> {
+        let flush_now = matches!(w, Work::Function { .. } | Work::End { .. });
+        self.bytes += w.bytes();
+        self.batch.push(w);
+        if flush_now || self.batch.len() >= BATCH_ITEMS || self.bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands over what is batched.
+    pub fn flush(&mut self) -> Result<(), ApplyError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let want = self.bytes.clamp(1, QUEUE_BYTES) as u32;
+        let permit = self
+            .handle
+            .block_on(self.budget.clone().acquire_many_owned(want))
+            .map_err(|_| ApplyError::Client("the writing half stopped".into()))?;
+        self.bytes = 0;
+        self.tx
+            .blocking_send((std::mem::take(&mut self.batch), permit))
+            .map_err(|_| ApplyError::Client("the writing half stopped".into()))
+    }
+}
+
+/// Applies everything from the queue until every sender is gone; on an error, stops reading
+/// (the senders then fail with "the writing half stopped"). The caller calls
+/// [`Exec::finish`] when it needs every write acknowledged.
+pub async fn run_exec(exec: &mut Exec<'_>, mut rx: WorkReceiver) -> Result<(), ApplyError> {
+    while let Some((works, permit)) = rx.recv().await {
+        for w in works {
+            exec.apply(w).await?;
+        }
+        drop(permit);
+    }
+    Ok(())
 }
 
 /// Restores every input into the target, in order.
@@ -328,22 +364,11 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
             .await
             .map_err(|e| in_input(input, e))?;
         exec.finish().await?;
-        add_plan(&mut summary.plan, &plan);
+        summary.plan.add(&plan);
         summary.bytes += bytes;
     }
     exec.finish().await?;
     summary.exec = exec.stats.clone();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-fn add_plan(a: &mut PlanStats, b: &PlanStats) {
-    a.keys += b.keys;
-    a.filtered += b.filtered;
-    a.expired += b.expired;
-    a.restored += b.restored;
-    a.transcoded += b.transcoded;
-    a.big_keys += b.big_keys;
-    a.functions += b.functions;
-    a.dropped_field_ttls += b.dropped_field_ttls;
 }

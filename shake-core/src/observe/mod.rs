@@ -14,6 +14,8 @@ pub struct Progress {
     started: Instant,
     last_log: Instant,
     ticks: u32,
+    /// Counting keys (a SCAN walk, total from DBSIZE) rather than bytes of a stream.
+    by_keys: bool,
 }
 
 impl Progress {
@@ -50,7 +52,31 @@ impl Progress {
             started: now,
             last_log: now,
             ticks: 0,
+            by_keys: false,
         }
+    }
+
+    /// Progress of handling `total` keys (when known, e.g. from DBSIZE): the bar and the status
+    /// lines count keys, and `update*(_, keys)` ignore the byte count.
+    pub fn keys(
+        tool: &'static str,
+        total: Option<u64>,
+        quiet: bool,
+        log_every: Option<Duration>,
+    ) -> Self {
+        let mut p = Self::new(tool, total, quiet, log_every);
+        p.by_keys = true;
+        if let Some(bar) = &p.bar {
+            let style = if total.is_some() {
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} keys ({per_sec}, eta {eta})"
+            } else {
+                "{spinner} [{elapsed_precise}] {pos} keys ({per_sec})"
+            };
+            if let Ok(s) = ProgressStyle::with_template(style) {
+                bar.set_style(s);
+            }
+        }
+        p
     }
 
     /// A reporter that reports nothing.
@@ -71,8 +97,12 @@ impl Progress {
     /// Reports progress at once, for callers that report rarely (a chunk of a transfer).
     pub fn update_now(&mut self, bytes: u64, keys: u64) {
         if let Some(bar) = &self.bar {
-            bar.set_position(bytes);
-            bar.set_message(format!("{keys} keys"));
+            if self.by_keys {
+                bar.set_position(keys);
+            } else {
+                bar.set_position(bytes);
+                bar.set_message(format!("{keys} keys"));
+            }
         }
         if let Some(every) = self.log_every {
             if self.last_log.elapsed() >= every {
@@ -84,6 +114,18 @@ impl Progress {
 
     fn status_line(&self, bytes: u64, keys: u64) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        if self.by_keys {
+            let of = self
+                .total
+                .filter(|&t| t > 0)
+                .map(|t| format!(" of {t} ({:.0}%)", keys as f64 * 100.0 / t as f64))
+                .unwrap_or_default();
+            return format!(
+                "{}: {keys}{of} keys, {:.0} keys/s",
+                self.tool,
+                keys as f64 / secs
+            );
+        }
         let mb = bytes as f64 / 1e6;
         let pct = self
             .total
@@ -103,9 +145,9 @@ impl Progress {
         )
     }
 
-    pub fn finish(&mut self, bytes: u64, _keys: u64) {
+    pub fn finish(&mut self, bytes: u64, keys: u64) {
         if let Some(bar) = self.bar.take() {
-            bar.set_position(bytes);
+            bar.set_position(if self.by_keys { keys } else { bytes });
             bar.finish_and_clear();
         }
     }

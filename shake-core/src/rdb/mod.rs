@@ -8,6 +8,7 @@
 
 pub mod compact;
 mod error;
+pub mod file_writer;
 mod model;
 mod parser;
 mod source;
