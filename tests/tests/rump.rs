@@ -260,6 +260,7 @@ fn rump_profile() -> Profile {
     Profile {
         consumer_times: true,
         ttl_tolerance_ms: 1500,
+        entries_read: true,
     }
 }
 
@@ -267,6 +268,7 @@ fn rebuilt_profile() -> Profile {
     Profile {
         consumer_times: false,
         ttl_tolerance_ms: 1500,
+        entries_read: true,
     }
 }
 
