@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod crc64;
 pub mod filter;
 pub mod glob;

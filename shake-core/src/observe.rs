@@ -8,6 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Progress {
     tool: &'static str,
+    /// Counting keys rather than bytes (the position is a key count).
+    keys: bool,
     total: Option<u64>,
     bar: Option<ProgressBar>,
     log_every: Option<Duration>,
@@ -44,6 +46,7 @@ impl Progress {
         });
         Progress {
             tool,
+            keys: false,
             total,
             bar,
             log_every: if quiet || terminal { None } else { log_every },
@@ -51,6 +54,31 @@ impl Progress {
             last_log: now,
             ticks: 0,
         }
+    }
+
+    /// Progress of working through `total` keys (when known): the position is a key count.
+    pub fn keys(
+        tool: &'static str,
+        total: Option<u64>,
+        quiet: bool,
+        log_every: Option<Duration>,
+    ) -> Self {
+        let mut p = Self::new(tool, None, quiet, log_every);
+        p.keys = true;
+        p.total = total;
+        if let Some(bar) = &p.bar {
+            let style = match total {
+                Some(t) => {
+                    bar.set_length(t);
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} keys ({per_sec}, eta {eta}) {msg}"
+                }
+                None => "{spinner} [{elapsed_precise}] {pos} keys ({per_sec}) {msg}",
+            };
+            if let Ok(s) = ProgressStyle::with_template(style) {
+                bar.set_style(s);
+            }
+        }
+        p
     }
 
     /// A reporter that reports nothing.
@@ -72,7 +100,9 @@ impl Progress {
     pub fn update_now(&mut self, bytes: u64, keys: u64) {
         if let Some(bar) = &self.bar {
             bar.set_position(bytes);
-            bar.set_message(format!("{keys} keys"));
+            if !self.keys {
+                bar.set_message(format!("{keys} keys"));
+            }
         }
         if let Some(every) = self.log_every {
             if self.last_log.elapsed() >= every {
@@ -84,6 +114,17 @@ impl Progress {
 
     fn status_line(&self, bytes: u64, keys: u64) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        if self.keys {
+            let of = self
+                .total
+                .map(|t| format!(" of about {t}"))
+                .unwrap_or_default();
+            return format!(
+                "{}: {keys} keys{of}, {:.0} keys/s",
+                self.tool,
+                keys as f64 / secs
+            );
+        }
         let mb = bytes as f64 / 1e6;
         let pct = self
             .total
