@@ -755,6 +755,7 @@ pub(crate) fn phase_b(
     ty: ValueType,
     mode: Mode,
 ) -> usize {
+    let before = out.len();
     let w = num(SMALL_ELEMENTS as u64);
     let wm1 = num(SMALL_ELEMENTS as u64 - 1);
     let k: &[u8] = key;
@@ -776,26 +777,24 @@ pub(crate) fn phase_b(
             b"0",
             &num(SMALL_STRING_BYTES as u64 - 1),
         ]));
-        return 1;
-    }
-    push(cmd(&[len_cmd, k]));
-    if !full {
-        return 1;
-    }
-    match ty {
-        ValueType::List => push(cmd(&[b"LRANGE", k, b"0", &wm1])),
-        ValueType::Set => push(cmd(&[b"SSCAN", k, b"0", b"COUNT", &w])),
-        ValueType::Zset => push(cmd(&[b"ZSCAN", k, b"0", b"COUNT", &w])),
-        ValueType::Hash => push(cmd(&[b"HSCAN", k, b"0", b"COUNT", &w])),
-        ValueType::Stream => {
-            push(cmd(&[b"XINFO", b"STREAM", k]));
-            push(cmd(&[b"XINFO", b"GROUPS", k]));
-            push(cmd(&[b"XRANGE", k, b"-", b"+", b"COUNT", &w]));
-            return 5;
+    } else {
+        push(cmd(&[len_cmd, k]));
+        if full {
+            match ty {
+                ValueType::List => push(cmd(&[b"LRANGE", k, b"0", &wm1])),
+                ValueType::Set => push(cmd(&[b"SSCAN", k, b"0", b"COUNT", &w])),
+                ValueType::Zset => push(cmd(&[b"ZSCAN", k, b"0", b"COUNT", &w])),
+                ValueType::Hash => push(cmd(&[b"HSCAN", k, b"0", b"COUNT", &w])),
+                ValueType::Stream => {
+                    push(cmd(&[b"XINFO", b"STREAM", k]));
+                    push(cmd(&[b"XINFO", b"GROUPS", k]));
+                    push(cmd(&[b"XRANGE", k, b"-", b"+", b"COUNT", &w]));
+                }
+                _ => {}
+            }
         }
-        _ => {}
     }
-    2
+    out.len() - before
 }
 
 fn is_wrongtype(e: &str) -> bool {
