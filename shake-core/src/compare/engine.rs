@@ -19,7 +19,7 @@ use super::{
     CHUNK_BYTES, CHUNK_ELEMENTS, SMALL_ELEMENTS, SMALL_STRING_BYTES,
 };
 use crate::apply::DbMap;
-use crate::client::{ClientError, Idempotent, Target, TargetOptions};
+use crate::client::{slot_of, ClientError, Idempotent, Target, TargetOptions};
 use crate::net::{Connection, Endpoint};
 use crate::observe::Progress;
 use crate::rdb::ValueType;
@@ -888,25 +888,66 @@ pub(crate) struct Reader {
     pub dst: Target<u32>,
 }
 
-/// Runs `cmds` (key, encoded command) in database `db` and returns the replies in order.
-async fn run(
+/// Consecutive commands for the same key, as one group.
+fn by_key(cmds: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Vec<Bytes>)> {
+    let mut out: Vec<(Bytes, Vec<Bytes>)> = Vec::with_capacity(cmds.len());
+    for (k, c) in cmds {
+        match out.last_mut() {
+            Some((last, v)) if *last == k => v.push(c),
+            _ => out.push((k, vec![c])),
+        }
+    }
+    out
+}
+
+/// Runs groups of commands, each group for one key (sent back to back on one connection, one
+/// router operation for all of them), and returns every command's reply, in order.
+async fn run_grouped(
     t: &mut Target<u32>,
     db: u64,
-    cmds: Vec<(Bytes, Bytes)>,
+    groups: Vec<(Bytes, Vec<Bytes>)>,
 ) -> Result<Vec<Reply>, ClientError> {
-    let mut out = vec![Reply::Nil; cmds.len()];
-    if cmds.is_empty() {
+    let total: usize = groups.iter().map(|g| g.1.len()).sum();
+    let mut starts = Vec::with_capacity(groups.len());
+    let mut out = vec![Reply::Nil; total];
+    if total == 0 {
         return Ok(out);
     }
     t.select(db)?;
-    for (i, (key, c)) in cmds.into_iter().enumerate() {
-        t.submit(Some(&key), c, Idempotent::Yes, i as u32).await?;
+    let mut at = 0;
+    let mut sizes = Vec::with_capacity(groups.len());
+    for g in &groups {
+        starts.push(at);
+        sizes.push(g.1.len());
+        at += g.1.len();
+    }
+    let place = |out: &mut Vec<Reply>, tag: u32, r: Reply| {
+        let start = starts[tag as usize];
+        match r {
+            Reply::Array(v) if sizes[tag as usize] > 1 => {
+                for (i, x) in v.into_iter().enumerate() {
+                    if let Some(slot) = out.get_mut(start + i) {
+                        *slot = x;
+                    }
+                }
+            }
+            other => out[start] = other,
+        }
+    };
+    for (i, (key, cmds)) in groups.into_iter().enumerate() {
+        if cmds.len() == 1 {
+            let c = cmds.into_iter().next().unwrap_or_default();
+            t.submit(Some(&key), c, Idempotent::Yes, i as u32).await?;
+        } else {
+            t.submit_group(Some(slot_of(&key)), cmds, Idempotent::Yes, i as u32)
+                .await?;
+        }
         while let Some((tag, r)) = t.try_completion() {
-            out[tag as usize] = r;
+            place(&mut out, tag, r);
         }
     }
     for (tag, r) in t.drain().await? {
-        out[tag as usize] = r;
+        place(&mut out, tag, r);
     }
     Ok(out)
 }
@@ -951,11 +992,17 @@ impl Reader {
         let Reader { src, dst, .. } = self;
         let s = async {
             match src {
-                Some(src) => run(src, sdb, scmds).await.map_err(|e| Side::Source.err(e)),
+                Some(src) => run_grouped(src, sdb, by_key(scmds))
+                    .await
+                    .map_err(|e| Side::Source.err(e)),
                 None => Ok(Vec::new()),
             }
         };
-        let t = async { run(dst, tdb, tcmds).await.map_err(|e| Side::Target.err(e)) };
+        let t = async {
+            run_grouped(dst, tdb, by_key(tcmds))
+                .await
+                .map_err(|e| Side::Target.err(e))
+        };
         tokio::try_join!(s, t)
     }
 
