@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cli;
 pub mod client;
 pub mod command;
+pub mod compare;
 pub mod crc64;
 pub mod filter;
 pub mod glob;
@@ -21,9 +22,3 @@ pub mod scan;
 pub mod sink;
 pub mod sync;
 pub mod text;
-
-/// What a binary whose issue has not landed does: say so and exit 2.
-pub fn not_implemented(tool: &str) -> i32 {
-    eprintln!("{tool}: not implemented yet (this tool's issue has not landed); see README.md");
-    2
-}

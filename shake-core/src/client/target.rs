@@ -427,9 +427,13 @@ impl<T: Send> Target<T> {
             }
             None => Route::Any,
         };
-        let transaction = cmds
-            .first()
-            .is_some_and(|c| describe_command(c).eq_ignore_ascii_case("MULTI"));
+        // MULTI has no arguments, so its encoding is fixed; checked without decoding, since
+        // readers send many small groups.
+        let transaction = cmds.first().is_some_and(|c| {
+            c.len() == 15
+                && c.starts_with(b"*1\r\n$5\r\n")
+                && c[8..13].eq_ignore_ascii_case(b"MULTI")
+        });
         self.enqueue(route, Payload::Group { cmds, transaction }, idem, tag)
             .await
     }
