@@ -798,3 +798,90 @@ fn sync_config_file() {
         );
     }
 }
+
+/// A cluster source whose master fails over to its replica mid-stream: the link finds the shard's
+/// new master by slot and continues there with a partial resync.
+#[test]
+fn sync_follows_a_cluster_source_failover() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+    let replica = Server::start_with(
+        flavor,
+        &[
+            ("cluster-enabled", "yes"),
+            ("cluster-config-file", "nodes.conf"),
+            ("cluster-node-timeout", "5000"),
+            BACKLOG,
+            ONE_DB,
+        ],
+    );
+    let master = &src.masters()[0];
+    let master_id: String = q(&mut master.client(), redis::cmd("CLUSTER").arg("MYID"));
+    let mut rcon = replica.client();
+    let _: () = q(
+        &mut rcon,
+        redis::cmd("CLUSTER").arg("MEET").arg("127.0.0.1").arg(master.port()),
+    );
+    let t = Instant::now();
+    loop {
+        let r: redis::RedisResult<()> = redis::cmd("CLUSTER")
+            .arg("REPLICATE")
+            .arg(&master_id)
+            .query(&mut rcon);
+        if r.is_ok() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "CLUSTER REPLICATE: {r:?}");
+        sleep(Duration::from_millis(100));
+    }
+    let link_up = |s: &Server| s.info("replication").get("master_link_status").map(String::as_str) == Some("up");
+    while !link_up(&replica) {
+        assert!(t.elapsed() < Duration::from_secs(30), "the replica never synced");
+        sleep(Duration::from_millis(100));
+    }
+    let dst = Server::start(flavor);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut wcon = src.connection();
+    let writer = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let k = i % 61;
+            // Writes can fail for a moment during the failover; the sources says what stuck.
+            let _: redis::RedisResult<()> = redis::cmd("INCR").arg(format!("c:{k}")).query(&mut wcon);
+            let _: redis::RedisResult<()> = redis::cmd("RPUSH").arg(format!("l:{k}")).arg(i).query(&mut wcon);
+            i += 1;
+        }
+    });
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    sleep(Duration::from_secs(1));
+    let _: () = q(&mut rcon, redis::cmd("CLUSTER").arg("FAILOVER"));
+    while replica.info("replication").get("role").map(String::as_str) != Some("master") {
+        assert!(t.elapsed() < Duration::from_secs(90), "the failover did not happen");
+        sleep(Duration::from_millis(100));
+    }
+    sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    // The source's data: the new master and the two untouched ones.
+    let source_now = || {
+        let mut all = standalone_snapshot(&replica);
+        for m in &src.masters()[1..] {
+            all.keys.extend(standalone_snapshot(m).keys);
+        }
+        all
+    };
+    converge("cluster source failover", &source_now, &|| standalone_snapshot(&dst), Duration::from_secs(40));
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains(&format!("resumed from offset")) && stat(&replica, "sync_partial_ok") >= 1,
+        "no partial resync with the new master (its sync_partial_ok: {}):\n{log}",
+        stat(&replica, "sync_partial_ok")
+    );
+    assert_eq!(stat(&replica, "sync_full"), 0, "a full sync from the new master:\n{log}");
+}
