@@ -149,6 +149,22 @@ impl LogArgs {
     }
 }
 
+/// `--preflight` and `--json`: check what would stop or hurt the run, print a report, write
+/// nothing (see `crate::preflight`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct PreflightArgs {
+    /// Connect and check, write nothing: reachability, AUTH/ACL, TLS, replication access,
+    /// buffers, eviction, memory, versions, topology, conflicts; one line per check (OK, WARN,
+    /// FAIL) on stdout; exit 0 when nothing blocks the run, 1 when something does
+    #[arg(long)]
+    pub preflight: bool,
+
+    /// With --preflight: print the report as one JSON document,
+    /// {"ok":bool,"checks":[{"name","status","found","advice"}]}
+    #[arg(long, requires = "preflight")]
+    pub json: bool,
+}
+
 /// `--cluster` / `--no-cluster` as the `Option<bool>` the clients take (`None`: detect).
 pub fn cluster_mode(cluster: bool, no_cluster: bool) -> Option<bool> {
     if cluster {

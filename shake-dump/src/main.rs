@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use shake_core::cli::PreflightArgs;
 use shake_core::client::{discover_masters, is_cluster};
 use shake_core::net::{ConnectOptions, Connection, Endpoint, TlsOptions};
 use shake_core::observe::Progress;
+use shake_core::preflight::Preflight;
 use shake_core::rdb::ChecksumStatus;
 use shake_core::repl::{full_sync, RdbSummary, ReplOptions};
 
@@ -41,7 +43,7 @@ const PASSWORD_ENV: &str = "SHAKE_SOURCE_PASSWORD";
 #[command(
     name = "shake-dump",
     version,
-    after_help = "Examples:\n  shake-dump --source redis://10.0.0.5:6379 -o backup.rdb\n  SHAKE_SOURCE_PASSWORD=secret shake-dump --source redis://app:@10.0.0.5 -o backup.rdb   (ACL user app)\n  shake-dump --source redis://node1:7000 -o backups/          (a cluster: one file per master)\n  shake-dump --source redis://a:6379 -o - | shake-decode - | jq .key"
+    after_help = "Examples:\n  shake-dump --source redis://10.0.0.5:6379 -o backup.rdb\n  SHAKE_SOURCE_PASSWORD=secret shake-dump --source redis://app:@10.0.0.5 -o backup.rdb   (ACL user app)\n  shake-dump --source redis://node1:7000 -o backups/          (a cluster: one file per master)\n  shake-dump --source redis://a:6379 -o - | shake-decode - | jq .key\n  shake-dump --source redis://a:6379 --preflight              (check the source, write nothing)"
 )]
 struct Args {
     /// The server to dump: redis://[[user]:password@]host[:port] (rediss:// for TLS). The
@@ -51,9 +53,15 @@ struct Args {
     source: String,
 
     /// Where the RDB goes: FILE (written as FILE.part, renamed when complete and checked), DIR/
-    /// (one HOST_PORT.rdb per master; needed for a cluster), or - for stdout
-    #[arg(short, long, value_name = "PATH")]
-    output: String,
+    /// (one HOST_PORT.rdb per master; needed for a cluster), or - for stdout. Not needed with
+    /// --preflight
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        required_unless_present = "preflight"
+    )]
+    output: Option<String>,
 
     /// Dump only the functions, no keys (REPLCONF rdb-filter-only functions; Redis 7.0+, Valkey)
     #[arg(long)]
@@ -97,6 +105,11 @@ struct Args {
     /// Seconds between status lines on stderr when it is not a terminal (0 turns them off)
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     log_interval: u64,
+
+    // --preflight checks the source only: reachable, AUTH/ACL, TLS, PSYNC (or --psync-command)
+    // allowed without starting a sync, backlog, output buffer, keyspace.
+    #[command(flatten)]
+    preflight: PreflightArgs,
 }
 
 enum Failure {
@@ -119,6 +132,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.preflight.preflight {
+        return match rt.block_on(preflight(&args)) {
+            Ok(code) => ExitCode::from(code),
+            Err(m) => {
+                eprintln!("shake-dump: {m}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = rt.block_on(run_until_signal(args));
     // Dropping the runtime drops any dump still running, whose guards delete their .part files.
     rt.shutdown_timeout(Duration::from_secs(5));
@@ -133,6 +155,42 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The source's endpoint, with the password from the environment when the URL has none.
+fn source_endpoint(args: &Args) -> Result<Endpoint, String> {
+    // `redis://user:@host` names an ACL user whose password comes from the environment.
+    let endpoint = Endpoint::parse(&args.source)?.password_from_env(PASSWORD_ENV);
+    if (args.tls_ca.is_some() || args.tls_insecure) && !endpoint.tls {
+        return Err("--tls-ca and --tls-insecure need a rediss:// source URL".into());
+    }
+    Ok(endpoint)
+}
+
+fn connect_options(args: &Args) -> ConnectOptions {
+    ConnectOptions {
+        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+        reply_timeout: Some(Duration::from_secs(args.timeout.max(1))),
+        tls: TlsOptions {
+            ca_file: args.tls_ca.clone(),
+            insecure: args.tls_insecure,
+        },
+    }
+}
+
+/// `--preflight`: the source checks, printed; the exit code says whether anything blocks.
+async fn preflight(args: &Args) -> Result<u8, String> {
+    let endpoint = source_endpoint(args)?;
+    let mut pf = Preflight::new(connect_options(args));
+    pf.psync_command = args.psync_command.clone();
+    pf.source_cluster = if args.cluster {
+        Some(true)
+    } else if args.single_node {
+        Some(false)
+    } else {
+        None
+    };
+    Ok(pf.dump(&endpoint).await.print(args.preflight.json))
 }
 
 /// Runs the dump; Ctrl-C or SIGTERM stops it and removes partial files.
@@ -179,16 +237,8 @@ impl Output {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
-    // `redis://user:@host` names an ACL user whose password comes from the environment.
-    let endpoint = Endpoint::parse(&args.source)
-        .map_err(Failure::Usage)?
-        .password_from_env(PASSWORD_ENV);
-    if (args.tls_ca.is_some() || args.tls_insecure) && !endpoint.tls {
-        return Err(Failure::Usage(
-            "--tls-ca and --tls-insecure need a rediss:// source URL".into(),
-        ));
-    }
-    let output = Output::parse(&args.output);
+    let endpoint = source_endpoint(&args).map_err(Failure::Usage)?;
+    let output = Output::parse(args.output.as_deref().unwrap_or("-"));
     if matches!(output, Output::Stdout) && io::stdout().is_terminal() {
         return Err(Failure::Usage(
             "refusing to write a binary RDB to a terminal: redirect stdout, pipe it, or give -o FILE"
@@ -200,14 +250,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             eprintln!("shake-dump: note: an RDB holds every database; /{db} in the URL is ignored");
         }
     }
-    let copts = ConnectOptions {
-        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
-        reply_timeout: Some(Duration::from_secs(args.timeout.max(1))),
-        tls: TlsOptions {
-            ca_file: args.tls_ca.clone(),
-            insecure: args.tls_insecure,
-        },
-    };
+    let copts = connect_options(&args);
     let ropts = ReplOptions {
         psync_command: args.psync_command.clone(),
         // A dump needs no backlog on the source, and the source closes the link after the RDB.

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shake_core::apply::{self, RestoreInput, RestoreSettings};
-use shake_core::cli::{cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs};
+use shake_core::cli::{cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs};
 use shake_core::net::Endpoint;
+use shake_core::preflight::Preflight;
 
 /// Load RDB data into a live Redis or Valkey target, standalone or cluster.
 ///
@@ -24,7 +25,7 @@ use shake_core::net::Endpoint;
 #[command(
     name = "shake-restore",
     version,
-    after_help = "Examples:\n  shake-restore --target redis://10.0.0.5:6379 dump.rdb\n  shake-dump --source redis://a:6379 -o - | shake-restore --target redis://b:6379 -\n  shake-restore --target redis://cluster-node:7000 --db-map '*=0' multi-db.rdb"
+    after_help = "Examples:\n  shake-restore --target redis://10.0.0.5:6379 dump.rdb\n  shake-dump --source redis://a:6379 -o - | shake-restore --target redis://b:6379 -\n  shake-restore --target redis://cluster-node:7000 --db-map '*=0' multi-db.rdb\n  shake-restore --target redis://10.0.0.5:6379 --preflight dump.rdb   (check, write nothing)"
 )]
 struct Args {
     /// Target URL: redis://[[user]:password@]host[:port][/db], rediss:// for TLS
@@ -62,6 +63,11 @@ struct Args {
 
     #[command(flatten)]
     log: LogArgs,
+
+    // --preflight reads the files (format, databases, functions, a sample of keys) and checks
+    // the target and the pairing; stdin is not read.
+    #[command(flatten)]
+    preflight: PreflightArgs,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +90,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.preflight.preflight {
+        let mut pf = Preflight::new(settings.connect.clone());
+        pf.target_cluster = settings.cluster;
+        pf.apply = settings.apply.clone();
+        pf.relaxed_version = settings.relaxed_version;
+        let report = runtime.block_on(pf.restore(&settings.inputs, &settings.target));
+        return ExitCode::from(report.print(args.preflight.json));
+    }
     match runtime.block_on(apply::restore(settings)) {
         Ok(summary) => {
             eprintln!("shake-restore: {summary}");

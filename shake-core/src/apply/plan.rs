@@ -163,7 +163,7 @@ impl<'a> Planner<'a> {
         let Some(db) = self.admit(&k) else {
             return Ok(());
         };
-        let loadable = self.target.can_load(header, rdb_type) && !self.restyle(header, rdb_type);
+        let loadable = loads_raw(&self.target, header, rdb_type);
         if value_type == ValueType::Module && !loadable {
             return Err(ApplyError::Unsupported(format!(
                 "key {} holds a module value of RDB type {rdb_type} that the target cannot load",
@@ -223,9 +223,7 @@ impl<'a> Planner<'a> {
             return Ok(parser.skip_value()?);
         };
         let big = self.opts.big_key_bytes;
-        if k.value_type == ValueType::Module
-            || (self.target.can_load(header, k.rdb_type) && !self.restyle(header, k.rdb_type))
-        {
+        if k.value_type == ValueType::Module || loads_raw(&self.target, header, k.rdb_type) {
             // Fast path: capture the raw bytes while stepping over the value; if they outgrow the
             // threshold, replay what was captured as commands and decode the rest.
             parser.start_value_capture();
@@ -347,32 +345,37 @@ impl<'a> Planner<'a> {
     }
 }
 
-impl Planner<'_> {
-    /// True when raw listpacks of this type may not load on the target although it knows the
-    /// type: Valkey 9.1 sizes listpack back-lengths differently from Redis and older Valkey at
-    /// three exact element sizes, and each refuses (or, Redis 7.0, crashes on) the other's form.
-    /// The source's style is judged from its magic; such values take the portable path, which
-    /// writes the target's style.
-    fn restyle(&self, source: Header, rdb_type: u8) -> bool {
-        use crate::rdb::types as t;
-        let source_style = match source.magic {
-            Magic::Valkey => BacklenStyle::Minimal,
-            Magic::Redis => BacklenStyle::Legacy,
-        };
-        source_style != self.target.listpack_backlen
-            && matches!(
-                rdb_type,
-                t::STREAM_LISTPACKS
-                    | t::HASH_LISTPACK
-                    | t::ZSET_LISTPACK
-                    | t::LIST_QUICKLIST_2
-                    | t::STREAM_LISTPACKS_2
-                    | t::SET_LISTPACK
-                    | t::STREAM_LISTPACKS_3
-                    | t::HASH_LISTPACK_EX_PRE_GA
-                    | t::HASH_LISTPACK_EX
-            )
-    }
+/// Whether a value of `rdb_type` from an RDB with `source`'s header goes to `target` as its raw
+/// bytes (the fast path) rather than re-encoded (the portable path). Module values, which cannot
+/// be re-encoded, are decided by the caller. Preflight asks the same question before a run.
+pub fn loads_raw(target: &TargetFormat, source: Header, rdb_type: u8) -> bool {
+    target.can_load(source, rdb_type) && !restyle(target, source, rdb_type)
+}
+
+/// True when raw listpacks of this type may not load on the target although it knows the
+/// type: Valkey 9.1 sizes listpack back-lengths differently from Redis and older Valkey at
+/// three exact element sizes, and each refuses (or, Redis 7.0, crashes on) the other's form.
+/// The source's style is judged from its magic; such values take the portable path, which
+/// writes the target's style.
+fn restyle(target: &TargetFormat, source: Header, rdb_type: u8) -> bool {
+    use crate::rdb::types as t;
+    let source_style = match source.magic {
+        Magic::Valkey => BacklenStyle::Minimal,
+        Magic::Redis => BacklenStyle::Legacy,
+    };
+    source_style != target.listpack_backlen
+        && matches!(
+            rdb_type,
+            t::STREAM_LISTPACKS
+                | t::HASH_LISTPACK
+                | t::ZSET_LISTPACK
+                | t::LIST_QUICKLIST_2
+                | t::STREAM_LISTPACKS_2
+                | t::SET_LISTPACK
+                | t::STREAM_LISTPACKS_3
+                | t::HASH_LISTPACK_EX_PRE_GA
+                | t::HASH_LISTPACK_EX
+        )
 }
 
 fn chunking(opts: &ApplyOptions) -> ParserOptions {
