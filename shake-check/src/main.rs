@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use shake_core::apply::DbMap;
-use shake_core::cli::{ConnArgs, FilterArgs, LogArgs};
+use shake_core::cli::{ConnArgs, FilterArgs, LogArgs, PreflightArgs};
 use shake_core::compare::{self, CompareOptions, Mode, SourceSpec};
 use shake_core::net::Endpoint;
 
@@ -118,6 +118,9 @@ struct Args {
 
     #[command(flatten)]
     log: LogArgs,
+
+    #[command(flatten)]
+    preflight: PreflightArgs,
 }
 
 fn main() -> ExitCode {
@@ -140,6 +143,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.preflight.preflight {
+        let mut pf = shake_core::preflight::Preflight::new(opts.connect.clone());
+        pf.target_cluster = opts.target_cluster;
+        let source = match &opts.source {
+            compare::SourceSpec::Live { endpoint, cluster } => {
+                pf.source_cluster = *cluster;
+                Some(endpoint.clone())
+            }
+            _ => None,
+        };
+        let report = runtime.block_on(pf.check(source.as_ref(), &opts.target));
+        return ExitCode::from(report.print(args.preflight.json));
+    }
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let mut line = Vec::with_capacity(256);
     let mut write_error: Option<std::io::Error> = None;

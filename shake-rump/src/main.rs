@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use shake_core::cli::{cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs};
+use shake_core::cli::{cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs};
 use shake_core::net::Endpoint;
 use shake_core::rdb::ValueType;
 use shake_core::scan::copy::{rump, RumpOutput, RumpSettings};
@@ -127,6 +127,9 @@ struct Args {
 
     #[command(flatten)]
     log: LogArgs,
+
+    #[command(flatten)]
+    preflight: PreflightArgs,
 }
 
 fn main() -> ExitCode {
@@ -149,6 +152,22 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.preflight.preflight {
+        let mut pf = shake_core::preflight::Preflight::new(settings.connect.clone());
+        pf.apply = settings.apply.clone();
+        pf.source_cluster = settings.source_cluster;
+        let target = match &settings.output {
+            shake_core::scan::copy::RumpOutput::Target {
+                endpoint, cluster, ..
+            } => {
+                pf.target_cluster = *cluster;
+                Some(endpoint.clone())
+            }
+            _ => None,
+        };
+        let report = runtime.block_on(pf.rump(&settings.source, target.as_ref()));
+        return ExitCode::from(report.print(args.preflight.json));
+    }
     let follow = settings.follow;
     let result = runtime.block_on(async move {
         let stop = CancellationToken::new();

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use shake_core::cli::{ApplyArgs, ConnArgs, FilterArgs, LogArgs};
+use shake_core::cli::{ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs};
 use shake_core::net::Endpoint;
 use shake_core::observe::status::StatusBoard;
 use shake_core::repl::ReplOptions;
@@ -30,7 +30,7 @@ use shake_core::sync::{self, StreamOptions, SyncSettings};
 #[command(
     name = "shake-sync",
     version,
-    after_help = "Examples:\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379\n  shake-sync --source redis://src-node:7000 --target redis://dst-node:7000 --status-addr 127.0.0.1:9121\n  shake-sync --config sync.toml            (a RedisShake v3 sync.toml; flags override it)"
+    after_help = "Examples:\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379 --preflight   (check, write nothing)\n  shake-sync --source redis://src-node:7000 --target redis://dst-node:7000 --status-addr 127.0.0.1:9121\n  shake-sync --config sync.toml            (a RedisShake v3 sync.toml; flags override it)"
 )]
 struct Args {
     /// Source URL: redis://[[user]:password@]host[:port], rediss:// for TLS; any node of a
@@ -122,6 +122,11 @@ struct Args {
 
     #[command(flatten)]
     log: LogArgs,
+
+    // --preflight checks source, target and the pair, plus where this sync's checkpoint is and
+    // whether a start now would resume or full-sync.
+    #[command(flatten)]
+    preflight: PreflightArgs,
 }
 
 fn main() -> ExitCode {
@@ -161,6 +166,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.preflight.preflight {
+        let code = runtime.block_on(preflight(&settings, args.preflight.json));
+        return ExitCode::from(code);
+    }
     let code = runtime.block_on(run(settings));
     runtime.shutdown_timeout(Duration::from_secs(2));
     code
@@ -228,6 +237,34 @@ async fn run(settings: SyncSettings) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+async fn preflight(settings: &SyncSettings, json: bool) -> u8 {
+    let mut pf = shake_core::preflight::Preflight::new(settings.connect.clone());
+    pf.apply = settings.apply.clone();
+    pf.psync_command = settings.repl.psync_command.clone();
+    pf.source_cluster = settings.source_cluster;
+    pf.target_cluster = settings.target_cluster;
+    pf.relaxed_version = settings.relaxed_version;
+    let general = pf.sync(&settings.source, &settings.target).await;
+    let (own, ours) = sync::preflight_checkpoints(settings).await;
+    let mut report = shake_core::preflight::Report::new();
+    for check in general.checks() {
+        // Keys of a target this sync already writes to are its own: a resume does not restore
+        // them, and a re-sync replaces them whatever --on-conflict says.
+        if ours && check.name == "pair.conflicts" {
+            report.push(shake_core::preflight::Check::ok(
+                "pair.conflicts",
+                "the target holds this sync's checkpoint: its keys are this sync's own (a resume leaves them, a full sync replaces them)",
+            ));
+        } else {
+            report.push(check.clone());
+        }
+    }
+    for check in own {
+        report.push(check);
+    }
+    report.print(json)
 }
 
 async fn wait_for_signal() {

@@ -823,7 +823,10 @@ fn sync_follows_a_cluster_source_failover() {
     let mut rcon = replica.client();
     let _: () = q(
         &mut rcon,
-        redis::cmd("CLUSTER").arg("MEET").arg("127.0.0.1").arg(master.port()),
+        redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg("127.0.0.1")
+            .arg(master.port()),
     );
     let t = Instant::now();
     loop {
@@ -834,12 +837,23 @@ fn sync_follows_a_cluster_source_failover() {
         if r.is_ok() {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "CLUSTER REPLICATE: {r:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "CLUSTER REPLICATE: {r:?}"
+        );
         sleep(Duration::from_millis(100));
     }
-    let link_up = |s: &Server| s.info("replication").get("master_link_status").map(String::as_str) == Some("up");
+    let link_up = |s: &Server| {
+        s.info("replication")
+            .get("master_link_status")
+            .map(String::as_str)
+            == Some("up")
+    };
     while !link_up(&replica) {
-        assert!(t.elapsed() < Duration::from_secs(30), "the replica never synced");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the replica never synced"
+        );
         sleep(Duration::from_millis(100));
     }
     let dst = Server::start(flavor);
@@ -851,8 +865,12 @@ fn sync_follows_a_cluster_source_failover() {
         while !stop2.load(Ordering::Relaxed) {
             let k = i % 61;
             // Writes can fail for a moment during the failover; the sources says what stuck.
-            let _: redis::RedisResult<()> = redis::cmd("INCR").arg(format!("c:{k}")).query(&mut wcon);
-            let _: redis::RedisResult<()> = redis::cmd("RPUSH").arg(format!("l:{k}")).arg(i).query(&mut wcon);
+            let _: redis::RedisResult<()> =
+                redis::cmd("INCR").arg(format!("c:{k}")).query(&mut wcon);
+            let _: redis::RedisResult<()> = redis::cmd("RPUSH")
+                .arg(format!("l:{k}"))
+                .arg(i)
+                .query(&mut wcon);
             i += 1;
         }
     });
@@ -861,7 +879,10 @@ fn sync_follows_a_cluster_source_failover() {
     sleep(Duration::from_secs(1));
     let _: () = q(&mut rcon, redis::cmd("CLUSTER").arg("FAILOVER"));
     while replica.info("replication").get("role").map(String::as_str) != Some("master") {
-        assert!(t.elapsed() < Duration::from_secs(90), "the failover did not happen");
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the failover did not happen"
+        );
         sleep(Duration::from_millis(100));
     }
     sleep(Duration::from_secs(2));
@@ -875,7 +896,12 @@ fn sync_follows_a_cluster_source_failover() {
         }
         all
     };
-    converge("cluster source failover", &source_now, &|| standalone_snapshot(&dst), Duration::from_secs(40));
+    converge(
+        "cluster source failover",
+        &source_now,
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(40),
+    );
     let (code, log) = sync.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(
@@ -883,5 +909,98 @@ fn sync_follows_a_cluster_source_failover() {
         "no partial resync with the new master (its sync_partial_ok: {}):\n{log}",
         stat(&replica, "sync_partial_ok")
     );
-    assert_eq!(stat(&replica, "sync_full"), 0, "a full sync from the new master:\n{log}");
+    assert_eq!(
+        stat(&replica, "sync_full"),
+        0,
+        "a full sync from the new master:\n{log}"
+    );
+}
+
+fn preflight(source: &str, target: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin("shake-sync"))
+        .args(["--source", source, "--target", target, "--preflight"])
+        .args(extra)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run shake-sync --preflight");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn checkpoint_line(report: &str) -> &str {
+    report
+        .lines()
+        .find(|l| l.contains("sync.checkpoint"))
+        .unwrap_or_else(|| panic!("no sync.checkpoint line:\n{report}"))
+}
+
+/// `--preflight`: the checkpoint line says first run / resume / full sync, as the real start does;
+/// nothing is written and no sync starts.
+#[test]
+fn sync_preflight_checkpoint() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let mut src = Server::start_with(flavor, &[BACKLOG, ("save", "")]);
+    let dst = Server::start(flavor);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut src.client())
+        .unwrap();
+
+    let (code, report) = preflight(&src.url(), &dst.url(), &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let line = checkpoint_line(&report);
+    assert!(
+        line.starts_with("OK") && line.contains("first run starts with a full sync"),
+        "{report}"
+    );
+    assert_eq!(stat(&src, "sync_full"), 0, "preflight started a sync");
+    let keys: i64 = q(&mut dst.client(), &redis::cmd("DBSIZE"));
+    assert_eq!(keys, 0, "preflight wrote to the target");
+
+    let (code, json) = preflight(&src.url(), &dst.url(), &["--json"]);
+    let doc: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(code, Some(0));
+    assert_eq!(doc["ok"], true, "{json}");
+
+    // After a run, a start resumes; the target's keys are the sync's own, not conflicts.
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(30));
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let (code, report) = preflight(&src.url(), &dst.url(), &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        checkpoint_line(&report).contains("a start resumes with a partial resync"),
+        "{report}"
+    );
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(30));
+    let (_, log) = sync.stop();
+    assert!(
+        log.contains("resumed from offset"),
+        "preflight said resume, the start did not:\n{log}"
+    );
+
+    // A restarted source has a new history: the preflight says full sync, and so does the start.
+    src.restart();
+    let (_, report) = preflight(&src.url(), &dst.url(), &[]);
+    let line = checkpoint_line(&report);
+    assert!(
+        line.starts_with("WARN") && line.contains("full sync"),
+        "{report}"
+    );
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(30));
+    let (_, log) = sync.stop();
+    assert!(
+        log.contains("cannot continue from"),
+        "preflight said full sync, the start did not:\n{log}"
+    );
 }

@@ -144,7 +144,9 @@ async fn resolve_source(spec: &LinkSpec, settings: &SyncSettings) -> Result<Endp
     )))
 }
 
-async fn connect_stream_target(settings: &SyncSettings) -> Result<Target<GroupTag>, SyncError> {
+pub(crate) async fn connect_stream_target(
+    settings: &SyncSettings,
+) -> Result<Target<GroupTag>, SyncError> {
     let opts = TargetOptions {
         cluster: settings.target_cluster,
         connect: settings.connect.clone(),
@@ -228,7 +230,7 @@ fn is_passing(e: &str) -> bool {
 }
 
 /// What the target holds for this link, and the names of the checkpoint keys found.
-async fn read_checkpoint(
+pub(crate) async fn read_checkpoint(
     settings: &SyncSettings,
     masters: &[Endpoint],
     keys: &CheckpointKeys,

@@ -229,3 +229,102 @@ pub async fn run(
         seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+/// shake-sync's own preflight line per link: where its checkpoint is, and whether a start now
+/// would resume (the source still has that history and its backlog holds the offset) or do a
+/// full sync. Reads only. Also says whether any link has a checkpoint on the target (then the
+/// target's keys are this sync's own, and conflicts do not apply to them).
+pub async fn preflight_checkpoints(s: &SyncSettings) -> (Vec<crate::preflight::Check>, bool) {
+    let mut ours = false;
+    let checks = preflight_links(s, &mut ours).await;
+    (checks, ours)
+}
+
+async fn preflight_links(s: &SyncSettings, ours: &mut bool) -> Vec<crate::preflight::Check> {
+    use crate::preflight::Check;
+    const NAME: &str = "sync.checkpoint";
+    let links = match plan_links(s).await {
+        Ok(l) => l,
+        Err(e) => {
+            return vec![Check::fail(
+                NAME,
+                format!("cannot list the source's shards: {e}"),
+                "fix the source connection first",
+            )]
+        }
+    };
+    let target = match link::connect_stream_target(s).await {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![Check::fail(
+                NAME,
+                format!("cannot read checkpoints: {e}"),
+                "fix the target connection first",
+            )]
+        }
+    };
+    let (masters, cluster) = (target.masters(), target.is_cluster());
+    drop(target);
+    let mut out = Vec::new();
+    for spec in links {
+        let keys = checkpoint::CheckpointKeys::new(&spec.name, cluster);
+        let key = String::from_utf8_lossy(&keys.low_water()).into_owned();
+        let applied = match link::read_checkpoint(s, &masters, &keys).await {
+            Ok((a, _)) => a,
+            Err(e) => {
+                out.push(Check::fail(
+                    NAME,
+                    format!("{key}: {e}"),
+                    "fix the target connection first",
+                ));
+                continue;
+            }
+        };
+        if applied.low_water.is_none() {
+            out.push(Check::ok(
+                NAME,
+                format!("no checkpoint {key} on the target: the first run starts with a full sync"),
+            ));
+            continue;
+        }
+        *ours = true;
+        let Some((replid, offset)) = applied.resume_offset() else {
+            out.push(Check::warn(NAME, format!("{key} marks a full sync that did not finish"), "the next run does the full sync again, replacing this link's keys (--on-conflict rewrite for them)"));
+            continue;
+        };
+        let info = match Connection::connect(&spec.seed, &s.connect).await {
+            Ok(mut c) => c.info("replication").await.ok(),
+            Err(_) => None,
+        };
+        let Some(info) = info else {
+            out.push(Check::warn(
+                NAME,
+                format!(
+                    "{key}: {replid} offset {offset}; {} did not answer INFO replication",
+                    spec.seed
+                ),
+                "check the source",
+            ));
+            continue;
+        };
+        let num = |k: &str| {
+            info.get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(-1)
+        };
+        let same = info.get("master_replid").is_some_and(|v| *v == replid)
+            || (info.get("master_replid2").is_some_and(|v| *v == replid)
+                && offset as i64 + 1 <= num("second_repl_offset"));
+        let first = num("repl_backlog_first_byte_offset");
+        let end = num("master_repl_offset");
+        let held = first >= 0 && (offset as i64 + 1) >= first && offset as i64 <= end;
+        if same && held {
+            out.push(Check::ok(NAME, format!("{key}: {replid} offset {offset}; the source's backlog holds it ({first}..{end}): a start resumes with a partial resync")));
+        } else if same {
+            out.push(Check::warn(NAME, format!("{key}: offset {offset} is outside the source's backlog ({first}..{end})"), "a start does a full sync (keys of this link are replaced); raise repl-backlog-size to survive longer stops"));
+        } else {
+            out.push(Check::warn(NAME, format!("{key} is for replication id {replid}, the source now has {}", info.get("master_replid").map(String::as_str).unwrap_or("?")), "a start does a full sync: the source restarted or is another server; check --source and --checkpoint-name"));
+        }
+    }
+    out
+}
