@@ -132,16 +132,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("shake-check: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(runtime) = shake_core::cli::runtime("shake-check") else {
+        return ExitCode::from(2);
     };
     if args.preflight.preflight {
         let mut pf = shake_core::preflight::Preflight::new(opts.connect.clone());

@@ -175,3 +175,19 @@ pub fn cluster_mode(cluster: bool, no_cluster: bool) -> Option<bool> {
         None
     }
 }
+
+/// The async runtime every tool runs on (two worker threads: the tools are I/O-bound and the
+/// blocking RDB parser has its own thread). `None` after printing why it could not start.
+pub fn runtime(tool: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("{tool}: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}

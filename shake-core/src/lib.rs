@@ -14,6 +14,7 @@ pub mod glob;
 pub mod lzf;
 pub mod net;
 pub mod observe;
+pub mod part_file;
 pub mod preflight;
 pub mod rdb;
 pub mod rebuild;

@@ -18,6 +18,7 @@ use shake_core::cli::PreflightArgs;
 use shake_core::client::{discover_masters, is_cluster};
 use shake_core::net::{ConnectOptions, Connection, Endpoint, TlsOptions};
 use shake_core::observe::Progress;
+use shake_core::part_file::PartFile;
 use shake_core::preflight::Preflight;
 use shake_core::rdb::ChecksumStatus;
 use shake_core::repl::{full_sync, RdbSummary, ReplOptions};
@@ -291,10 +292,13 @@ async fn run(args: Args) -> Result<(), Failure> {
         None => {
             let dest = match &output {
                 Output::Stdout => Dest::Stdout(stdout_file()?),
-                Output::File(p) => Dest::Part(PartFile::create(p)?),
+                Output::File(p) => Dest::Part(PartFile::create(p).map_err(Failure::Usage)?),
                 Output::Dir(d) => {
                     create_dir(d)?;
-                    Dest::Part(PartFile::create(&d.join(file_name_for(&endpoint)))?)
+                    Dest::Part(
+                        PartFile::create(&d.join(file_name_for(&endpoint)))
+                            .map_err(Failure::Usage)?,
+                    )
                 }
             };
             let meter = Arc::new(Meter::new(true, args.quiet, log_every));
@@ -391,84 +395,6 @@ fn stdout_file() -> Result<File, Failure> {
         .map_err(|e| Failure::Run(format!("cannot use stdout: {e}")))
 }
 
-/// `FILE.part` while the dump runs; renamed to FILE by `commit`, deleted when dropped uncommitted
-/// (a failure, Ctrl-C, or a sibling master's failure in a cluster dump).
-struct PartFile {
-    part: PathBuf,
-    dest: PathBuf,
-    file: Option<File>,
-    committed: bool,
-}
-
-impl PartFile {
-    fn create(dest: &Path) -> Result<PartFile, Failure> {
-        let mut name = dest.as_os_str().to_owned();
-        name.push(".part");
-        let part = PathBuf::from(name);
-        let file = File::create(&part)
-            .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", part.display())))?;
-        Ok(PartFile {
-            part,
-            dest: dest.to_path_buf(),
-            file: Some(file),
-            committed: false,
-        })
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        match &mut self.file {
-            Some(f) => f
-                .write_all(bytes)
-                .map_err(|e| format!("cannot write {}: {e}", self.part.display())),
-            None => Err(format!("{} is already closed", self.part.display())),
-        }
-    }
-
-    /// Flushes the data to disk (before the rename, so a crash cannot leave a FILE whose bytes
-    /// never reached the disk).
-    fn sync(&mut self) -> Result<(), String> {
-        match self.file.take() {
-            Some(f) => f
-                .sync_all()
-                .map_err(|e| format!("cannot flush {} to disk: {e}", self.part.display())),
-            None => Ok(()),
-        }
-    }
-
-    fn commit(mut self) -> Result<(), String> {
-        self.sync()?;
-        fs::rename(&self.part, &self.dest).map_err(|e| {
-            format!(
-                "cannot rename {} to {}: {e}",
-                self.part.display(),
-                self.dest.display()
-            )
-        })?;
-        self.committed = true;
-        // The rename itself is durable only once the directory is synced; best effort.
-        if let Some(dir) = self.dest.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            self.file = None;
-            let _ = fs::remove_file(&self.part);
-        }
-    }
-}
-
 enum Dest {
     Stdout(File),
     Part(PartFile),
@@ -507,7 +433,7 @@ impl Dest {
     fn name(&self) -> String {
         match self {
             Dest::Stdout(_) => "stdout".into(),
-            Dest::Part(p) => p.dest.display().to_string(),
+            Dest::Part(p) => p.dest_path().display().to_string(),
         }
     }
 }
@@ -707,7 +633,9 @@ async fn dump_cluster(
         jobs.push(Job {
             endpoint: m.clone(),
             conn: None,
-            dest: Dest::Part(PartFile::create(&dir.join(file_name_for(m)))?),
+            dest: Dest::Part(
+                PartFile::create(&dir.join(file_name_for(m))).map_err(Failure::Usage)?,
+            ),
         });
     }
     if !quiet {

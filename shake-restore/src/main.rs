@@ -79,16 +79,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("shake-restore: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = shake_core::cli::runtime("shake-restore") else {
+        return ExitCode::from(1);
     };
     if args.preflight.preflight {
         let mut pf = Preflight::new(settings.connect.clone());

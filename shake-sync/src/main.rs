@@ -155,16 +155,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("shake-sync: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = shake_core::cli::runtime("shake-sync") else {
+        return ExitCode::from(1);
     };
     if args.preflight.preflight {
         let code = runtime.block_on(preflight(&settings, args.preflight.json));

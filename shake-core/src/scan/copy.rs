@@ -4,11 +4,12 @@
 //! apply layer (planner on a blocking thread, executor on the runtime, bounded queues between
 //! them) or into one RDB file (FILE.part, renamed when complete).
 
+use crate::part_file::PartFile;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -713,7 +714,7 @@ fn write_file(
     let mut pending_functions: Vec<Vec<u8>> = Vec::new();
     let mut plan = PlanStats::default();
     let mut functions = 0u64;
-    let part_name = part.part.display().to_string();
+    let part_name = part.part_path().display().to_string();
     let io = |e: std::io::Error| format!("cannot write {part_name}: {e}");
     let open = |version: u16, file: File| -> Result<RdbFileWriter<BufWriter<File>>, String> {
         let aux: Vec<(&str, &[u8])> = aux
@@ -792,73 +793,11 @@ fn write_file(
     file.sync_all()
         .map_err(|e| format!("cannot flush {part_name} to disk: {e}"))?;
     Ok(FileStats {
-        dest: part.dest.display().to_string(),
+        dest: part.dest_path().display().to_string(),
         part,
         header,
         keys,
         functions,
         plan,
     })
-}
-
-/// `FILE.part` while the copy runs; renamed to FILE by `commit`, deleted when dropped
-/// uncommitted (a failure or an interruption), so a FILE is always a complete RDB.
-struct PartFile {
-    part: PathBuf,
-    dest: PathBuf,
-    file: Option<File>,
-    committed: bool,
-}
-
-impl PartFile {
-    fn create(dest: &Path) -> Result<PartFile, String> {
-        let mut name = dest.as_os_str().to_owned();
-        name.push(".part");
-        let part = PathBuf::from(name);
-        let file =
-            File::create(&part).map_err(|e| format!("cannot create {}: {e}", part.display()))?;
-        Ok(PartFile {
-            part,
-            dest: dest.to_path_buf(),
-            file: Some(file),
-            committed: false,
-        })
-    }
-
-    fn take_file(&mut self) -> Result<File, String> {
-        self.file
-            .take()
-            .ok_or_else(|| format!("{} is already in use", self.part.display()))
-    }
-
-    fn commit(mut self) -> Result<(), String> {
-        std::fs::rename(&self.part, &self.dest).map_err(|e| {
-            format!(
-                "cannot rename {} to {}: {e}",
-                self.part.display(),
-                self.dest.display()
-            )
-        })?;
-        self.committed = true;
-        if let Some(dir) = self.dest.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            self.file = None;
-            let _ = std::fs::remove_file(&self.part);
-        }
-    }
 }

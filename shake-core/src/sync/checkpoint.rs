@@ -142,6 +142,21 @@ impl Checkpoint {
         }
     }
 
+    pub fn at(replid: &str, offset: u64) -> Self {
+        Checkpoint {
+            replid: replid.to_string(),
+            offset: Some(offset),
+        }
+    }
+
+    /// `SET key <value>`, encoded.
+    pub fn set_command(&self, key: &[u8]) -> Vec<u8> {
+        let value = self.encode();
+        let mut out = Vec::with_capacity(key.len() + value.len() + 32);
+        crate::resp::encode_command(&mut out, &[&b"SET"[..], key, value.as_bytes()]);
+        out
+    }
+
     pub fn encode(&self) -> String {
         match self.offset {
             Some(o) => format!("{} {o}", self.replid),

@@ -447,15 +447,7 @@ async fn reset_checkpoint(
         cmds.push((k.clone(), c));
     }
     let lw = keys.low_water();
-    let mut c = Vec::new();
-    crate::resp::encode_command(
-        &mut c,
-        &[
-            &b"SET"[..],
-            &lw,
-            Checkpoint::in_progress().encode().as_bytes(),
-        ],
-    );
+    let c = Checkpoint::in_progress().set_command(&lw);
     cmds.push((lw, c));
     for (k, c) in cmds {
         target
@@ -583,21 +575,8 @@ async fn session(
             };
             *full_synced = true;
             let offset = stream.offset();
-            let mut c = Vec::new();
             let lw = keys.low_water();
-            crate::resp::encode_command(
-                &mut c,
-                &[
-                    &b"SET"[..],
-                    &lw,
-                    Checkpoint {
-                        replid: replid.clone(),
-                        offset: Some(offset),
-                    }
-                    .encode()
-                    .as_bytes(),
-                ],
-            );
+            let c = Checkpoint::at(&replid, offset).set_command(&lw);
             target
                 .submit(
                     Some(&lw),

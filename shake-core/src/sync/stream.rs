@@ -661,13 +661,7 @@ impl Applier {
         }
         self.stats.applied += 1;
         let key = self.keys.domain_key(Domain::Global);
-        let value = Checkpoint {
-            replid: self.replid.clone(),
-            offset: Some(end),
-        }
-        .encode();
-        let mut cmd = Vec::new();
-        encode_command(&mut cmd, &[&b"SET"[..], &key, value.as_bytes()]);
+        let cmd = Checkpoint::at(&self.replid, end).set_command(&key);
         self.target
             .submit(Some(&key), cmd, Idempotent::Yes, GroupTag::LowWater)
             .await
@@ -685,11 +679,7 @@ impl Applier {
         let end = self.processed;
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        let value = Checkpoint {
-            replid: self.replid.clone(),
-            offset: Some(end),
-        }
-        .encode();
+        let checkpoint = Checkpoint::at(&self.replid, end);
         let mut groups: Vec<(Option<u16>, Vec<Bytes>, u32)> = Vec::new();
         if !self.cluster {
             let mut n = 0u32;
@@ -713,9 +703,7 @@ impl Applier {
                     cmds.push(select_cmd(home));
                 }
                 let key = self.keys.domain_key(Domain::Single);
-                let mut set = Vec::new();
-                encode_command(&mut set, &[&b"SET"[..], &key, value.as_bytes()]);
-                cmds.push(Bytes::from(set));
+                cmds.push(Bytes::from(checkpoint.set_command(&key)));
                 cmds.push(Bytes::from_static(EXEC));
                 groups.push((None, cmds, n));
             }
@@ -739,9 +727,7 @@ impl Applier {
                 };
                 let n = (cmds.len() - 1) as u32;
                 let key = self.keys.domain_key(Domain::Slot(s));
-                let mut set = Vec::new();
-                encode_command(&mut set, &[&b"SET"[..], &key, value.as_bytes()]);
-                cmds.push(Bytes::from(set));
+                cmds.push(Bytes::from(checkpoint.set_command(&key)));
                 cmds.push(Bytes::from_static(EXEC));
                 groups.push((Some(s), cmds, n));
             }
@@ -877,13 +863,7 @@ impl Applier {
             return Ok(());
         }
         let key = self.keys.low_water();
-        let value = Checkpoint {
-            replid: self.replid.clone(),
-            offset: Some(self.low_water),
-        }
-        .encode();
-        let mut cmd = Vec::new();
-        encode_command(&mut cmd, &[&b"SET"[..], &key, value.as_bytes()]);
+        let cmd = Checkpoint::at(&self.replid, self.low_water).set_command(&key);
         self.target
             .submit(Some(&key), cmd, Idempotent::Yes, GroupTag::LowWater)
             .await
