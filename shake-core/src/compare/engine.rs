@@ -271,10 +271,11 @@ impl Plan {
         let everything = recheck.is_none();
         match &opts.source {
             SourceSpec::Live { .. } => {
-                let src = self
-                    .source
-                    .clone()
-                    .expect("a live source has its side info");
+                let Some(src) = self.source.clone() else {
+                    return Err(CompareError::Setup(
+                        "the live source was not prepared before the round".into(),
+                    ));
+                };
                 match recheck {
                     None => {
                         for &db in &self.forward_dbs {

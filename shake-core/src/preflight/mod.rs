@@ -258,9 +258,17 @@ impl Preflight {
                     ));
                     usable = false;
                 }
+                Ok(f) if f.header.is_none() => {
+                    report.push(Check::fail(
+                        "source.file",
+                        format!("{input}: no RDB header was read"),
+                        "restore from an intact file",
+                    ));
+                    usable = false;
+                }
                 Ok(f) => {
                     let keys: u64 = f.dbs.values().sum();
-                    let h = f.header.expect("scan sets the header");
+                    let Some(h) = f.header else { continue };
                     let magic = match h.magic {
                         crate::rdb::Magic::Redis => "REDIS",
                         crate::rdb::Magic::Valkey => "VALKEY",
