@@ -35,7 +35,7 @@ use super::checkpoint::{is_internal_key, Applied, Checkpoint, CheckpointKeys, Do
 use super::SyncError;
 use crate::apply::DbMap;
 use crate::client::{slot_of, Idempotent, Target};
-use crate::command::{command_info, command_keys, Kind};
+use crate::command::{command_info, command_keys, CommandInfo, Kind};
 use crate::filter::KeyFilter;
 use crate::resp::{encode_command, Reply};
 use crate::text::quote_bytes;
@@ -237,7 +237,8 @@ impl Applier {
                 "an empty command in the stream at offset {end}"
             )));
         };
-        let kind = command_info(name).map(|i| i.kind).unwrap_or(Kind::Other);
+        let info = command_info(name);
+        let kind = info.map(|i| i.kind).unwrap_or(Kind::Other);
         match kind {
             Kind::Ping => {
                 self.stats.skipped += 1;
@@ -275,7 +276,7 @@ impl Applier {
                 Ok(false)
             }
             _ => {
-                if let Some(p) = self.classify(kind, &frame, &argv, end).await? {
+                if let Some(p) = self.classify(info, kind, &frame, &argv, end).await? {
                     for p in p {
                         self.push(p);
                     }
@@ -333,12 +334,14 @@ impl Applier {
     /// cluster — an immediate run on every master.
     async fn classify(
         &mut self,
+        info: Option<&'static CommandInfo>,
         kind: Kind,
         frame: &Bytes,
         argv: &[&[u8]],
         end: u64,
     ) -> Result<Option<Vec<Pending>>, SyncError> {
-        let name = String::from_utf8_lossy(argv[0]).to_ascii_uppercase();
+        // Only messages need the name as text: no allocation per command on the hot path.
+        let name = || String::from_utf8_lossy(argv[0]).to_ascii_uppercase();
         if !self.opts.filter.db_allowed(self.src_db) {
             self.stats.skipped += 1;
             return Ok(None);
@@ -349,7 +352,8 @@ impl Applier {
         };
         if self.cluster && db != 0 {
             return Err(SyncError::Fatal(format!(
-                "{name} at source offset {end} writes database {}, but the target {} is a cluster, which has only database 0: map databases with --db-map (e.g. --db-map '*=0')",
+                "{} at source offset {end} writes database {}, but the target {} is a cluster, which has only database 0: map databases with --db-map (e.g. --db-map '*=0')",
+                name(),
                 self.src_db,
                 self.target_name()
             )));
@@ -361,7 +365,7 @@ impl Applier {
                     return Ok(None);
                 }
                 // A message is not data: sent as it comes, outside transactions and checkpoints.
-                let slot = (self.cluster && name == "SPUBLISH")
+                let slot = (self.cluster && argv[0].eq_ignore_ascii_case(b"SPUBLISH"))
                     .then(|| argv.get(1).map(|c| slot_of(c)))
                     .flatten();
                 self.flush().await?;
@@ -441,18 +445,25 @@ impl Applier {
             _ => {}
         }
 
-        let key_idx = match command_keys(argv) {
+        // The entry looked up once in `process`; `command_keys` only to phrase the unknown case.
+        let keys = match info {
+            Some(i) => i.key_indexes(argv),
+            None => command_keys(argv),
+        };
+        let key_idx = match keys {
             Ok(k) => k,
             Err(e) => {
                 if self.cluster {
                     return Err(SyncError::Fatal(format!(
-                        "cannot route {name} at source offset {end} to a cluster target: {e}"
+                        "cannot route {} at source offset {end} to a cluster target: {e}",
+                        name()
                     )));
                 }
                 self.warn_once(
                     "unknown",
                     format!(
-                        "{name} at offset {end} is not a known command; written as it came ({e})"
+                        "{} at offset {end} is not a known command; written as it came ({e})",
+                        name()
                     ),
                 );
                 return Ok(self
@@ -528,7 +539,8 @@ impl Applier {
                 .map(|p| vec![p]));
         }
         // Keys in several slots: only commands that act on each key alone can be split.
-        let upper = name.as_str();
+        let upper = name();
+        let upper = upper.as_str();
         let per_key: &[u8] = match upper {
             "DEL" | "UNLINK" | "TOUCH" => b"1",
             "MSET" | "MSETNX" => b"2",
