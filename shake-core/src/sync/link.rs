@@ -249,11 +249,18 @@ pub(crate) async fn read_checkpoint(
             .map_err(SyncError::from_net)?;
         let mut names = scan_keys(&mut conn, db, &keys.domain_pattern()).await?;
         names.push(lw_key.clone());
-        for k in names {
-            let r = conn
-                .request(&[&b"GET"[..], &k])
-                .await
-                .map_err(SyncError::from_net)?;
+        // Up to one key per slot on a cluster: pipelined, not a round trip each.
+        let mut replies = Vec::with_capacity(names.len());
+        for chunk in names.chunks(1000) {
+            for k in chunk {
+                conn.queue(&[&b"GET"[..], k]);
+            }
+            conn.flush().await.map_err(SyncError::from_net)?;
+            for _ in chunk {
+                replies.push(conn.read_reply().await.map_err(SyncError::from_net)?);
+            }
+        }
+        for (k, r) in names.into_iter().zip(replies) {
             if let Some(e) = r.error().filter(|e| is_passing(e)) {
                 return Err(SyncError::Target(format!(
                     "{node}: reading the checkpoint: {e}"
