@@ -189,7 +189,12 @@ fn source_spec(s: &str, cluster: bool) -> Result<SourceSpec, String> {
         return Ok(SourceSpec::Rdb(PathBuf::from(s)));
     }
     let endpoint = Endpoint::parse(s)
-        .map_err(|e| format!("--source {s:?} is neither a readable RDB file nor a URL: {e}"))?
+        .map_err(|e| {
+            format!(
+                "--source {:?} is neither a readable RDB file nor a URL: {e}",
+                shake_core::net::redact_url(s)
+            )
+        })?
         .password_from_env("SHAKE_SOURCE_PASSWORD");
     Ok(SourceSpec::Live {
         endpoint,

@@ -52,32 +52,57 @@ impl fmt::Display for Endpoint {
     }
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+/// `s` percent-decoded; the error names `what` (the user name, the password), never `s`, so a
+/// password cannot leak through it.
+fn percent_decode(s: &str, what: &str) -> Result<String, String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = s
+            let byte = s
                 .get(i + 1..i + 3)
-                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
-            out.push(
-                u8::from_str_radix(hex, 16).map_err(|_| format!("bad percent escape in {s:?}"))?,
-            );
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| format!("bad percent escape in the {what} (write %XX, e.g. %40 for @)"))?;
+            out.push(byte);
             i += 3;
         } else {
             out.push(b[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 after percent-decoding"))
+    String::from_utf8(out).map_err(|_| format!("the {what} is not UTF-8 after percent-decoding"))
+}
+
+/// `url` as it may appear in a message: the password of `[user]:password@` (or a lone
+/// `password@`) replaced by `***`, whatever else is wrong with the URL. Every message that
+/// echoes a URL the user typed goes through this (a parsed `Endpoint` prints without it).
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    // The same split as `Endpoint::parse`: credentials end at the last '@'.
+    match rest.rfind('@') {
+        None => url.to_string(),
+        Some(at) => {
+            let user = match rest[..at].split_once(':') {
+                Some((u, _)) => format!("{u}:"),
+                None => String::new(),
+            };
+            format!("{scheme}{user}***{}", &rest[at..])
+        }
+    }
 }
 
 impl Endpoint {
     /// Parses `redis://...`, `rediss://...`, or a bare `host:port`.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
         let bad = |why: &str| {
-            format!("invalid endpoint {url:?}: {why} (expected redis://[[user]:password@]host[:port][/db])")
+            format!(
+                "invalid endpoint {:?}: {why} (expected redis://[[user]:password@]host[:port][/db])",
+                redact_url(url)
+            )
         };
         let (tls, rest) = if let Some(r) = url.strip_prefix("rediss://") {
             (true, r)
@@ -128,10 +153,19 @@ impl Endpoint {
             // password (`user:@`) means "none given", so SHAKE_*_PASSWORD can supply it.
             Some(a) => match a.split_once(':') {
                 Some((u, p)) => (
-                    (!u.is_empty()).then(|| percent_decode(u)).transpose()?,
-                    (!p.is_empty()).then(|| percent_decode(p)).transpose()?,
+                    (!u.is_empty())
+                        .then(|| percent_decode(u, "user name"))
+                        .transpose()
+                        .map_err(|e| bad(&e))?,
+                    (!p.is_empty())
+                        .then(|| percent_decode(p, "password"))
+                        .transpose()
+                        .map_err(|e| bad(&e))?,
                 ),
-                None => (None, Some(percent_decode(a)?)),
+                None => (
+                    None,
+                    Some(percent_decode(a, "password").map_err(|e| bad(&e))?),
+                ),
             },
         };
         Ok(Endpoint {
@@ -646,6 +680,24 @@ mod tests {
         assert!(Endpoint::parse("http://x").is_err());
         assert!(Endpoint::parse("redis://h:99999").is_err());
         assert!(Endpoint::parse("redis://h/x").is_err());
+    }
+
+    #[test]
+    fn messages_never_show_the_password() {
+        for url in [
+            "redis://:SrcPw@host:99999",
+            "redis://app:SrcPw@host:99999",
+            "rediss://SrcPw@host/x",
+            "redis://app:Src@Pw@:1",
+            "redis://app:SrcPw%zz@host",
+            "redis://app:SrcPw%ff@host",
+            "http://u:SrcPw@host",
+        ] {
+            let e = Endpoint::parse(url).unwrap_err();
+            assert!(!e.contains("SrcPw") && e.contains("***"), "{url}: {e}");
+        }
+        assert_eq!(redact_url("redis://host:1"), "redis://host:1");
+        assert_eq!(redact_url("redis://u:p@h"), "redis://u:***@h");
     }
 
     #[test]
