@@ -109,8 +109,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     let output: Box<dyn Write> = if args.output.as_os_str() == "-" {
         Box::new(io::stdout().lock())
     } else {
-        let f = File::create(&args.output)
-            .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", args.output.display())))?;
+        let f = shake_core::part_file::create_private(&args.output).map_err(Failure::Usage)?;
         Box::new(f)
     };
     let out = BufWriter::with_capacity(256 * 1024, output);
