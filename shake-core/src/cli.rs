@@ -80,6 +80,12 @@ pub struct ApplyArgs {
     /// Commands in flight per target connection
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub pipeline: usize,
+
+    /// Send values in their compact encodings (listpack, ziplist, intset) without first checking
+    /// their structure as deeply as the servers' sanitize-dump-payload does (faster; a corrupt
+    /// value may then crash a target that does not sanitize)
+    #[arg(long)]
+    pub no_verify_values: bool,
 }
 
 impl ApplyArgs {
@@ -96,6 +102,7 @@ impl ApplyArgs {
                 FieldTtlPolicy::Refuse
             },
             qps: self.qps,
+            verify_values: !self.no_verify_values,
             ..ApplyOptions::default()
         })
     }

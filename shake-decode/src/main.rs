@@ -115,6 +115,9 @@ fn run(args: &Args) -> Result<(), Failure> {
     let out = BufWriter::with_capacity(256 * 1024, output);
     let opts = ParserOptions {
         relaxed_version: args.relaxed_version,
+        // Values left out (filters, --format keys) are stepped over unread; every value that
+        // is decoded is checked as deeply as a server's sanitizer checks it.
+        verify_values: false,
         ..ParserOptions::default()
     };
     let mut parser = RdbParser::with_options(input, opts);

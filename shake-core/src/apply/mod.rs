@@ -130,6 +130,9 @@ pub struct ApplyOptions {
     pub field_ttls: FieldTtlPolicy,
     /// Cap on commands per second sent to the target (0: none).
     pub qps: u64,
+    /// Check every compact encoding (listpack, ziplist, intset) of a value before its raw bytes
+    /// go to the target, as deeply as the servers' own sanitizer (`ParserOptions::verify_values`).
+    pub verify_values: bool,
 }
 
 impl Default for ApplyOptions {
@@ -144,6 +147,20 @@ impl Default for ApplyOptions {
             keep_lru: false,
             field_ttls: FieldTtlPolicy::Refuse,
             qps: 0,
+            verify_values: true,
+        }
+    }
+}
+
+impl ApplyOptions {
+    /// How the RDB that feeds these writes is read: chunked as the writes are cut, raw payloads
+    /// checked unless `verify_values` is off.
+    pub fn parser_options(&self, relaxed_version: bool) -> crate::rdb::ParserOptions {
+        crate::rdb::ParserOptions {
+            chunk_elements: self.chunk_elements,
+            relaxed_version,
+            verify_values: self.verify_values,
+            ..crate::rdb::ParserOptions::default()
         }
     }
 }

@@ -172,6 +172,11 @@ impl<'a> Planner<'a> {
         }
         let chunks = || RdbParser::for_value(value, header, rdb_type, &k.key, chunking(self.opts));
         if loadable && (value.len() <= self.opts.big_key_bytes || value_type == ValueType::Module) {
+            if self.opts.verify_values {
+                // The source server made this payload, but one that loaded a corrupt RDB
+                // without deep sanitization serves it as it is: checked as a file's value is.
+                chunks()?.skip_value()?;
+            }
             self.stats.restored += 1;
             let tv = self.target.rdb_version;
             // A stamp the target accepts goes as it is (no CRC to recompute): its own, or any
@@ -379,10 +384,7 @@ fn restyle(target: &TargetFormat, source: Header, rdb_type: u8) -> bool {
 }
 
 fn chunking(opts: &ApplyOptions) -> ParserOptions {
-    ParserOptions {
-        chunk_elements: opts.chunk_elements,
-        ..ParserOptions::default()
-    }
+    opts.parser_options(false)
 }
 
 /// Rough size of a decoded chunk, to bound what the portable path holds in memory.

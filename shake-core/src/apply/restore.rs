@@ -324,11 +324,7 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
     let prepared = prepare_target(&mut target, &s.apply).await?;
     let format = prepared.format;
     let apply = &prepared.apply;
-    let parser_opts = ParserOptions {
-        chunk_elements: apply.chunk_elements,
-        relaxed_version: s.relaxed_version,
-        ..ParserOptions::default()
-    };
+    let parser_opts = apply.parser_options(s.relaxed_version);
 
     if s.verify_first {
         for input in s

@@ -218,6 +218,7 @@ fn read_file(
             chunk_elements: CHUNK_ELEMENTS,
             relaxed_version: opts.relaxed_version,
             verify_checksum: true,
+            ..ParserOptions::default()
         },
     );
     parser.header().map_err(rdb_err)?;

@@ -1,6 +1,25 @@
 //! The compact in-memory encodings Redis stores inside a single RDB string: ziplist, listpack,
 //! intset and zipmap. Each walker checks every offset against the blob's bounds and reports a
 //! malformed blob as an error; none of them trusts a header count to size an allocation.
+//!
+//! The walkers check a blob as deeply as the servers' own sanitizer does
+//! (`sanitize-dump-payload yes`: `lpValidateIntegrity`, `ziplistValidateIntegrity`,
+//! `intsetValidateIntegrity` in deep mode), because a server that loads a payload without deep
+//! sanitization (Redis's default) trusts these facts and crashes on a blob that breaks them:
+//! - listpack: total bytes = the string's length, last byte the terminator, every entry inside
+//!   the blob with a back-length that decodes to the entry's size, the header's element count
+//!   equal to the entries walked (unless it is 65535, "unknown");
+//! - ziplist: the same for its header, every entry's prevlen equal to the previous entry's size
+//!   (0 for the first), the tail offset pointing at the last entry;
+//! - intset: a known width, the size = header + count x width, at least one element, strictly
+//!   ascending (no duplicates).
+//!
+//! `TupleCheck` adds the type rules the servers apply to what these blobs hold: members unique
+//! (set listpack), members/fields unique with an even element count (zset and hash
+//! ziplists/listpacks), and for a hash with field TTLs (listpack-ex) field-value-TTL triples,
+//! fields unique, each TTL an integer in 0..=2^48-1 and the TTL'd fields first, in ascending
+//! TTL order. An error names the entry and its offset inside the blob; the parser adds the key
+//! and the blob's offset in the file.
 
 use std::fmt::Write as _;
 
@@ -55,6 +74,191 @@ impl Elem<'_> {
 
     pub fn is_empty(self) -> bool {
         self.len() == 0
+    }
+
+    /// Calls `f` with the element as the text Redis shows (an integer as its decimal form),
+    /// without allocating.
+    pub fn with_text<T>(self, f: impl FnOnce(&[u8]) -> T) -> T {
+        match self {
+            Elem::Bytes(b) => f(b),
+            Elem::Int(i) => {
+                let mut buf = [0u8; 20];
+                let mut at = buf.len();
+                let mut v = i.unsigned_abs();
+                loop {
+                    at -= 1;
+                    buf[at] = b'0' + (v % 10) as u8;
+                    v /= 10;
+                    if v == 0 {
+                        break;
+                    }
+                }
+                if i < 0 {
+                    at -= 1;
+                    buf[at] = b'-';
+                }
+                f(&buf[at..])
+            }
+        }
+    }
+}
+
+/// An element compared as its text: an integer 5 and a string "5" are one member to the server.
+#[derive(Clone, Copy)]
+struct Text<'a>(Elem<'a>);
+
+impl PartialEq for Text<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        match (self.0, o.0) {
+            (Elem::Int(a), Elem::Int(b)) => a == b,
+            (Elem::Bytes(a), Elem::Bytes(b)) => a == b,
+            (a, b) => a.with_text(|x| b.with_text(|y| x == y)),
+        }
+    }
+}
+
+impl Eq for Text<'_> {}
+
+impl std::hash::Hash for Text<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.with_text(|t| h.write(t));
+    }
+}
+
+/// What a container's elements must satisfy beyond its structure (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tuples {
+    /// Any elements (list nodes).
+    Any,
+    /// Every element unique (set listpack).
+    Unique,
+    /// (field, value) pairs, fields unique.
+    Pairs,
+    /// (member, score) pairs, members unique, every score a number.
+    Scored,
+    /// (field, value, TTL) triples of a hash with field TTLs (listpack-ex).
+    FieldValueTtl,
+}
+
+/// The largest field TTL a listpack-ex holds (`EB_EXPIRE_TIME_MAX`, 2^48-1 ms).
+const MAX_FIELD_TTL: i64 = (1 << 48) - 1;
+
+/// Checks a container's elements, fed one by one, against a `Tuples` rule.
+pub struct TupleCheck<'a> {
+    rule: Tuples,
+    n: usize,
+    /// Firsts of the tuples seen: a short list compared linearly, then a hash set.
+    few: Vec<Text<'a>>,
+    many: std::collections::HashSet<Text<'a>, FastHash>,
+    last_ttl: i64,
+}
+
+/// A cheap hasher for the duplicate check (FxHash's multiply-rotate): the input is a blob the
+/// checksum already vouched for, and a collision only costs a comparison.
+#[derive(Default, Clone, Copy)]
+pub struct FastHash;
+
+pub struct FastHasher(u64);
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ bytes.len() as u64)
+            .wrapping_mul(K);
+    }
+}
+
+impl<'a> TupleCheck<'a> {
+    pub fn new(rule: Tuples) -> Self {
+        TupleCheck {
+            rule,
+            n: 0,
+            few: Vec::new(),
+            many: std::collections::HashSet::with_hasher(FastHash),
+            last_ttl: -1,
+        }
+    }
+
+    /// Takes the next element.
+    pub fn push(&mut self, e: Elem<'a>) -> WalkResult {
+        let width = match self.rule {
+            Tuples::Any => return Ok(()),
+            Tuples::Unique => 1,
+            Tuples::Pairs | Tuples::Scored => 2,
+            Tuples::FieldValueTtl => 3,
+        };
+        let pos = self.n % width;
+        self.n += 1;
+        if pos == 0 {
+            let what = if width == 1 { "member" } else { "field or member" };
+            let dup = || {
+                e.with_text(|t| {
+                    format!("{what} {} appears twice", crate::text::quote_bytes(t))
+                })
+            };
+            let t = Text(e);
+            if self.many.is_empty() && self.few.len() < 16 {
+                if self.few.contains(&t) {
+                    return Err(dup());
+                }
+                self.few.push(t);
+            } else {
+                if self.many.is_empty() {
+                    self.many.extend(self.few.drain(..));
+                }
+                if !self.many.insert(t) {
+                    return Err(dup());
+                }
+            }
+        } else if pos == 1 && self.rule == Tuples::Scored {
+            e.as_score().ok_or("zset score is not a number")?;
+        } else if pos == 2 {
+            let ttl = e.as_int().ok_or("hash field TTL is not an integer")?;
+            if !(0..=MAX_FIELD_TTL).contains(&ttl) {
+                return Err(format!("hash field TTL {ttl} is out of range"));
+            }
+            // The fields with a TTL come first, in ascending TTL order.
+            if ttl != 0 && (self.last_ttl == 0 || ttl < self.last_ttl) {
+                return Err(format!(
+                    "hash field TTL {ttl} is out of order (after {})",
+                    self.last_ttl
+                ));
+            }
+            self.last_ttl = ttl;
+        }
+        Ok(())
+    }
+
+    /// After the last element: the count must be a whole number of tuples.
+    pub fn finish(&self) -> WalkResult {
+        match self.rule {
+            Tuples::Pairs | Tuples::Scored if self.n % 2 != 0 => {
+                Err(format!("{} elements do not make field/value pairs", self.n))
+            }
+            Tuples::FieldValueTtl if self.n % 3 != 0 => Err(format!(
+                "{} elements do not make field/value/TTL triples",
+                self.n
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -118,18 +322,46 @@ pub fn ziplist_for_each<'a>(
             buf.len()
         ));
     }
+    let tail = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let header_count = u16::from_le_bytes([header[8], header[9]]);
     let mut at = 10;
     let mut count = 0usize;
+    let mut prev_start = None;
+    let mut prev_size = 0usize;
     loop {
+        let start = at;
         let first = *buf.get(at).ok_or("ziplist has no end marker")?;
         if first == 0xFF {
             if at + 1 != buf.len() {
                 return Err(format!("ziplist end marker at {at} is not the last byte"));
             }
+            if tail > at || prev_start.is_some_and(|p| p != tail) {
+                return Err(format!(
+                    "ziplist tail offset {tail} does not point at its last entry ({})",
+                    prev_start.unwrap_or(10)
+                ));
+            }
+            if header_count != u16::MAX && header_count as usize != count {
+                return Err(format!(
+                    "ziplist header says {header_count} entries, it holds {count}"
+                ));
+            }
             return Ok(count);
         }
-        // prevlen: one byte, or 0xFE and a 4-byte length.
-        at += if first == 0xFE { 5 } else { 1 };
+        // prevlen: one byte, or 0xFE and a 4-byte length; always the previous entry's size.
+        let prevlen = if first == 0xFE {
+            let b = take(buf, at + 1, 4, "ziplist prevlen")?;
+            at += 5;
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+        } else {
+            at += 1;
+            first as usize
+        };
+        if prevlen != prev_size {
+            return Err(format!(
+                "ziplist entry {count} at blob offset {start} says the previous entry has {prevlen} bytes, it has {prev_size}"
+            ));
+        }
         let enc = *buf.get(at).ok_or("ziplist entry runs past the blob")?;
         let elem = match enc >> 6 {
             0 => {
@@ -179,7 +411,14 @@ pub fn ziplist_for_each<'a>(
                 }
             }
         };
-        f(elem)?;
+        if at >= buf.len() {
+            return Err(format!(
+                "ziplist entry {count} at blob offset {start} runs into the end marker"
+            ));
+        }
+        f(elem).map_err(|m| format!("ziplist entry {count} at blob offset {start}: {m}"))?;
+        prev_start = Some(start);
+        prev_size = at - start;
         count += 1;
     }
 }
@@ -197,6 +436,7 @@ pub fn listpack_for_each<'a>(
             buf.len()
         ));
     }
+    let header_count = u16::from_le_bytes([header[4], header[5]]);
     let mut at = 6;
     let mut count = 0usize;
     loop {
@@ -204,6 +444,11 @@ pub fn listpack_for_each<'a>(
         if enc == 0xFF {
             if at + 1 != buf.len() {
                 return Err(format!("listpack end marker at {at} is not the last byte"));
+            }
+            if header_count != u16::MAX && header_count as usize != count {
+                return Err(format!(
+                    "listpack header says {header_count} elements, it holds {count}"
+                ));
             }
             return Ok(count);
         }
@@ -264,9 +509,21 @@ pub fn listpack_for_each<'a>(
         if matches!(entry_len, 16383 | 2097151 | 268435455) && buf.get(at) == Some(&0) {
             backlen_size += 1;
         }
-        take(buf, at, backlen_size, "listpack back-length")?;
+        let backlen = take(buf, at, backlen_size, "listpack back-length")?;
+        // Big-endian groups of 7 bits; every byte but the first has the continuation bit.
+        let mut value = 0usize;
+        let mut well_formed = true;
+        for (i, &b) in backlen.iter().enumerate() {
+            well_formed &= (b & 0x80 != 0) == (i != 0);
+            value = (value << 7) | (b & 0x7F) as usize;
+        }
+        if !well_formed || value != entry_len {
+            return Err(format!(
+                "listpack entry {count} at blob offset {start} has {entry_len} bytes, its back-length says {value}"
+            ));
+        }
         at += backlen_size;
-        f(elem)?;
+        f(elem).map_err(|m| format!("listpack entry {count} at blob offset {start}: {m}"))?;
         count += 1;
     }
 }
@@ -288,16 +545,28 @@ pub fn intset_for_each(buf: &[u8], mut f: impl FnMut(i64) -> WalkResult) -> Resu
                 buf.len()
             )
         })?;
-    for chunk in buf[8..8 + body].chunks_exact(width) {
-        f(le_int(chunk))?;
+    if count == 0 {
+        return Err("intset holds no integers (Redis never writes one)".into());
+    }
+    let mut prev = None;
+    for (i, chunk) in buf[8..8 + body].chunks_exact(width).enumerate() {
+        let v = le_int(chunk);
+        if prev.is_some_and(|p| v <= p) {
+            return Err(format!(
+                "intset integer {i} at blob offset {} ({v}) is not above the one before it",
+                8 + i * width
+            ));
+        }
+        prev = Some(v);
+        f(v)?;
     }
     Ok(count)
 }
 
 /// Walks a zipmap (the pre-2.6 hash encoding), calling `f` for each field/value pair.
-pub fn zipmap_for_each(
-    buf: &[u8],
-    mut f: impl FnMut(&[u8], &[u8]) -> WalkResult,
+pub fn zipmap_for_each<'a>(
+    buf: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> WalkResult,
 ) -> Result<usize, String> {
     fn zm_len(buf: &[u8], at: &mut usize) -> Result<Option<usize>, String> {
         let b = *buf.get(*at).ok_or("zipmap runs past the blob")?;
@@ -390,7 +659,7 @@ mod tests {
         let total = 10 + body.len() + 1;
         let mut zl = Vec::new();
         zl.extend_from_slice(&(total as u32).to_le_bytes());
-        zl.extend_from_slice(&0u32.to_le_bytes());
+        zl.extend_from_slice(&18u32.to_le_bytes()); // the tail: the last entry's offset
         zl.extend_from_slice(&4u16.to_le_bytes());
         zl.append(&mut body);
         zl.push(0xFF);
@@ -430,5 +699,111 @@ mod tests {
         assert_eq!(got, vec![-3, 7]);
         is[4] = 0xFF;
         assert!(intset_for_each(&is, |_| Ok(())).is_err());
+    }
+
+    fn listpack(entries: &[&[u8]], count: u16) -> Vec<u8> {
+        let mut body = Vec::new();
+        for e in entries {
+            lp_entry(&mut body, e);
+        }
+        let mut lp = Vec::new();
+        lp.extend_from_slice(&((6 + body.len() + 1) as u32).to_le_bytes());
+        lp.extend_from_slice(&count.to_le_bytes());
+        lp.extend_from_slice(&body);
+        lp.push(0xFF);
+        lp
+    }
+
+    fn checked(rule: Tuples, lp: &[u8]) -> WalkResult {
+        let mut c = TupleCheck::new(rule);
+        listpack_for_each(lp, |e| c.push(e))?;
+        c.finish()
+    }
+
+    #[test]
+    fn structure_as_deep_as_the_servers_sanitizer() {
+        let ok = listpack(&[&[0x01], &[0x82, b'a', b'b']], 2);
+        assert_eq!(listpack_for_each(&ok, |_| Ok(())), Ok(2));
+        // The header's count must match (65535 means "count them").
+        let e = listpack_for_each(&listpack(&[&[0x01], &[0x02]], 3), |_| Ok(())).unwrap_err();
+        assert!(e.contains("says 3 elements, it holds 2"), "{e}");
+        assert!(listpack_for_each(&listpack(&[&[0x01]], u16::MAX), |_| Ok(())).is_ok());
+        // A back-length that disagrees with its entry.
+        let mut bad = ok.clone();
+        bad[7] = 2;
+        let e = listpack_for_each(&bad, |_| Ok(())).unwrap_err();
+        assert!(e.contains("back-length") && e.contains("blob offset 6"), "{e}");
+
+        // Ziplist: a wrong prevlen, a wrong tail, a wrong count.
+        let zl = |prev2: u8, tail: u32, count: u16| {
+            let body = [0x00, 0xF2, 0x02, 0xF3];
+            let mut zl = Vec::new();
+            zl.extend_from_slice(&((10 + body.len() + 1) as u32).to_le_bytes());
+            zl.extend_from_slice(&tail.to_le_bytes());
+            zl.extend_from_slice(&count.to_le_bytes());
+            zl.extend_from_slice(&body);
+            zl[12] = prev2;
+            zl.push(0xFF);
+            zl
+        };
+        assert_eq!(ziplist_for_each(&zl(2, 12, 2), |_| Ok(())), Ok(2));
+        for (bad, why) in [
+            (zl(1, 12, 2), "previous entry"),
+            (zl(2, 10, 2), "tail offset"),
+            (zl(2, 12, 3), "says 3 entries"),
+        ] {
+            let e = ziplist_for_each(&bad, |_| Ok(())).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+
+        // Intset: ascending without duplicates, never empty.
+        let is = |vals: &[i16]| {
+            let mut b = 2u32.to_le_bytes().to_vec();
+            b.extend_from_slice(&(vals.len() as u32).to_le_bytes());
+            for v in vals {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b
+        };
+        assert!(intset_for_each(&is(&[-1, 5]), |_| Ok(())).is_ok());
+        assert!(intset_for_each(&is(&[5, 5]), |_| Ok(())).is_err());
+        assert!(intset_for_each(&is(&[5, -1]), |_| Ok(())).is_err());
+        assert!(intset_for_each(&is(&[]), |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn type_rules_of_the_servers_deep_check() {
+        // A set whose members repeat, also as integer 5 against string "5".
+        let dup = listpack(&[&[0x05], &[0x81, b'x'], &[0x81, b'5']], 3);
+        let e = checked(Tuples::Unique, &dup).unwrap_err();
+        assert!(e.contains("\"5\" appears twice") && e.contains("entry 2"), "{e}");
+        assert!(checked(Tuples::Any, &dup).is_ok());
+        // Many members: the hash-set path finds a repeat as well.
+        let mut many: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i]).collect();
+        many.push(vec![0x81, b'7']);
+        let refs: Vec<&[u8]> = many.iter().map(|v| v.as_slice()).collect();
+        assert!(checked(Tuples::Unique, &listpack(&refs, 41)).is_err());
+        assert!(checked(Tuples::Unique, &listpack(&refs[..40], 40)).is_ok());
+        // Pairs: an odd count, a repeated field (values may repeat), a score that is no number.
+        let odd = listpack(&[&[0x81, b'f'], &[0x01], &[0x81, b'g']], 3);
+        assert!(checked(Tuples::Pairs, &odd).is_err());
+        let vals = listpack(&[&[0x81, b'f'], &[0x01], &[0x81, b'g'], &[0x01]], 4);
+        assert!(checked(Tuples::Pairs, &vals).is_ok());
+        let fields = listpack(&[&[0x81, b'f'], &[0x01], &[0x81, b'f'], &[0x02]], 4);
+        assert!(checked(Tuples::Pairs, &fields).is_err());
+        let score = listpack(&[&[0x81, b'm'], &[0x81, b'x']], 2);
+        assert!(checked(Tuples::Scored, &score).is_err());
+        assert!(checked(Tuples::Pairs, &score).is_ok());
+        // Field TTLs: the TTL'd fields first, ascending; a TTL is an integer.
+        let ttl = |a: u8, b: u8| {
+            listpack(
+                &[&[0x81, b'a'], &[0x01], &[a], &[0x81, b'b'], &[0x01], &[b]],
+                6,
+            )
+        };
+        assert!(checked(Tuples::FieldValueTtl, &ttl(5, 9)).is_ok());
+        assert!(checked(Tuples::FieldValueTtl, &ttl(5, 0)).is_ok());
+        assert!(checked(Tuples::FieldValueTtl, &ttl(9, 5)).is_err());
+        assert!(checked(Tuples::FieldValueTtl, &ttl(0, 5)).is_err());
     }
 }

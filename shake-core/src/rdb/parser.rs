@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use super::compact::{self, Container, Elem};
+use super::compact::{self, Container, Elem, TupleCheck, Tuples};
 use super::error::{RdbError, RdbErrorKind, Result};
 use super::model::*;
 use super::module_name_from_id;
@@ -25,6 +25,12 @@ pub struct ParserOptions {
     pub relaxed_version: bool,
     /// Compare the trailer CRC-64 with the bytes (when the trailer is non-zero).
     pub verify_checksum: bool,
+    /// Check the compact encodings (listpacks, ziplists, intsets, zipmaps) of values that are
+    /// stepped over rather than decoded, as deeply as a decoded one is (see `compact`): what a
+    /// raw payload forwards must not be something a server loading it without deep
+    /// sanitization crashes on. Off, a skipped blob is stepped over unread (faster: no LZF
+    /// decompression); a decoded value is always checked.
+    pub verify_values: bool,
 }
 
 impl Default for ParserOptions {
@@ -33,6 +39,7 @@ impl Default for ParserOptions {
             chunk_elements: 1024,
             relaxed_version: false,
             verify_checksum: true,
+            verify_values: true,
         }
     }
 }
@@ -690,7 +697,16 @@ impl<R: Read> RdbParser<R> {
         let chunk = match state {
             ValueState::Done => return Ok(None),
             ValueState::Start if self.skipping && is_blob_type(ty) => {
-                self.skip_blob(ty)?;
+                if self.opts.verify_values && ty != t::STRING {
+                    if ty == t::HASH_LISTPACK_EX {
+                        self.src.skip(8, "a hash minimum expiry")?;
+                    }
+                    let blob_at = self.src.offset();
+                    let blob = self.string("an encoded value")?;
+                    check_blob(ty, &blob).map_err(|m| RdbError::corrupt(m, blob_at))?;
+                } else {
+                    self.skip_blob(ty)?;
+                }
                 self.set_state(ValueState::Done);
                 Some(Chunk::Items(Vec::new()))
             }
@@ -734,6 +750,7 @@ impl<R: Read> RdbParser<R> {
                     return self.next_chunk_inner();
                 }
                 t::LIST_ZIPLIST | t::SET_INTSET | t::SET_LISTPACK => {
+                    let blob_at = self.src.offset();
                     let blob = self.string("an encoded collection")?;
                     let mut items = Vec::new();
                     let walked = match ty {
@@ -745,16 +762,21 @@ impl<R: Read> RdbParser<R> {
                             items.push(v.to_string().into_bytes());
                             Ok(())
                         }),
-                        _ => compact::listpack_for_each(&blob, |e| {
-                            items.push(e.to_vec());
-                            Ok(())
-                        }),
+                        _ => {
+                            let mut check = TupleCheck::new(Tuples::Unique);
+                            compact::listpack_for_each(&blob, |e| {
+                                check.push(e)?;
+                                items.push(e.to_vec());
+                                Ok(())
+                            })
+                        }
                     };
-                    walked.map_err(|m| RdbError::corrupt(m, at))?;
+                    walked.map_err(|m| RdbError::corrupt(m, blob_at))?;
                     self.set_state(ValueState::Done);
                     Some(Chunk::Items(items))
                 }
                 t::ZSET_ZIPLIST | t::ZSET_LISTPACK => {
+                    let blob_at = self.src.offset();
                     let blob = self.string("an encoded zset")?;
                     let mut flat: Vec<Elem> = Vec::new();
                     let container = if ty == t::ZSET_ZIPLIST {
@@ -763,7 +785,9 @@ impl<R: Read> RdbParser<R> {
                         Container::Listpack
                     };
                     let mut pairs = Vec::new();
+                    let mut check = TupleCheck::new(Tuples::Scored);
                     compact::for_each(container, &blob, |e| {
+                        check.push(e)?;
                         flat.push(e);
                         if flat.len() == 2 {
                             let score = flat[1].as_score().ok_or("zset score is not a number")?;
@@ -772,7 +796,7 @@ impl<R: Read> RdbParser<R> {
                         }
                         Ok(())
                     })
-                    .map_err(|m| RdbError::corrupt(m, at))?;
+                    .map_err(|m| RdbError::corrupt(m, blob_at))?;
                     if !flat.is_empty() {
                         return Err(RdbError::corrupt(
                             "encoded zset has a member without a score",
@@ -790,10 +814,13 @@ impl<R: Read> RdbParser<R> {
                     if ty == t::HASH_LISTPACK_EX {
                         self.ms_time("a hash minimum expiry")?;
                     }
+                    let blob_at = self.src.offset();
                     let blob = self.string("an encoded hash")?;
                     let mut fields = Vec::new();
                     let walked = if ty == t::HASH_ZIPMAP {
+                        let mut check = TupleCheck::new(Tuples::Unique);
                         compact::zipmap_for_each(&blob, |f, v| {
+                            check.push(Elem::Bytes(f))?;
                             fields.push(HashField {
                                 field: f.to_vec(),
                                 value: v.to_vec(),
@@ -808,6 +835,11 @@ impl<R: Read> RdbParser<R> {
                         } else {
                             3
                         };
+                        let mut check = TupleCheck::new(if tuple == 2 {
+                            Tuples::Pairs
+                        } else {
+                            Tuples::FieldValueTtl
+                        });
                         let mut pending: Vec<Elem> = Vec::with_capacity(3);
                         let container = if ty == t::HASH_ZIPLIST {
                             Container::Ziplist
@@ -815,6 +847,7 @@ impl<R: Read> RdbParser<R> {
                             Container::Listpack
                         };
                         compact::for_each(container, &blob, |e| {
+                            check.push(e)?;
                             pending.push(e);
                             if pending.len() == tuple {
                                 let expire_at_ms = if tuple == 3 {
@@ -845,7 +878,7 @@ impl<R: Read> RdbParser<R> {
                             }
                         })
                     };
-                    walked.map_err(|m| RdbError::corrupt(m, at))?;
+                    walked.map_err(|m| RdbError::corrupt(m, blob_at))?;
                     self.set_state(ValueState::Done);
                     Some(Chunk::Fields(fields))
                 }
@@ -917,7 +950,7 @@ impl<R: Read> RdbParser<R> {
                     return Ok(None);
                 }
                 if self.skipping {
-                    if v2 {
+                    let container = if v2 {
                         let container = self.length("a quicklist node container")?;
                         if container != 1 && container != 2 {
                             return Err(RdbError::corrupt(
@@ -925,8 +958,31 @@ impl<R: Read> RdbParser<R> {
                                 at,
                             ));
                         }
+                        container
+                    } else {
+                        2
+                    };
+                    if self.opts.verify_values && container == 2 {
+                        let node_at = self.src.offset();
+                        let node = self.string("a quicklist node")?;
+                        let c = if v2 {
+                            Container::Listpack
+                        } else {
+                            Container::Ziplist
+                        };
+                        match compact::for_each(c, &node, |_| Ok(())) {
+                            Ok(0) => {
+                                return Err(RdbError::corrupt(
+                                    "quicklist node holds no elements (Redis never writes one)",
+                                    node_at,
+                                ))
+                            }
+                            Ok(_) => {}
+                            Err(m) => return Err(RdbError::corrupt(m, node_at)),
+                        }
+                    } else {
+                        self.skip_string("a quicklist node")?;
                     }
-                    self.skip_string("a quicklist node")?;
                     self.set_state(ValueState::Quicklist {
                         remaining: remaining - 1,
                         v2,
@@ -944,6 +1000,7 @@ impl<R: Read> RdbParser<R> {
                 } else {
                     2
                 };
+                let node_at = self.src.offset();
                 let node = self.string("a quicklist node")?;
                 match (v2, container) {
                     (_, 1) if v2 => items.push(node),
@@ -952,14 +1009,14 @@ impl<R: Read> RdbParser<R> {
                             items.push(e.to_vec());
                             Ok(())
                         })
-                        .map_err(|m| RdbError::corrupt(m, at))?;
+                        .map_err(|m| RdbError::corrupt(m, node_at))?;
                     }
                     (false, _) => {
                         compact::ziplist_for_each(&node, |e| {
                             items.push(e.to_vec());
                             Ok(())
                         })
-                        .map_err(|m| RdbError::corrupt(m, at))?;
+                        .map_err(|m| RdbError::corrupt(m, node_at))?;
                     }
                     (true, c) => {
                         return Err(RdbError::corrupt(
@@ -1284,6 +1341,44 @@ fn is_blob_type(ty: u8) -> bool {
     )
 }
 
+/// Checks one compact-encoded value (a blob type's string, after any fixed prefix) with the rules
+/// a decode applies, decoding nothing: its structure, its type's tuple rules, and that it holds
+/// something.
+fn check_blob(ty: u8, blob: &[u8]) -> std::result::Result<(), String> {
+    let (container, rule) = match ty {
+        t::SET_INTSET => {
+            compact::intset_for_each(blob, |_| Ok(()))?;
+            return Ok(());
+        }
+        t::HASH_ZIPMAP => {
+            let mut check = TupleCheck::new(Tuples::Unique);
+            let n = compact::zipmap_for_each(blob, |f, _| check.push(Elem::Bytes(f)))?;
+            return nonempty(n);
+        }
+        t::LIST_ZIPLIST => (Container::Ziplist, Tuples::Any),
+        t::ZSET_ZIPLIST => (Container::Ziplist, Tuples::Scored),
+        t::HASH_ZIPLIST => (Container::Ziplist, Tuples::Pairs),
+        t::SET_LISTPACK => (Container::Listpack, Tuples::Unique),
+        t::ZSET_LISTPACK => (Container::Listpack, Tuples::Scored),
+        t::HASH_LISTPACK => (Container::Listpack, Tuples::Pairs),
+        t::HASH_LISTPACK_EX | t::HASH_LISTPACK_EX_PRE_GA => {
+            (Container::Listpack, Tuples::FieldValueTtl)
+        }
+        _ => return Ok(()),
+    };
+    let mut check = TupleCheck::new(rule);
+    let n = compact::for_each(container, blob, |e| check.push(e))?;
+    check.finish()?;
+    nonempty(n)
+}
+
+fn nonempty(n: usize) -> std::result::Result<(), String> {
+    if n == 0 {
+        return Err("empty collection (Redis never writes one; it skips such keys on load)".into());
+    }
+    Ok(())
+}
+
 fn empty_collection(at: u64) -> RdbError {
     RdbError::corrupt(
         "empty collection (Redis never writes one; it skips such keys on load)",
@@ -1330,8 +1425,8 @@ fn decode_stream_listpack(
             .as_int()
             .ok_or_else(|| format!("stream listpack {what} is not an integer"))
     };
-    let _count = int("entry count")?;
-    let _deleted = int("deleted count")?;
+    let live = int("entry count")?;
+    let deleted = int("deleted count")?;
     let master_fields = int("master field count")?;
     drop(int);
     let master_fields =
@@ -1381,12 +1476,31 @@ fn decode_stream_listpack(
                 fields.push((f.to_vec(), v.to_vec()));
             }
         }
-        next_int(&mut it, "back-count")?;
+        // lp-count: the entry's own element count, minus itself (as t_stream.c checks it).
+        let own = if flags & 2 != 0 {
+            names.len() + 3
+        } else {
+            2 * fields.len() + 4
+        };
+        let back = next_int(&mut it, "back-count")?;
+        if back != own as i64 {
+            return Err(format!(
+                "stream entry {} says it has {back} elements, it has {own}",
+                entries.len()
+            ));
+        }
         entries.push(StreamEntry {
             id,
             fields,
             deleted: flags & 1 != 0,
         });
+    }
+    // The node's counts cover every entry, deleted ones included (t_stream.c's deep check).
+    if live.checked_add(deleted) != Some(entries.len() as i64) {
+        return Err(format!(
+            "stream listpack says it has {live} entries and {deleted} deleted ones, it holds {}",
+            entries.len()
+        ));
     }
     Ok(entries)
 }

@@ -26,7 +26,6 @@ use crate::command::parse_command;
 use crate::net::{Backoff, Connection, Endpoint};
 use crate::observe::status::{Phase, ShardStatus};
 use crate::observe::Progress;
-use crate::rdb::ParserOptions;
 use crate::repl::{start_sync, ReplStream, Resume, SyncStart, Transfer};
 use crate::resp::Reply;
 
@@ -378,11 +377,7 @@ async fn full_sync(
     let prepared = prepare_target(&mut target, &apply)
         .await
         .map_err(SyncError::from_apply)?;
-    let popts = ParserOptions {
-        chunk_elements: prepared.apply.chunk_elements,
-        relaxed_version: settings.relaxed_version,
-        ..ParserOptions::default()
-    };
+    let popts = prepared.apply.parser_options(settings.relaxed_version);
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let applied_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = ChunkReader {
