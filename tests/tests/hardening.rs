@@ -1,0 +1,304 @@
+//! Hardening found by fault injection (issue 11): secrets never echoed in messages, output files
+//! private and never written through a planted symlink, the status server never able to stall
+//! a sync.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use shake_tests::{require, Flavor, Server};
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+
+/// A binary of another workspace package, beside the test executable (`target/<profile>/`).
+fn bin(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("current_exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{name} is not built at {}: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("SHAKE_SOURCE_PASSWORD")
+        .env_remove("SHAKE_TARGET_PASSWORD")
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 4: a malformed URL never echoes its password
+
+/// Every URL flag of every tool that takes one, given a URL whose port is out of range (and
+/// other malformations): the message names the endpoint with the password replaced by `***`.
+#[test]
+fn malformed_urls_never_echo_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let rdb = dir.path().join("in.rdb");
+    // A valid empty RDB (version 9), so restore gets as far as the target URL.
+    let mut body = b"REDIS0009\xff".to_vec();
+    body.extend_from_slice(&shake_core::crc64::crc64(&body).to_le_bytes());
+    std::fs::write(&rdb, body).unwrap();
+    let rdb = rdb.to_str().unwrap();
+    let out = dir.path().join("out.rdb");
+    let out = out.to_str().unwrap();
+    let good = "redis://127.0.0.1:1";
+    for bad in [
+        "redis://:SrcPw@host:99999",
+        "redis://app:SrcPw@host:99999",
+        "rediss://app:SrcPw%zz@host:1",
+        "redis://SrcPw@host/notanumber",
+    ] {
+        let cases: Vec<(&str, Vec<&str>)> = vec![
+            ("shake-dump", vec!["--source", bad, "-o", out]),
+            ("shake-restore", vec!["--target", bad, rdb]),
+            ("shake-sync", vec!["--source", bad, "--target", good]),
+            ("shake-sync", vec!["--source", good, "--target", bad]),
+            ("shake-rump", vec!["--source", bad, "--target", good]),
+            ("shake-rump", vec!["--source", good, "--target", bad]),
+            ("shake-check", vec!["--source", bad, "--target", good]),
+            ("shake-check", vec!["--source", good, "--target", bad]),
+        ];
+        for (tool, args) in cases {
+            let o = run(tool, &args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            let all = format!("{err}{}", String::from_utf8_lossy(&o.stdout));
+            assert!(!o.status.success(), "{tool} {args:?} succeeded");
+            assert!(
+                !all.contains("SrcPw"),
+                "{tool} {args:?} echoes the password:\n{all}"
+            );
+            assert!(
+                err.contains("invalid endpoint") && err.contains("***"),
+                "{tool} {args:?}: the message should name the endpoint, redacted:\n{err}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 6: structurally corrupt compact encodings behind a valid checksum
+
+/// `rdb` with the first `old` after `from` replaced by `new`, and the CRC-64 trailer made valid
+/// again.
+fn patch_rdb(rdb: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+    let at = rdb
+        .windows(old.len())
+        .position(|w| w == old)
+        .expect("the pattern is in the RDB");
+    let mut out = rdb.to_vec();
+    out[at..at + new.len()].copy_from_slice(new);
+    let body = out.len() - 8;
+    let crc = shake_core::crc64::crc64(&out[..body]);
+    out[body..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn dbsize(s: &Server) -> u64 {
+    redis::cmd("DBSIZE").query(&mut s.client()).unwrap()
+}
+
+/// The issue's example: a list whose one listpack node says 201 elements where it holds 200, in
+/// an RDB with a valid checksum. shake-decode and shake-restore refuse it naming the key and the
+/// offset, and a Redis 7.0 target that does not sanitize payloads (its default) never receives
+/// it from restore, rump or sync, while it would accept it (`--no-verify-values`).
+#[test]
+fn corrupt_listpack_count_is_refused_everywhere() {
+    if !require(Flavor::Redis70) {
+        return;
+    }
+    // One listpack node of the 200 integers 1..=200: 127 one-byte and 73 two-byte entries, each
+    // with a one-byte back-length: 6 + 127*2 + 73*3 + 1 = 480 bytes.
+    let mut src = Server::start_with(Flavor::Redis70, &[("rdbcompression", "no")]);
+    let mut c = src.client();
+    let _: () = redis::cmd("RPUSH")
+        .arg("lst")
+        .arg((1..=200).collect::<Vec<i32>>())
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut c).unwrap();
+    let good = std::fs::read(src.save()).unwrap();
+    let mut header = 480u32.to_le_bytes().to_vec();
+    header.extend_from_slice(&200u16.to_le_bytes());
+    let mut flipped = 480u32.to_le_bytes().to_vec();
+    flipped.extend_from_slice(&201u16.to_le_bytes());
+    let bad = patch_rdb(&good, &header, &flipped);
+    let dir = tempfile::tempdir().unwrap();
+    let bad_path = dir.path().join("bad.rdb");
+    std::fs::write(&bad_path, &bad).unwrap();
+    let bad_file = bad_path.to_str().unwrap();
+    let names_it = |tool: &str, err: &str| {
+        assert!(
+            err.contains("listpack header says 201 elements, it holds 200")
+                && err.contains("byte offset")
+                && err.contains("\"lst\""),
+            "{tool} should name the fault, the offset and the key:\n{err}"
+        );
+    };
+
+    let o = run("shake-decode", &[bad_file]);
+    assert_eq!(o.status.code(), Some(1));
+    names_it("shake-decode", &String::from_utf8_lossy(&o.stderr));
+
+    let dst = Server::start(Flavor::Redis70);
+    let o = run("shake-restore", &["--target", &dst.url(), "-q", bad_file]);
+    assert_eq!(o.status.code(), Some(1));
+    names_it("shake-restore", &String::from_utf8_lossy(&o.stderr));
+    assert_eq!(dbsize(&dst), 0, "the checking pass stops before anything is written");
+    // From stdin there is no checking pass: the key is refused all the same.
+    let o = Command::new(bin("shake-restore"))
+        .args(["--target", &dst.url(), "-q", "-"])
+        .stdin(std::fs::File::open(&bad_path).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    names_it("shake-restore -", &String::from_utf8_lossy(&o.stderr));
+    let exists: u64 = redis::cmd("EXISTS").arg("lst").query(&mut dst.client()).unwrap();
+    assert_eq!(exists, 0, "the target never received the corrupt value");
+    // The target itself does not look: unchecked, it takes the value (the hole being closed).
+    let o = run(
+        "shake-restore",
+        &["--target", &dst.url(), "-q", "--no-verify-values", "--on-conflict", "rewrite", bad_file],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exists: u64 = redis::cmd("EXISTS").arg("lst").query(&mut dst.client()).unwrap();
+    assert_eq!(exists, 1, "Redis 7.0 without sanitize-dump-payload accepts the corrupt payload");
+    drop(dst);
+
+    // A source that loaded the file (it does not sanitize either) serves the value as it is:
+    // shake-rump (DUMP payloads) and shake-sync (the replication RDB) refuse it.
+    src.stop();
+    std::fs::write(src.rdb_path(), &bad).unwrap();
+    src.restart();
+    let dst = Server::start(Flavor::Redis70);
+    let o = run("shake-rump", &["--source", &src.url(), "--target", &dst.url(), "-q"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("201 elements") && err.contains("\"lst\""), "shake-rump:\n{err}");
+    let exists: u64 = redis::cmd("EXISTS").arg("lst").query(&mut dst.client()).unwrap();
+    assert_eq!(exists, 0, "rump never wrote the corrupt value");
+
+    let o = Command::new(bin("shake-sync"))
+        .args(["--source", &src.url(), "--target", &dst.url(), "--retry-for", "2"])
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output_with_timeout(Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "shake-sync:\n{err}");
+    assert!(err.contains("201 elements") && err.contains("\"lst\""), "shake-sync:\n{err}");
+    let exists: u64 = redis::cmd("EXISTS").arg("lst").query(&mut dst.client()).unwrap();
+    assert_eq!(exists, 0, "sync never wrote the corrupt value");
+}
+
+/// `Command::output` with a deadline: a tool that hangs fails the test instead of blocking it.
+trait OutputWithTimeout {
+    fn output_with_timeout(&mut self, limit: Duration) -> Output;
+}
+
+impl OutputWithTimeout for Command {
+    fn output_with_timeout(&mut self, limit: Duration) -> Output {
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let err = tempfile::NamedTempFile::new().unwrap();
+        let mut child = self
+            .stdout(out.reopen().unwrap())
+            .stderr(err.reopen().unwrap())
+            .spawn()
+            .expect("the binary runs");
+        let t = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if t.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{self:?} did not finish within {limit:?}:\n{}",
+                    std::fs::read_to_string(err.path()).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(out.path()).unwrap(),
+            stderr: std::fs::read(err.path()).unwrap(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 5: output files are private and never written through a planted symlink
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// shake-dump's RDB, shake-rump's -o FILE and shake-decode's -o FILE are created 0600 under the
+/// usual umask (022); a `FILE.part -> victim` symlink planted before shake-dump runs is refused
+/// (the victim untouched, FILE never created); a stale regular FILE.part (a crashed run) is
+/// replaced.
+#[test]
+fn output_files_are_private_and_never_follow_symlinks() {
+    if !require(Flavor::Redis70) {
+        return;
+    }
+    let src = Server::start(Flavor::Redis70);
+    let _: () = redis::cmd("SET").arg("secret").arg("s3cr3t").query(&mut src.client()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f);
+    // Every tool starts under umask 022 (the usual default), whatever the test runner's is.
+    let run_in = |name: &str, args: &[&str]| {
+        Command::new("sh")
+            .arg("-c")
+            .arg("umask 022; exec \"$0\" \"$@\"")
+            .arg(bin(name))
+            .args(args)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+
+    // Planted symlink: refused, the victim unchanged, no out.rdb.
+    std::fs::write(p("victim"), b"precious").unwrap();
+    std::os::unix::fs::symlink(p("victim"), p("out.rdb.part")).unwrap();
+    let out = p("out.rdb");
+    let o = run_in("shake-dump", &["--source", &src.url(), "-q", "-o", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "shake-dump wrote through the symlink:\n{err}");
+    assert!(err.contains("out.rdb.part") && err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read(p("victim")).unwrap(), b"precious");
+    assert!(std::fs::symlink_metadata(&out).is_err(), "out.rdb must not exist");
+
+    // A stale regular part file (as a kill -9 leaves it) does not block the next run.
+    std::fs::remove_file(p("out.rdb.part")).unwrap();
+    std::fs::write(p("out.rdb.part"), b"half a dump").unwrap();
+    let o = run_in("shake-dump", &["--source", &src.url(), "-q", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::symlink_metadata(&out).unwrap().file_type().is_file());
+    assert_eq!(mode(&out), 0o600, "the dump is private");
+    assert!(!p("out.rdb.part").exists());
+
+    let rump_out = p("rump.rdb");
+    let o = run_in("shake-rump", &["--source", &src.url(), "-q", "-o", rump_out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mode(&rump_out), 0o600, "rump's RDB is private");
+
+    let decoded = p("decoded.jsonl");
+    let o = run_in("shake-decode", &[out.to_str().unwrap(), "-q", "-o", decoded.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(&decoded).unwrap().contains("s3cr3t"));
+    assert_eq!(mode(&decoded), 0o600, "the decoded values are private");
+}
