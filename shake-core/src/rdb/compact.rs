@@ -75,53 +75,33 @@ impl Elem<'_> {
     pub fn is_empty(self) -> bool {
         self.len() == 0
     }
+}
 
-    /// Calls `f` with the element as the text Redis shows (an integer as its decimal form),
-    /// without allocating.
-    pub fn with_text<T>(self, f: impl FnOnce(&[u8]) -> T) -> T {
+/// An element as a member is compared: an integer 5 and a string "5" are one member to the
+/// server (it compares their texts), so a string that is a canonical integer counts as that
+/// integer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Member<'a> {
+    Int(i64),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Member<'a> {
+    fn of(e: Elem<'a>) -> Self {
+        match e {
+            Elem::Int(i) => Member::Int(i),
+            Elem::Bytes(b) => match super::writer::canonical_i64(b) {
+                Some(i) => Member::Int(i),
+                None => Member::Bytes(b),
+            },
+        }
+    }
+
+    fn show(self) -> String {
         match self {
-            Elem::Bytes(b) => f(b),
-            Elem::Int(i) => {
-                let mut buf = [0u8; 20];
-                let mut at = buf.len();
-                let mut v = i.unsigned_abs();
-                loop {
-                    at -= 1;
-                    buf[at] = b'0' + (v % 10) as u8;
-                    v /= 10;
-                    if v == 0 {
-                        break;
-                    }
-                }
-                if i < 0 {
-                    at -= 1;
-                    buf[at] = b'-';
-                }
-                f(&buf[at..])
-            }
+            Member::Int(i) => format!("\"{i}\""),
+            Member::Bytes(b) => crate::text::quote_bytes(b),
         }
-    }
-}
-
-/// An element compared as its text: an integer 5 and a string "5" are one member to the server.
-#[derive(Clone, Copy)]
-struct Text<'a>(Elem<'a>);
-
-impl PartialEq for Text<'_> {
-    fn eq(&self, o: &Self) -> bool {
-        match (self.0, o.0) {
-            (Elem::Int(a), Elem::Int(b)) => a == b,
-            (Elem::Bytes(a), Elem::Bytes(b)) => a == b,
-            (a, b) => a.with_text(|x| b.with_text(|y| x == y)),
-        }
-    }
-}
-
-impl Eq for Text<'_> {}
-
-impl std::hash::Hash for Text<'_> {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.0.with_text(|t| h.write(t));
     }
 }
 
@@ -148,8 +128,8 @@ pub struct TupleCheck<'a> {
     rule: Tuples,
     n: usize,
     /// Firsts of the tuples seen: a short list compared linearly, then a hash set.
-    few: Vec<Text<'a>>,
-    many: std::collections::HashSet<Text<'a>, FastHash>,
+    few: Vec<Member<'a>>,
+    many: std::collections::HashSet<Member<'a>, FastHash>,
     last_ttl: i64,
 }
 
@@ -209,12 +189,8 @@ impl<'a> TupleCheck<'a> {
         self.n += 1;
         if pos == 0 {
             let what = if width == 1 { "member" } else { "field or member" };
-            let dup = || {
-                e.with_text(|t| {
-                    format!("{what} {} appears twice", crate::text::quote_bytes(t))
-                })
-            };
-            let t = Text(e);
+            let t = Member::of(e);
+            let dup = || format!("{what} {} appears twice", t.show());
             if self.many.is_empty() && self.few.len() < 16 {
                 if self.few.contains(&t) {
                     return Err(dup());
