@@ -303,22 +303,55 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// Most status connections open at once. A scraper needs one; more wait in the kernel's accept
+/// queue, which costs this process no file descriptor, so a flood of idle connections can never
+/// take the descriptors the sync needs for its own connections.
+const MAX_CONNECTIONS: usize = 8;
+/// How long a connection may take to send its request, and then to take the reply.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves `/metrics` and `/status` on `addr` until the process ends. Binding happens before it
 /// returns, so a bad address is reported at start.
+///
+/// The sync never depends on this server: it runs in its own task, holds at most
+/// `MAX_CONNECTIONS` connections, closes one that is idle for `REQUEST_TIMEOUT` or slow to read
+/// its reply, and backs off (up to a second) when `accept` fails, e.g. with no file descriptors
+/// left (EMFILE), instead of retrying in a busy loop.
 pub async fn serve(addr: SocketAddr, board: StatusBoard) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
+        let mut backoff = crate::net::Backoff::new(
+            u32::MAX,
+            Duration::from_millis(20),
+            Duration::from_secs(1),
+        );
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut sock = match listener.accept().await {
+                Ok((sock, _)) => {
+                    backoff.reset();
+                    sock
+                }
+                Err(_) => {
+                    drop(slot);
+                    if let Some(d) = backoff.next_delay() {
+                        tokio::time::sleep(d).await;
+                    }
+                    continue;
+                }
             };
             let board = board.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let mut req = Vec::with_capacity(1024);
                 let mut buf = [0u8; 1024];
                 // Only the request line matters; give a slow client a moment, not forever.
-                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
                     while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
                         match sock.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
@@ -345,9 +378,12 @@ pub async fn serve(addr: SocketAddr, board: StatusBoard) -> std::io::Result<Sock
                     "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(body.as_bytes()).await;
-                let _ = sock.shutdown().await;
+                let _ = tokio::time::timeout(REPLY_TIMEOUT, async {
+                    sock.write_all(head.as_bytes()).await?;
+                    sock.write_all(body.as_bytes()).await?;
+                    sock.shutdown().await
+                })
+                .await;
             });
         }
     });
