@@ -1035,6 +1035,50 @@ enum Fault {
     TargetRestart,
 }
 
+fn resumes(s: &Sync) -> usize {
+    s.stderr().matches("resumed from offset").count()
+}
+
+/// Provokes `fault` on a running sync, runs `after` while it is stopped or cut, starts it again
+/// when the fault ended the process, and waits for its partial resync.
+fn provoke(
+    fault: Fault,
+    mut sync: Sync,
+    start: &dyn Fn() -> Sync,
+    proxy: &mut Proxy,
+    restart_target: &mut dyn FnMut(),
+    after: &mut dyn FnMut(),
+) -> Sync {
+    let mut before = resumes(&sync);
+    match fault {
+        Fault::Sigterm | Fault::Kill9 => {
+            if let Fault::Sigterm = fault {
+                let (code, log) = sync.stop();
+                assert_eq!(code, Some(0), "{log}");
+            } else {
+                sync.kill9();
+            }
+            after();
+            sync = start();
+            before = 0;
+        }
+        Fault::LinkCut => {
+            proxy.cut();
+            after();
+        }
+        Fault::TargetRestart => {
+            restart_target();
+            after();
+        }
+    }
+    wait_until(
+        &format!("{fault:?}: a partial resync"),
+        Duration::from_secs(60),
+        &mut || resumes(&sync) > before,
+    );
+    sync
+}
+
 /// The reproduction, in databases 0, 1 and 5 at once: the stream's last SELECT before a
 /// stop/kill/cut names database `d`; the source's first commands after it carry no SELECT (it
 /// never repeats one on +CONTINUE). Every resume path must put them in `d`, and none in db 0.
@@ -1058,7 +1102,6 @@ fn resume_keeps_database(flavor: Flavor) {
         (Fault::TargetRestart, 5),
         (Fault::Sigterm, 5),
     ];
-    let resumes = |s: &Sync| s.stderr().matches("resumed from offset").count();
     for (round, &(fault, d)) in rounds.iter().enumerate() {
         // The stream's current database becomes d, and the target holds that command.
         let _: () = q(&mut con, redis::cmd("SELECT").arg(d));
@@ -1072,45 +1115,21 @@ fn resume_keeps_database(flavor: Flavor) {
         sleep(Duration::from_millis(1200));
         // No SELECT precedes the first of these in the source's stream: the connection is
         // still in db d.
-        let mut after = |con: &mut redis::Connection| {
-            let _: () = q(con, redis::cmd("INCR").arg("x"));
-            let _: () = q(con, redis::cmd("RPUSH").arg("l").arg(round));
+        let mut after = || {
+            let _: () = q(&mut con, redis::cmd("INCR").arg("x"));
+            let _: () = q(&mut con, redis::cmd("RPUSH").arg("l").arg(round));
             for db in [0u64, 1, 5] {
-                let _: () = q(con, redis::cmd("SELECT").arg(db));
-                let _: () = q(con, redis::cmd("INCR").arg(format!("after:{db}")));
+                let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+                let _: () = q(&mut con, redis::cmd("INCR").arg(format!("after:{db}")));
             }
         };
-        let before = match fault {
-            Fault::Sigterm => {
-                let (code, log) = sync.stop();
-                assert_eq!(code, Some(0), "{log}");
-                after(&mut con);
-                sync = start();
-                0
-            }
-            Fault::Kill9 => {
-                sync.kill9();
-                after(&mut con);
-                sync = start();
-                0
-            }
-            Fault::LinkCut => {
-                let before = resumes(&sync);
-                proxy.cut();
-                after(&mut con);
-                before
-            }
-            Fault::TargetRestart => {
-                let before = resumes(&sync);
-                dst.restart();
-                after(&mut con);
-                before
-            }
-        };
-        wait_until(
-            &format!("round {round} ({fault:?}): a partial resync"),
-            Duration::from_secs(60),
-            &mut || resumes(&sync) > before,
+        sync = provoke(
+            fault,
+            sync,
+            &start,
+            &mut proxy,
+            &mut || dst.restart(),
+            &mut after,
         );
         converge(
             &format!("{flavor} round {round} ({fault:?}) ending in db {d}"),
@@ -1188,7 +1207,6 @@ fn sync_resume_keeps_the_stream_database_cluster_target() {
             ..s
         }
     };
-    let resumes = |s: &Sync| s.stderr().matches("resumed from offset").count();
     let rounds = [
         (Fault::Sigterm, 1u64),
         (Fault::Kill9, 5),
@@ -1204,39 +1222,19 @@ fn sync_resume_keeps_the_stream_database_cluster_target() {
             Duration::from_secs(30),
         );
         sleep(Duration::from_millis(1200));
-        let mut after = |con: &mut redis::Connection| {
+        let mut after = || {
             // In database d without a SELECT in the stream, then the others.
-            let _: () = q(con, redis::cmd("INCR").arg(format!("x:{d}")));
-            let _: () = q(con, redis::cmd("RPUSH").arg(format!("l:{d}")).arg(round));
+            let _: () = q(&mut con, redis::cmd("INCR").arg(format!("x:{d}")));
+            let _: () = q(
+                &mut con,
+                redis::cmd("RPUSH").arg(format!("l:{d}")).arg(round),
+            );
             for db in [0u64, 1, 5] {
-                let _: () = q(con, redis::cmd("SELECT").arg(db));
-                let _: () = q(con, redis::cmd("INCR").arg(format!("after:{db}")));
+                let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+                let _: () = q(&mut con, redis::cmd("INCR").arg(format!("after:{db}")));
             }
         };
-        let before = match fault {
-            Fault::Sigterm | Fault::Kill9 => {
-                if let Fault::Sigterm = fault {
-                    let (code, log) = sync.stop();
-                    assert_eq!(code, Some(0), "{log}");
-                } else {
-                    sync.kill9();
-                }
-                after(&mut con);
-                sync = start();
-                0
-            }
-            _ => {
-                let before = resumes(&sync);
-                proxy.cut();
-                after(&mut con);
-                before
-            }
-        };
-        wait_until(
-            &format!("round {round} ({fault:?}): a partial resync"),
-            Duration::from_secs(60),
-            &mut || resumes(&sync) > before,
-        );
+        sync = provoke(fault, sync, &start, &mut proxy, &mut || {}, &mut after);
         converge(
             &format!("cluster target round {round} ({fault:?}) ending in db {d}"),
             &want,

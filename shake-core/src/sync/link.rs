@@ -336,7 +336,7 @@ async fn source_fed_by_target(
     Ok(false)
 }
 
-/// The databases in which the source holds keys (`INFO keyspace`).
+/// The databases in which the source holds keys.
 async fn source_databases(
     settings: &SyncSettings,
     source: &Endpoint,
@@ -344,16 +344,7 @@ async fn source_databases(
     let mut conn = Connection::connect(source, &settings.connect)
         .await
         .map_err(|e| SyncError::Link(e.into()))?;
-    let info = conn
-        .info("keyspace")
-        .await
-        .map_err(|e| SyncError::Link(e.into()))?;
-    let mut dbs: Vec<u64> = info
-        .keys()
-        .filter_map(|k| k.strip_prefix("db")?.parse().ok())
-        .collect();
-    dbs.sort_unstable();
-    Ok(dbs)
+    Ok(conn.databases_with_keys().await)
 }
 
 /// The blocking reader the RDB parser pulls from, fed with the transfer's chunks.
