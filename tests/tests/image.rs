@@ -85,7 +85,12 @@ impl Podman {
         let bins = debug_bins();
         let out = Command::new("bash")
             .arg(root.join("scripts/build-image.sh"))
-            .args(["--bin-dir", &bins.display().to_string(), "--tag", &self.image])
+            .args([
+                "--bin-dir",
+                &bins.display().to_string(),
+                "--tag",
+                &self.image,
+            ])
             .env("PODMAN", &self.bin)
             .env("PODMAN_OPTS", self.global_opts())
             .current_dir(&root)
@@ -119,7 +124,12 @@ impl Podman {
     /// `podman run` options for a tool run: host network, limits the sandbox allows setting.
     fn run_args<'a>(&'a self, name: Option<&'a str>, tool_args: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec!["run", "--rm", "--network", "host"];
-        v.extend(["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]);
+        v.extend([
+            "--ulimit",
+            "nofile=4096:4096",
+            "--ulimit",
+            "nproc=4096:4096",
+        ]);
         if let Some(n) = name {
             v.extend(["--name", n]);
         }
@@ -219,7 +229,10 @@ fn check_image(p: &Podman) {
     let files = p.files();
     let has = |f: &str| files.iter().any(|x| x == f);
     for t in TOOLS {
-        assert!(has(&format!("/usr/local/bin/{t}")), "{t} missing: {files:?}");
+        assert!(
+            has(&format!("/usr/local/bin/{t}")),
+            "{t} missing: {files:?}"
+        );
     }
     for lib in ldd_libs() {
         assert!(has(&lib), "{lib} (ldd) missing from the image: {files:?}");
@@ -232,7 +245,13 @@ fn check_image(p: &Podman) {
     ] {
         assert!(has(f), "{f} missing: {files:?}");
     }
-    for absent in ["/bin/sh", "/usr/bin/sh", "/bin/bash", "/usr/bin/apt-get", "/usr/bin/dpkg"] {
+    for absent in [
+        "/bin/sh",
+        "/usr/bin/sh",
+        "/bin/bash",
+        "/usr/bin/apt-get",
+        "/usr/bin/dpkg",
+    ] {
         assert!(!has(absent), "{absent} should not be in the image");
     }
     assert!(
@@ -269,8 +288,12 @@ fn fill(server: &Server, prefix: &str, n: usize) {
     let mut con = server.client();
     for i in 0..n {
         let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(format!("{prefix}:s:{i}")).arg(format!("v{i}"));
-        pipe.cmd("RPUSH").arg(format!("{prefix}:l:{}", i % 7)).arg(i);
+        pipe.cmd("SET")
+            .arg(format!("{prefix}:s:{i}"))
+            .arg(format!("v{i}"));
+        pipe.cmd("RPUSH")
+            .arg(format!("{prefix}:l:{}", i % 7))
+            .arg(i);
         pipe.cmd("HSET")
             .arg(format!("{prefix}:h:{}", i % 5))
             .arg(format!("f{i}"))
@@ -388,7 +411,10 @@ fn image_dump_restore_and_sync_resume() {
     let source_url = format!("redis://localhost:{}", src.port());
     let mut dump = p
         .cmd()
-        .args(p.run_args(None, &["shake-dump", "--source", &source_url, "-o", "-", "-q"]))
+        .args(p.run_args(
+            None,
+            &["shake-dump", "--source", &source_url, "-o", "-", "-q"],
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -448,14 +474,22 @@ fn image_dump_restore_and_sync_resume() {
     };
     let incremental = |b: &str| b.contains("\"phase\":\"incremental\"");
     let mut first = start("shake-sync-1");
-    wait_status(status_port, &mut first, "the incremental phase", &incremental);
+    wait_status(
+        status_port,
+        &mut first,
+        "the incremental phase",
+        &incremental,
+    );
     fill(&src, "b", 100);
     wait_equal("sync", &src, &sync_dst, Duration::from_secs(30));
     p.ok(&["stop", "--time", "20", "shake-sync-1"]);
     let out = first.wait_with_output().expect("first sync");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "shake-sync after podman stop: {log}");
-    assert!(log.contains("stopped at offset"), "no checkpoint line: {log}");
+    assert!(
+        log.contains("stopped at offset"),
+        "no checkpoint line: {log}"
+    );
 
     fill(&src, "c", 100);
     let mut second = start("shake-sync-2");
@@ -475,5 +509,8 @@ fn image_dump_restore_and_sync_resume() {
     );
     // The dump was one full sync; the sync's first start another; the resume none.
     assert_eq!(stat(&src, "sync_full"), 2, "full syncs on the source");
-    assert!(stat(&src, "sync_partial_ok") >= 1, "no partial resync on the source");
+    assert!(
+        stat(&src, "sync_partial_ok") >= 1,
+        "no partial resync on the source"
+    );
 }
