@@ -1198,6 +1198,20 @@ fn reshard(c: &Cluster, from: &Server, to: &Server, slots: u32, extra: &[&str]) 
     );
 }
 
+/// `MIGRATE` of `keys` from the node of `con` to `to`, as redis-cli --cluster does.
+fn migrate_keys(con: &mut redis::Connection, to: &Server, keys: &[String]) {
+    let mut migrate = redis::cmd("MIGRATE");
+    migrate
+        .arg("127.0.0.1")
+        .arg(to.port())
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(keys);
+    let _: () = q(con, &migrate);
+}
+
 fn full_syncs_served(c: &Cluster) -> u64 {
     c.masters().iter().map(|m| stat(m, "sync_full")).sum()
 }
@@ -1298,18 +1312,8 @@ fn source_resharding(flavor: Flavor) {
                 .arg("MIGRATING")
                 .arg(&id2),
         );
-        let mut migrate = redis::cmd("MIGRATE");
-        migrate
-            .arg("127.0.0.1")
-            .arg(m[2].port())
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("KEYS");
-        for i in 0..10 {
-            migrate.arg(format!("{{{tag}}}:half:{i}"));
-        }
-        let _: () = q(&mut c1, &migrate);
+        let moved: Vec<String> = (0..10).map(|i| format!("{{{tag}}}:half:{i}")).collect();
+        migrate_keys(&mut c1, &m[2], &moved);
         {
             // Written right after the move: on the importing side (through ASK) and on the
             // exporting side; one moved key deleted by a user, one new key created.
@@ -1340,16 +1344,7 @@ fn source_resharding(flavor: Flavor) {
                 .arg(1000),
         );
         if !rest.is_empty() {
-            let mut migrate = redis::cmd("MIGRATE");
-            migrate
-                .arg("127.0.0.1")
-                .arg(m[2].port())
-                .arg("")
-                .arg(0)
-                .arg(5000)
-                .arg("KEYS")
-                .arg(&rest);
-            let _: () = q(&mut c1, &migrate);
+            migrate_keys(&mut c1, &m[2], &rest);
         }
         for node in [&m[2], &m[1], &m[0]] {
             let _: () = q(
