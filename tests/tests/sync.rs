@@ -18,6 +18,8 @@
 //! - `sync_source_resharding_*` (Redis 7.0, Valkey 9.1): source slots moved with MIGRATE under
 //!   a write load (one way, back with `--cluster-replace`, a kill -9 mid-reshard, a migration left
 //!   half done and written through ASK): equal, no further full sync, no target error.
+//! - `sync_target_resharding`: the target cluster resharded (MIGRATE) during the sync and a
+//!   kill -9/restart: equal, no further full sync, no target error.
 //! - `sync_dr_drill`: A -> B; stop; writes on B; B -> A; stop; A -> B again; equal each time.
 //! - `sync_config_file`: the RedisShake v3 sync.toml of ../shared/examples, unchanged, with flags
 //!   overriding its addresses; every ignored key reported once.
@@ -1687,4 +1689,53 @@ fn sync_reads_old_checkpoints() {
         "{log}"
     );
     assert_eq!(stat(&src, "sync_full"), 2, "{log}");
+}
+
+/// The target cluster resharded while shake-sync writes into it (MOVED/ASK/TRYAGAIN on the
+/// target, the per-slot checkpoint keys moving with their slots), with a kill -9 and restart
+/// after it: equal, no further full sync.
+#[test]
+fn sync_target_resharding() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+    let dst = Cluster::start_with(flavor, &[ONE_DB]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = cluster_load(&src, stop.clone());
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    let full_before = full_syncs_served(&src);
+    let d = dst.masters();
+    reshard(&dst, &d[0], &d[1], 700, &[]);
+    reshard(&dst, &d[2], &d[0], 500, &[]);
+    let log1 = sync.kill9();
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    reshard(&dst, &d[1], &d[2], 300, &[]);
+    sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let ops = load.join().expect("load");
+    converge(
+        &format!("target resharding ({ops} load operations)"),
+        &|| cluster_snapshot(&src),
+        // The target's own MIGRATE sends a key's TTL relative (PTTL), so the importing target
+        // master's expiry can be a millisecond off: not shake-sync's, and not exact to compare.
+        &|| Snapshot {
+            ttl_exact: false,
+            ..cluster_snapshot(&dst)
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        full_syncs_served(&src),
+        full_before,
+        "a full sync after the start"
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    for l in [&log1, &log] {
+        assert!(!l.contains("answered an error"), "{l}");
+    }
 }
