@@ -108,16 +108,44 @@ impl ApplyArgs {
     }
 }
 
-/// TLS and timeouts for every connection a tool opens.
-#[derive(Args, Debug, Clone)]
-pub struct ConnArgs {
-    /// PEM file with the CA certificates to trust for rediss:// (default: the system's)
+/// How a tool trusts a `rediss://` server's certificate.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// PEM file with the CA certificates to trust for rediss:// (default: the system's); a
+    /// server certificate listed in it is also trusted as it is (a self-signed one)
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
 
-    /// Do not verify the server's TLS certificate
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (64 hex digits,
+    /// colons allowed, as `openssl x509 -noout -fingerprint -sha256` prints it; repeatable)
+    #[arg(long, value_name = "HEX", value_parser = crate::net::parse_sha256_pin)]
+    pub tls_pin_sha256: Vec<[u8; 32]>,
+
+    /// Do not verify the server's TLS certificate (tests and emergencies only; says so on stderr)
     #[arg(long)]
     pub tls_insecure: bool,
+}
+
+impl TlsArgs {
+    pub fn to_options(&self) -> TlsOptions {
+        TlsOptions {
+            ca_file: self.tls_ca.clone(),
+            pin_sha256: self.tls_pin_sha256.clone(),
+            insecure: self.tls_insecure,
+        }
+    }
+
+    /// True when any TLS flag is given (they need a `rediss://` URL).
+    pub fn any(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_insecure || !self.tls_pin_sha256.is_empty()
+    }
+}
+
+/// TLS and timeouts for every connection a tool opens.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Seconds to wait for a connection and for each reply
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -130,10 +158,7 @@ impl ConnArgs {
         ConnectOptions {
             connect_timeout: timeout,
             reply_timeout: Some(timeout),
-            tls: TlsOptions {
-                ca_file: self.tls_ca.clone(),
-                insecure: self.tls_insecure,
-            },
+            tls: self.tls.to_options(),
         }
     }
 }

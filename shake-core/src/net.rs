@@ -211,10 +211,44 @@ impl Endpoint {
 
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
-    /// PEM file with the CA certificates to trust (else the system's).
+    /// PEM file with the CA certificates to trust (else the system's). A server certificate
+    /// that is itself in the file is trusted as it is: a self-signed certificate made with
+    /// openssl's defaults is marked `CA:TRUE`, which chain validation refuses as a server's
+    /// certificate (`CaUsedAsEndEntity`).
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints of server certificates trusted as they are (`--tls-pin-sha256`):
+    /// when given, the server's certificate must be one of them, whatever the CAs say.
+    pub pin_sha256: Vec<[u8; 32]>,
     /// Accept any server certificate. For tests and emergencies only.
     pub insecure: bool,
+}
+
+/// Parses a certificate fingerprint: 64 hex digits, colons (as openssl prints them) allowed,
+/// optionally after `sha256:` / `SHA256 Fingerprint=`.
+pub fn parse_sha256_pin(s: &str) -> Result<[u8; 32], String> {
+    let t = s.trim();
+    let t = t.rsplit_once('=').map_or(t, |(_, h)| h);
+    let t = t.strip_prefix("sha256:").unwrap_or(t);
+    let hex: String = t.chars().filter(|&c| c != ':').collect();
+    let bad = || format!("{s:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// Prints the `--tls-insecure` warning once per process, on the first TLS connection.
+fn warn_insecure(endpoint: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "warning: --tls-insecure: the TLS certificate of {endpoint} (and of every other server) is not verified; anyone on the path can read and change the data"
+        )
+    });
 }
 
 #[derive(Debug, Clone)]
@@ -529,12 +563,14 @@ async fn tls_handshake(
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(e.to_string()))?;
     let config = if opts.tls.insecure {
+        warn_insecure(&name);
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(insecure::AcceptAnyCert(provider)))
+            .with_custom_certificate_verifier(Arc::new(verifiers::AcceptAnyCert(provider)))
             .with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
+        let mut listed = Vec::new();
         match &opts.tls.ca_file {
             Some(path) => {
                 use rustls_pki_types::pem::PemObject;
@@ -545,18 +581,41 @@ async fn tls_handshake(
                     let c = c.map_err(|e| {
                         tls_err(format!("bad certificate in {}: {e}", path.display()))
                     })?;
-                    roots.add(c).map_err(|e| {
+                    roots.add(c.clone()).map_err(|e| {
                         tls_err(format!("bad certificate in {}: {e}", path.display()))
                     })?;
+                    listed.push(c);
                 }
             }
-            None => {
+            None if opts.tls.pin_sha256.is_empty() => {
                 for c in rustls_native_certs::load_native_certs().certs {
                     let _ = roots.add(c);
                 }
             }
+            None => {}
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let chain = if roots.is_empty() {
+            None
+        } else {
+            Some(
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| tls_err(format!("cannot use the CA certificates: {e}")))?,
+            )
+        };
+        let verifier = verifiers::Pinned {
+            chain,
+            listed,
+            pins: opts.tls.pin_sha256.clone(),
+            provider,
+        };
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
     };
     let server_name = ServerName::try_from(endpoint.host.clone())
         .map_err(|e| tls_err(format!("{} is not a valid server name: {e}", endpoint.host)))?;
@@ -564,16 +623,83 @@ async fn tls_handshake(
     tokio::time::timeout(opts.connect_timeout, connector.connect(server_name, tcp))
         .await
         .map_err(|_| NetError::Timeout { endpoint: name.clone(), what: "the TLS handshake", secs: opts.connect_timeout.as_secs() })?
-        .map_err(|e| tls_err(format!("handshake failed: {e} (--tls-ca names the CA to trust; --tls-insecure skips verification)")))
+        .map_err(|e| tls_err(format!("handshake failed: {e} (--tls-ca names the CA, or the self-signed certificate, to trust; --tls-pin-sha256 pins the server's certificate; --tls-insecure skips verification)")))
 }
 
-mod insecure {
+/// The certificate verifiers: `Pinned` (the normal one) and `AcceptAnyCert` (`--tls-insecure`).
+/// Both check the handshake's signatures with the certificate's key, so the server must hold
+/// the private key of the certificate it presents.
+mod verifiers {
     use std::sync::Arc;
 
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    /// Chain validation against the CAs, plus two ways to trust one certificate as it is: its
+    /// SHA-256 among `pins` (then nothing else decides), or the certificate itself listed in
+    /// the `--tls-ca` file (a self-signed server certificate, whatever its CA flag says).
+    #[derive(Debug)]
+    pub struct Pinned {
+        pub chain: Option<Arc<WebPkiServerVerifier>>,
+        pub listed: Vec<CertificateDer<'static>>,
+        pub pins: Vec<[u8; 32]>,
+        pub provider: Arc<CryptoProvider>,
+    }
+
+    impl ServerCertVerifier for Pinned {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            if !self.pins.is_empty() {
+                let digest = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+                if self.pins.iter().any(|p| p[..] == *digest.as_ref()) {
+                    return Ok(ServerCertVerified::assertion());
+                }
+                let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+                return Err(rustls::Error::General(format!(
+                    "the server's certificate has SHA-256 fingerprint {}, which --tls-pin-sha256 does not name",
+                    hex.join(":")
+                )));
+            }
+            let verdict = match &self.chain {
+                Some(v) => v.verify_server_cert(end_entity, intermediates, name, ocsp, now),
+                None => Err(rustls::Error::General("no CA certificates to verify with".into())),
+            };
+            match verdict {
+                Err(_) if self.listed.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
+                    Ok(ServerCertVerified::assertion())
+                }
+                other => other,
+            }
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            AcceptAnyCert(self.provider.clone()).verify_tls12_signature(m, c, d)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            AcceptAnyCert(self.provider.clone()).verify_tls13_signature(m, c, d)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider.signature_verification_algorithms.supported_schemes()
+        }
+    }
 
     /// `--tls-insecure`: checks signatures but trusts any certificate.
     #[derive(Debug)]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use shake_core::cli::PreflightArgs;
 use shake_core::client::{discover_masters, is_cluster};
-use shake_core::net::{ConnectOptions, Connection, Endpoint, TlsOptions};
+use shake_core::net::{ConnectOptions, Connection, Endpoint};
 use shake_core::observe::Progress;
 use shake_core::part_file::PartFile;
 use shake_core::preflight::Preflight;
@@ -82,13 +82,8 @@ struct Args {
     #[arg(long)]
     single_node: bool,
 
-    /// PEM file with the CA certificates to trust for rediss:// (default: the system's)
-    #[arg(long, value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
-
-    /// Accept any TLS certificate (tests and emergencies only)
-    #[arg(long)]
-    tls_insecure: bool,
+    #[command(flatten)]
+    tls: shake_core::cli::TlsArgs,
 
     /// Seconds to wait for a connection to be established
     #[arg(long, value_name = "SECS", default_value_t = 10)]
@@ -162,8 +157,10 @@ fn main() -> ExitCode {
 fn source_endpoint(args: &Args) -> Result<Endpoint, String> {
     // `redis://user:@host` names an ACL user whose password comes from the environment.
     let endpoint = Endpoint::parse(&args.source)?.password_from_env(PASSWORD_ENV);
-    if (args.tls_ca.is_some() || args.tls_insecure) && !endpoint.tls {
-        return Err("--tls-ca and --tls-insecure need a rediss:// source URL".into());
+    if args.tls.any() && !endpoint.tls {
+        return Err(
+            "--tls-ca, --tls-pin-sha256 and --tls-insecure need a rediss:// source URL".into(),
+        );
     }
     Ok(endpoint)
 }
@@ -172,10 +169,7 @@ fn connect_options(args: &Args) -> ConnectOptions {
     ConnectOptions {
         connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
         reply_timeout: Some(Duration::from_secs(args.timeout.max(1))),
-        tls: TlsOptions {
-            ca_file: args.tls_ca.clone(),
-            insecure: args.tls_insecure,
-        },
+        tls: args.tls.to_options(),
     }
 }
 

@@ -184,3 +184,81 @@ fn restore_and_dump_over_tls() {
     assert!(keys.status.success());
     assert_eq!(String::from_utf8_lossy(&keys.stdout).lines().count(), 101);
 }
+
+/// A self-signed server certificate made with openssl's defaults (`CA:TRUE`, no subjectAltName):
+/// chain validation refuses it as a server's certificate (CaUsedAsEndEntity), which pushed users
+/// to --tls-insecure. Given to --tls-ca it is trusted as it is; --tls-pin-sha256 with its
+/// fingerprint (as openssl prints it) trusts it too, a wrong pin is refused naming the
+/// certificate's fingerprint, and --tls-insecure works but says so on stderr.
+#[test]
+fn self_signed_certificates_can_be_pinned() {
+    if !require(Flavor::Redis70) {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let d = |f: &str| certs.path().join(f);
+    run(Process::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(d("self.key"))
+        .arg("-out")
+        .arg(d("self.pem")));
+    let fp = Process::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(d("self.pem"))
+        .output()
+        .unwrap();
+    let fp = String::from_utf8(fp.stdout).unwrap();
+    let fp = fp.trim().rsplit('=').next().unwrap().to_string();
+    assert_eq!(fp.len(), 95, "openssl printed {fp:?}");
+    let tls_port = free_port().to_string();
+    let (cert, key) = (d("self.pem").display().to_string(), d("self.key").display().to_string());
+    let tls = Server::start_with(
+        Flavor::Redis70,
+        &[
+            ("tls-port", tls_port.as_str()),
+            ("tls-cert-file", cert.as_str()),
+            ("tls-key-file", key.as_str()),
+            ("tls-ca-cert-file", cert.as_str()),
+            ("tls-auth-clients", "no"),
+        ],
+    );
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut tls.client()).unwrap();
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let out = tempfile::tempdir().unwrap();
+    let rdb = out.path().join("self.rdb");
+    let dump = |trust: &[&str]| {
+        let _ = std::fs::remove_file(&rdb);
+        Command::cargo_bin("shake-dump")
+            .unwrap()
+            .env_remove("RUST_BACKTRACE")
+            .args(["--source", &url, "-q", "-o"])
+            .arg(&rdb)
+            .args(trust)
+            .output()
+            .unwrap()
+    };
+    let o = dump(&["--tls-ca", &cert]);
+    assert!(o.status.success(), "--tls-ca self.pem: {}", String::from_utf8_lossy(&o.stderr));
+    let o = dump(&["--tls-pin-sha256", &fp]);
+    assert!(o.status.success(), "--tls-pin-sha256: {}", String::from_utf8_lossy(&o.stderr));
+    let wrong = "00".repeat(32);
+    let o = dump(&["--tls-pin-sha256", &wrong]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "a wrong pin: {err}");
+    assert!(err.contains(&fp) && err.contains("--tls-pin-sha256"), "{err}");
+    let o = dump(&["--tls-insecure"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "--tls-insecure: {err}");
+    assert!(err.contains("warning: --tls-insecure"), "a real run warns: {err}");
+
+    // The shared connection flags (shake-restore) pin the same way.
+    Command::cargo_bin("shake-restore")
+        .unwrap()
+        .env_remove("RUST_BACKTRACE")
+        .args(["--target", &url, "--tls-pin-sha256", &fp, "--on-conflict", "rewrite", "-q"])
+        .arg(&rdb)
+        .assert()
+        .success();
+}
