@@ -835,19 +835,28 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra configuration directives for every node (see
     /// [`Server::start_with`]).
     pub fn start_with(flavor: Flavor, config: &[(&str, &str)]) -> Cluster {
+        Cluster::start_masters(flavor, 3, config)
+    }
+
+    /// A cluster of `n` masters, each owning an equal range of the slots in order
+    /// ([`Cluster::ranges`]; for three, [`CLUSTER_SLOT_RANGES`]).
+    pub fn start_masters(flavor: Flavor, n: usize, config: &[(&str, &str)]) -> Cluster {
         let mut node_config: Vec<(&str, &str)> = vec![
             ("cluster-enabled", "yes"),
             ("cluster-config-file", "nodes.conf"), // relative to the node's own dir
             ("cluster-node-timeout", "5000"),
         ];
         node_config.extend_from_slice(config);
-        let masters: Vec<Server> = (0..3)
+        let masters: Vec<Server> = (0..n)
             .map(|_| Server::start_with(flavor, &node_config))
             .collect();
         let cluster = Cluster { masters };
 
-        for (i, (node, &(first, last))) in
-            cluster.masters.iter().zip(&CLUSTER_SLOT_RANGES).enumerate()
+        for (i, (node, (first, last))) in cluster
+            .masters
+            .iter()
+            .zip(cluster.ranges())
+            .enumerate()
         {
             let mut con = node.client();
             // Distinct config epochs up front, as `redis-cli --cluster create` does, instead of
@@ -937,7 +946,7 @@ impl Cluster {
                 });
                 let ok = field("cluster_state") == "ok"
                     && field("cluster_slots_ok") == "16384"
-                    && field("cluster_known_nodes") == "3"
+                    && field("cluster_known_nodes") == self.masters.len().to_string()
                     && settled;
                 if !ok {
                     all_ok = false;
@@ -1017,10 +1026,19 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("CLUSTER KEYSLOT on {} failed: {e}", self.url()))
     }
 
+    /// The slot range of each master, in order: `n` equal ranges of 0..=16383, rounded as
+    /// `redis-cli --cluster create` does (for three, [`CLUSTER_SLOT_RANGES`]).
+    pub fn ranges(&self) -> Vec<(u16, u16)> {
+        let n = self.masters.len();
+        let at = |i: usize| ((2 * i * 16384 + n) / (2 * n)) as u16;
+        (0..n).map(|i| (at(i), at(i + 1) - 1)).collect()
+    }
+
     /// The master that owns `key`'s slot.
     pub fn master_for_key(&self, key: &[u8]) -> &Server {
         let slot = self.slot(key);
-        let index = CLUSTER_SLOT_RANGES
+        let index = self
+            .ranges()
             .iter()
             .position(|&(first, last)| (first..=last).contains(&slot))
             .expect("the slot ranges cover 0..=16383");
