@@ -171,7 +171,12 @@ pub struct PreflightArgs {
 pub struct ShardArgs {
     /// Take only shard K of N of the source's masters: those whose first slot is in the Kth of
     /// N equal slot ranges (a standalone source is shard 0's). The other shards run elsewhere
-    #[arg(long, value_name = "K/N", env = "SHAKE_SHARD", conflicts_with = "shard_from_hostname")]
+    #[arg(
+        long,
+        value_name = "K/N",
+        env = "SHAKE_SHARD",
+        conflicts_with = "shard_from_hostname"
+    )]
     pub shard: Option<String>,
 
     /// Take shard K of --shards N, K from SHAKE_SHARD_INDEX (the manifests set it from the

@@ -173,7 +173,9 @@ mod tests {
             Shard { index: 2, count: 3 }
         );
         assert_eq!(
-            Shard::from_hostname(3, Some("1"), "whatever").unwrap().index,
+            Shard::from_hostname(3, Some("1"), "whatever")
+                .unwrap()
+                .index,
             1
         );
         assert_eq!(Shard::from_hostname(3, Some(""), "a-b-0").unwrap().index, 0);

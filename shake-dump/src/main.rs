@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use shake_core::cli::{PreflightArgs, ShardArgs};
 use shake_core::client::{discover_share, is_cluster};
-use shake_core::shard::Shard;
 use shake_core::net::{ConnectOptions, Connection, Endpoint, TlsOptions};
 use shake_core::observe::Progress;
 use shake_core::part_file::PartFile;
 use shake_core::preflight::Preflight;
 use shake_core::rdb::ChecksumStatus;
 use shake_core::repl::{full_sync, RdbSummary, ReplOptions};
+use shake_core::shard::Shard;
 
 /// Where the source's password may come from instead of the URL (keeps it out of `ps`).
 const PASSWORD_ENV: &str = "SHAKE_SOURCE_PASSWORD";

@@ -212,6 +212,24 @@ pub fn require_tool(tool: &str, extra_dirs: &[PathBuf], how: &str) -> Option<Pat
     None
 }
 
+/// A loopback TCP port free right now (for a tool's `--status-addr`).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// The body of `GET path` from a tool's status server on the loopback `port`, or `None` while
+/// it does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
+}
+
 /// The workspace's root directory (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -613,6 +631,14 @@ impl Server {
         parse_info(&text)
     }
 
+    /// A counter of `INFO stats` (`sync_full`, `sync_partial_ok`, ...), 0 when absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.info("stats")
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The server's version: `valkey_version` for Valkey (whose `redis_version` is a fixed
     /// 7.2.4 kept for client compatibility), `redis_version` for Redis.
     pub fn version(&self) -> String {
@@ -852,12 +878,7 @@ impl Cluster {
             .collect();
         let cluster = Cluster { masters };
 
-        for (i, (node, (first, last))) in cluster
-            .masters
-            .iter()
-            .zip(cluster.ranges())
-            .enumerate()
-        {
+        for (i, (node, (first, last))) in cluster.masters.iter().zip(cluster.ranges()).enumerate() {
             let mut con = node.client();
             // Distinct config epochs up front, as `redis-cli --cluster create` does, instead of
             // leaving three masters at epoch 0 to resolve the collision among themselves.

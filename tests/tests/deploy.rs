@@ -10,27 +10,14 @@
 //! which scripts/test runs as a step of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use shake_tests::{require, require_tool, workspace_root, Cluster, Flavor, Server};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out.split_once("\r\n\r\n")?.1.to_string())
-}
+use shake_tests::{
+    free_port, http_get, require, require_tool, workspace_root, Cluster, Flavor, Server,
+};
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -55,7 +42,8 @@ fn dashboard_metrics(json: &serde_json::Value) -> (BTreeSet<String>, usize) {
             while let Some(off) = expr[i..].find("shake_sync_") {
                 let start = i + off;
                 let mut end = start;
-                while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
+                while end < bytes.len()
+                    && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
                 {
                     end += 1;
                 }
@@ -113,12 +101,19 @@ fn metrics_pass_promtool_and_feed_the_dashboard() {
         let m = http_get(port, "/metrics").unwrap_or_default();
         let incremental = m
             .lines()
-            .filter(|l| l.starts_with("shake_sync_phase{") && l.contains("phase=\"incremental\"") && l.ends_with(" 1"))
+            .filter(|l| {
+                l.starts_with("shake_sync_phase{")
+                    && l.contains("phase=\"incremental\"")
+                    && l.ends_with(" 1")
+            })
             .count();
         if incremental == 3 {
             break m;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "3 links not incremental within 60 s:\n{m}");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "3 links not incremental within 60 s:\n{m}"
+        );
         sleep(Duration::from_millis(100));
     };
 
@@ -156,7 +151,9 @@ fn metrics_pass_promtool_and_feed_the_dashboard() {
         if line.starts_with('#') || line.is_empty() {
             continue;
         }
-        let (name, rest) = line.split_once('{').unwrap_or_else(|| panic!("unlabelled series: {line}"));
+        let (name, rest) = line
+            .split_once('{')
+            .unwrap_or_else(|| panic!("unlabelled series: {line}"));
         let labels = rest.rsplit_once('}').expect("labels").0;
         for want in ["shard=\"0\"", "link=\"", "source=\""] {
             assert!(labels.contains(want), "{line}: no {want} label");

@@ -17,14 +17,13 @@
 #[path = "live_common/mod.rs"]
 mod live_common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use live_common::{compare, snapshot, Profile, Snapshot};
-use shake_tests::{require, require_tool, workspace_root, Flavor, Server};
+use shake_tests::{free_port, http_get, require, require_tool, workspace_root, Flavor, Server};
 
 const TOOLS: [&str; 6] = [
     "shake-dump",
@@ -85,7 +84,12 @@ impl Podman {
         let bins = debug_bins();
         let out = Command::new("bash")
             .arg(root.join("scripts/build-image.sh"))
-            .args(["--bin-dir", &bins.display().to_string(), "--tag", &self.image])
+            .args([
+                "--bin-dir",
+                &bins.display().to_string(),
+                "--tag",
+                &self.image,
+            ])
             .env("PODMAN", &self.bin)
             .env("PODMAN_OPTS", self.global_opts())
             .current_dir(&root)
@@ -119,7 +123,12 @@ impl Podman {
     /// `podman run` options for a tool run: host network, limits the sandbox allows setting.
     fn run_args<'a>(&'a self, name: Option<&'a str>, tool_args: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec!["run", "--rm", "--network", "host"];
-        v.extend(["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]);
+        v.extend([
+            "--ulimit",
+            "nofile=4096:4096",
+            "--ulimit",
+            "nproc=4096:4096",
+        ]);
         if let Some(n) = name {
             v.extend(["--name", n]);
         }
@@ -219,7 +228,10 @@ fn check_image(p: &Podman) {
     let files = p.files();
     let has = |f: &str| files.iter().any(|x| x == f);
     for t in TOOLS {
-        assert!(has(&format!("/usr/local/bin/{t}")), "{t} missing: {files:?}");
+        assert!(
+            has(&format!("/usr/local/bin/{t}")),
+            "{t} missing: {files:?}"
+        );
     }
     for lib in ldd_libs() {
         assert!(has(&lib), "{lib} (ldd) missing from the image: {files:?}");
@@ -232,7 +244,13 @@ fn check_image(p: &Podman) {
     ] {
         assert!(has(f), "{f} missing: {files:?}");
     }
-    for absent in ["/bin/sh", "/usr/bin/sh", "/bin/bash", "/usr/bin/apt-get", "/usr/bin/dpkg"] {
+    for absent in [
+        "/bin/sh",
+        "/usr/bin/sh",
+        "/bin/bash",
+        "/usr/bin/apt-get",
+        "/usr/bin/dpkg",
+    ] {
         assert!(!has(absent), "{absent} should not be in the image");
     }
     assert!(
@@ -269,8 +287,12 @@ fn fill(server: &Server, prefix: &str, n: usize) {
     let mut con = server.client();
     for i in 0..n {
         let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(format!("{prefix}:s:{i}")).arg(format!("v{i}"));
-        pipe.cmd("RPUSH").arg(format!("{prefix}:l:{}", i % 7)).arg(i);
+        pipe.cmd("SET")
+            .arg(format!("{prefix}:s:{i}"))
+            .arg(format!("v{i}"));
+        pipe.cmd("RPUSH")
+            .arg(format!("{prefix}:l:{}", i % 7))
+            .arg(i);
         pipe.cmd("HSET")
             .arg(format!("{prefix}:h:{}", i % 5))
             .arg(format!("f{i}"))
@@ -321,21 +343,6 @@ fn wait_equal(ctx: &str, a: &Server, b: &Server, limit: Duration) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 /// Polls `/status` until `pred` holds for its body; the body then.
 fn wait_status(port: u16, child: &mut Child, what: &str, pred: &dyn Fn(&str) -> bool) -> String {
     let t = Instant::now();
@@ -353,14 +360,6 @@ fn wait_status(port: u16, child: &mut Child, what: &str, pred: &dyn Fn(&str) -> 
         sleep(Duration::from_millis(100));
     }
     panic!("no {what} within 60 s: {last}");
-}
-
-fn stat(server: &Server, name: &str) -> u64 {
-    server
-        .info("stats")
-        .get(name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -388,7 +387,10 @@ fn image_dump_restore_and_sync_resume() {
     let source_url = format!("redis://localhost:{}", src.port());
     let mut dump = p
         .cmd()
-        .args(p.run_args(None, &["shake-dump", "--source", &source_url, "-o", "-", "-q"]))
+        .args(p.run_args(
+            None,
+            &["shake-dump", "--source", &source_url, "-o", "-", "-q"],
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -448,14 +450,22 @@ fn image_dump_restore_and_sync_resume() {
     };
     let incremental = |b: &str| b.contains("\"phase\":\"incremental\"");
     let mut first = start("shake-sync-1");
-    wait_status(status_port, &mut first, "the incremental phase", &incremental);
+    wait_status(
+        status_port,
+        &mut first,
+        "the incremental phase",
+        &incremental,
+    );
     fill(&src, "b", 100);
     wait_equal("sync", &src, &sync_dst, Duration::from_secs(30));
     p.ok(&["stop", "--time", "20", "shake-sync-1"]);
     let out = first.wait_with_output().expect("first sync");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "shake-sync after podman stop: {log}");
-    assert!(log.contains("stopped at offset"), "no checkpoint line: {log}");
+    assert!(
+        log.contains("stopped at offset"),
+        "no checkpoint line: {log}"
+    );
 
     fill(&src, "c", 100);
     let mut second = start("shake-sync-2");
@@ -474,6 +484,9 @@ fn image_dump_restore_and_sync_resume() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The dump was one full sync; the sync's first start another; the resume none.
-    assert_eq!(stat(&src, "sync_full"), 2, "full syncs on the source");
-    assert!(stat(&src, "sync_partial_ok") >= 1, "no partial resync on the source");
+    assert_eq!(src.stat("sync_full"), 2, "full syncs on the source");
+    assert!(
+        src.stat("sync_partial_ok") >= 1,
+        "no partial resync on the source"
+    );
 }

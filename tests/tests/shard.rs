@@ -14,7 +14,6 @@
 mod live_common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +22,7 @@ use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
 use live_common::{compare, snapshot, Profile, Snapshot};
-use shake_tests::{require, Cluster, Flavor, Server};
+use shake_tests::{free_port, http_get, require, Cluster, Flavor, Server};
 
 fn bin(name: &str) -> PathBuf {
     let p = assert_cmd::cargo::cargo_bin(name);
@@ -32,21 +31,6 @@ fn bin(name: &str) -> PathBuf {
         "the {name} binary is not built: run `cargo build --workspace --bins` first"
     );
     p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out.split_once("\r\n\r\n")?.1.to_string())
 }
 
 /// One shard's shake-sync, run from a working directory of its own.
@@ -134,7 +118,11 @@ impl Shard {
             }
             if t.elapsed() > Duration::from_secs(30) {
                 let _ = c.kill();
-                panic!("shard {} did not stop on SIGTERM:\n{}", self.k, self.stderr());
+                panic!(
+                    "shard {} did not stop on SIGTERM:\n{}",
+                    self.k,
+                    self.stderr()
+                );
             }
             sleep(Duration::from_millis(20));
         }
@@ -229,14 +217,6 @@ fn data(c: &Cluster) -> Snapshot {
     all
 }
 
-fn stat(server: &Server, name: &str) -> u64 {
-    server
-        .info("stats")
-        .get(name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A key whose slot is in `range`.
 fn key_in(c: &Cluster, prefix: &str, range: (u16, u16)) -> String {
     (0..100_000)
@@ -276,17 +256,29 @@ fn shards_sync_a_six_master_cluster() {
     let mut covered = BTreeSet::new();
     for s in &mut shards {
         let (names, body) = s.wait_incremental();
-        assert_eq!(names.len(), 2, "shard {}: two masters expected: {body}", s.k);
+        assert_eq!(
+            names.len(),
+            2,
+            "shard {}: two masters expected: {body}",
+            s.k
+        );
         for n in names {
             // The link names end in /<first slot>: shard K has masters 2K and 2K+1.
-            let first: u16 = n.rsplit('/').next().and_then(|f| f.parse().ok()).expect("first slot");
-            let i = ranges.iter().position(|r| r.0 == first).expect("a master's first slot");
+            let first: u16 = n
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.parse().ok())
+                .expect("first slot");
+            let i = ranges
+                .iter()
+                .position(|r| r.0 == first)
+                .expect("a master's first slot");
             assert_eq!(i / 2, s.k as usize, "{n} in shard {}", s.k);
             assert!(covered.insert(n.clone()), "{n} taken by two shards");
         }
     }
     assert_eq!(covered.len(), 6, "every master covered: {covered:?}");
-    let full_before: Vec<u64> = src.masters().iter().map(|m| stat(m, "sync_full")).collect();
+    let full_before: Vec<u64> = src.masters().iter().map(|m| m.stat("sync_full")).collect();
     assert_eq!(full_before, [1; 6], "one full sync per source master");
 
     // kill -9 shard 1 under the load; start it again from another working directory.
@@ -297,8 +289,14 @@ fn shards_sync_a_six_master_cluster() {
     let (_, body) = shards[1].wait_incremental();
     let v: serde_json::Value = serde_json::from_str(&body).expect("status");
     for l in v["shards"].as_array().expect("links") {
-        assert_eq!(l["full_syncs"], 0, "restarted shard did a full sync: {body}");
-        assert_eq!(l["partial_syncs"], 1, "restarted shard did not resume: {body}");
+        assert_eq!(
+            l["full_syncs"], 0,
+            "restarted shard did a full sync: {body}"
+        );
+        assert_eq!(
+            l["partial_syncs"], 1,
+            "restarted shard did not resume: {body}"
+        );
     }
     sleep(Duration::from_millis(800));
     let ops = load.finish();
@@ -323,16 +321,25 @@ fn shards_sync_a_six_master_cluster() {
         );
         sleep(Duration::from_millis(300));
     }
-    let full_after: Vec<u64> = src.masters().iter().map(|m| stat(m, "sync_full")).collect();
-    assert_eq!(full_after, full_before, "sync_full per source master changed");
+    let full_after: Vec<u64> = src.masters().iter().map(|m| m.stat("sync_full")).collect();
+    assert_eq!(
+        full_after, full_before,
+        "sync_full per source master changed"
+    );
     for i in [2, 3] {
         assert!(
-            stat(&src.masters()[i], "sync_partial_ok") >= 1,
+            src.masters()[i].stat("sync_partial_ok") >= 1,
             "master {i} (shard 1) saw no partial resync"
         );
     }
     for s in &mut shards {
-        assert_eq!(s.stop(), Some(0), "shard {} on SIGTERM:\n{}", s.k, s.stderr());
+        assert_eq!(
+            s.stop(),
+            Some(0),
+            "shard {} on SIGTERM:\n{}",
+            s.k,
+            s.stderr()
+        );
     }
 
     // shake-check by shards: equal; then one difference per side, found by its shard only.
@@ -347,18 +354,28 @@ fn shards_sync_a_six_master_cluster() {
     let mut dcon = dst.connection();
     let _: () = redis::cmd("DEL").arg(&gone).query(&mut dcon).expect("DEL");
     let extra = key_in(&dst, "extra:", ranges[2]);
-    let _: () = redis::cmd("SET").arg(&extra).arg("x").query(&mut dcon).expect("SET");
+    let _: () = redis::cmd("SET")
+        .arg(&extra)
+        .arg("x")
+        .query(&mut dcon)
+        .expect("SET");
     for k in 0..3 {
         let (code, out) = check(&src, &dst, k);
         match k {
             0 => assert_eq!(code, Some(0), "check shard 0: {out}"),
             1 => {
                 assert_eq!(code, Some(1), "check shard 1: {out}");
-                assert!(out.contains(&extra) && out.contains("\"extra\"") && !out.contains(&gone), "{out}");
+                assert!(
+                    out.contains(&extra) && out.contains("\"extra\"") && !out.contains(&gone),
+                    "{out}"
+                );
             }
             _ => {
                 assert_eq!(code, Some(1), "check shard 2: {out}");
-                assert!(out.contains(&gone) && out.contains("\"missing\"") && !out.contains(&extra), "{out}");
+                assert!(
+                    out.contains(&gone) && out.contains("\"missing\"") && !out.contains(&extra),
+                    "{out}"
+                );
             }
         }
     }
@@ -370,7 +387,11 @@ fn shards_sync_a_six_master_cluster() {
         .arg(format!("{}/", dir.path().display()))
         .output()
         .expect("shake-dump");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let files: BTreeSet<String> = std::fs::read_dir(dir.path())
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -384,13 +405,29 @@ fn shards_sync_a_six_master_cluster() {
     // shake-rump --shard 0/3: the keys of masters 0 and 1 only.
     let rdst = Server::start(flavor);
     let out = Command::new(bin("shake-rump"))
-        .args(["--source", &src.url(), "--target", &rdst.url(), "--shard", "0/3", "-q"])
+        .args([
+            "--source",
+            &src.url(),
+            "--target",
+            &rdst.url(),
+            "--shard",
+            "0/3",
+            "-q",
+        ])
         .output()
         .expect("shake-rump");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want: u64 = src.masters()[..2]
         .iter()
-        .map(|m| redis::cmd("DBSIZE").query::<u64>(&mut m.client()).expect("DBSIZE"))
+        .map(|m| {
+            redis::cmd("DBSIZE")
+                .query::<u64>(&mut m.client())
+                .expect("DBSIZE")
+        })
         .sum();
     let got: u64 = redis::cmd("DBSIZE")
         .query(&mut rdst.client())

@@ -341,7 +341,9 @@ pub async fn discover_masters(
     seed: &Endpoint,
     opts: &ConnectOptions,
 ) -> Result<Vec<Endpoint>, ClientError> {
-    Ok(discover_share(seed, opts, crate::shard::Shard::WHOLE).await?.0)
+    Ok(discover_share(seed, opts, crate::shard::Shard::WHOLE)
+        .await?
+        .0)
 }
 
 /// [`discover_masters`], of `shard`'s share only; with the number of masters in the cluster.

@@ -165,7 +165,10 @@ impl Plan {
                     let topo = s.topology();
                     let masters = topo.share(shard);
                     let slots = (0..crate::client::SLOTS as u16)
-                        .map(|slot| topo.master_for_slot(slot).is_some_and(|m| masters.contains(m)))
+                        .map(|slot| {
+                            topo.master_for_slot(slot)
+                                .is_some_and(|m| masters.contains(m))
+                        })
                         .collect();
                     (masters, Some(Arc::new(slots)))
                 } else {

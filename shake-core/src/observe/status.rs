@@ -149,12 +149,12 @@ impl StatusBoard {
     /// counters end in `_total`, durations are in seconds, sizes in bytes.
     pub fn to_prometheus(&self) -> String {
         let shards = self.snapshot();
-        let shard = self
-            .shard
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        let shard = if shard.is_empty() { "0".to_string() } else { shard };
+        let shard = self.shard.lock().map(|l| l.clone()).unwrap_or_default();
+        let shard = if shard.is_empty() {
+            "0".to_string()
+        } else {
+            shard
+        };
         let labels = |s: &ShardStatus| {
             format!(
                 "shard=\"{}\",link=\"{}\",source=\"{}\"",
@@ -164,10 +164,7 @@ impl StatusBoard {
             )
         };
         let mut out = String::new();
-        let mut metric = |name: &str,
-                          kind: &str,
-                          help: &str,
-                          f: &dyn Fn(&ShardStatus) -> f64| {
+        let mut metric = |name: &str, kind: &str, help: &str, f: &dyn Fn(&ShardStatus) -> f64| {
             let _ = writeln!(out, "# HELP shake_sync_{name} {help}");
             let _ = writeln!(out, "# TYPE shake_sync_{name} {kind}");
             for s in &shards {
@@ -204,7 +201,10 @@ impl StatusBoard {
             };
             metric(name, kind, help, f);
         }
-        let _ = writeln!(out, "# HELP shake_sync_phase 1 for the phase the link is in, 0 for the others");
+        let _ = writeln!(
+            out,
+            "# HELP shake_sync_phase 1 for the phase the link is in, 0 for the others"
+        );
         let _ = writeln!(out, "# TYPE shake_sync_phase gauge");
         for s in &shards {
             for p in Phase::ALL {
