@@ -405,7 +405,7 @@ const BACKLOG: (&str, &str) = ("repl-backlog-size", "64mb");
 
 #[test]
 fn sync_standalone_every_version() {
-    for flavor in Flavor::all() {
+    for flavor in Flavor::matrix() {
         if !require(flavor) {
             continue;
         }
