@@ -742,9 +742,9 @@ impl<R: Read> RdbParser<R> {
                         self.template(id as u64, lp_at)?
                     }
                 };
-                // The values follow the template id.
-                let skip = usize::from(elems.len() == names.len() + 1);
-                if elems.len() - skip != names.len() {
+                // The values follow the template id (also present, and not needed, in type 29).
+                let skip = 1;
+                if elems.len() != names.len() + 1 {
                     return Err(RdbError::corrupt(
                         format!(
                             "hash template listpack holds {} values for {} fields",
@@ -1189,7 +1189,8 @@ impl<R: Read> RdbParser<R> {
                         }
                     };
                     self.set_state(ValueState::Array { remaining: count });
-                    Some(Chunk::ArrayHeader { count, insert_idx })
+                    // Carries no element itself: not subject to the empty-chunk check below.
+                    return Ok(Some(Chunk::ArrayHeader { count, insert_idx }));
                 }
                 t::HASH_TMPL_LP
                 | t::HASH_TMPL_LP_REF
