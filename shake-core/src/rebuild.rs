@@ -38,7 +38,10 @@ pub fn unsupported(k: &KeyHeader) -> Option<String> {
         return Some("an array (Redis 8.8) has no command form this tool writes".into());
     }
     if !k.meta.is_empty() {
-        return Some("the key carries module key metadata (Redis 8.6 KEY_META), which no command sets".into());
+        return Some(
+            "the key carries module key metadata (Redis 8.6 KEY_META), which no command sets"
+                .into(),
+        );
     }
     None
 }

@@ -134,7 +134,11 @@ fn newest_server_files_match_their_upstream_expectations() {
         })
     };
     let resp = |file: &str, f: &mut Vec<String>| -> Vec<Vec<Vec<u8>>> {
-        let run = common::run_decode(&["--format", "resp"], Input::File(&corpus.join(file)), TIMEOUT);
+        let run = common::run_decode(
+            &["--format", "resp"],
+            Input::File(&corpus.join(file)),
+            TIMEOUT,
+        );
         if run.code != Some(0) {
             f.push(format!("{file} --format resp: {}", run.describe()));
             return Vec::new();
@@ -150,7 +154,11 @@ fn newest_server_files_match_their_upstream_expectations() {
     };
     let named = |cmds: &[Vec<Vec<u8>>], names: &[&str]| -> Vec<Vec<Vec<u8>>> {
         cmds.iter()
-            .filter(|c| names.iter().any(|n| c[0].eq_ignore_ascii_case(n.as_bytes())))
+            .filter(|c| {
+                names
+                    .iter()
+                    .any(|n| c[0].eq_ignore_ascii_case(n.as_bytes()))
+            })
             .cloned()
             .collect()
     };
@@ -167,7 +175,10 @@ fn newest_server_files_match_their_upstream_expectations() {
     match (want.as_obj(), got.as_slice()) {
         (Some([(name, w)]), [k]) => {
             if k.get("key").and_then(Json::as_str) != Some(name.as_str()) {
-                f.push(format!("{file}: key is {:?}, expected {name}", k.get("key")));
+                f.push(format!(
+                    "{file}: key is {:?}, expected {name}",
+                    k.get("key")
+                ));
             }
             let v = k.get("value").cloned().unwrap_or(Json::Null);
             let got_entries: Vec<(String, Json)> = v
@@ -175,24 +186,46 @@ fn newest_server_files_match_their_upstream_expectations() {
                 .and_then(Json::as_arr)
                 .unwrap_or(&[])
                 .iter()
-                .map(|e| (e.get("id").and_then(Json::as_str).unwrap_or("").to_string(), e.get("fields").cloned().unwrap_or(Json::Null)))
+                .map(|e| {
+                    (
+                        e.get("id").and_then(Json::as_str).unwrap_or("").to_string(),
+                        e.get("fields").cloned().unwrap_or(Json::Null),
+                    )
+                })
                 .collect();
             let want_entries: Vec<(String, Json)> = w
                 .get("entries")
                 .and_then(Json::as_arr)
                 .unwrap_or(&[])
                 .iter()
-                .map(|e| (e.get("id").and_then(Json::as_str).unwrap_or("").to_string(), e.get("items").cloned().unwrap_or(Json::Null)))
+                .map(|e| {
+                    (
+                        e.get("id").and_then(Json::as_str).unwrap_or("").to_string(),
+                        e.get("items").cloned().unwrap_or(Json::Null),
+                    )
+                })
                 .collect();
             if got_entries != want_entries {
-                f.push(format!("{file}: entries {got_entries:?}, expected {want_entries:?}"));
+                f.push(format!(
+                    "{file}: entries {got_entries:?}, expected {want_entries:?}"
+                ));
             }
-            let (wi, gi) = (w.get("idmp").unwrap(), v.get("idmp").cloned().unwrap_or(Json::Null));
+            let (wi, gi) = (
+                w.get("idmp").unwrap(),
+                v.get("idmp").cloned().unwrap_or(Json::Null),
+            );
             let num = |j: &Json, k: &str| j.get(k).and_then(Json::as_i128);
-            if num(&gi, "duration_s") != num(wi, "duration") || num(&gi, "max_entries") != num(wi, "maxEntries") {
+            if num(&gi, "duration_s") != num(wi, "duration")
+                || num(&gi, "max_entries") != num(wi, "maxEntries")
+            {
                 f.push(format!("{file}: idmp config {gi}, expected {wi}"));
             }
-            let flat = |ps: Option<&[Json]>, pid: &str, list: &str, iid: &str, sid: &str| -> Vec<(String, String, String)> {
+            let flat = |ps: Option<&[Json]>,
+                        pid: &str,
+                        list: &str,
+                        iid: &str,
+                        sid: &str|
+             -> Vec<(String, String, String)> {
                 ps.unwrap_or(&[])
                     .iter()
                     .flat_map(|p| {
@@ -201,18 +234,39 @@ fn newest_server_files_match_their_upstream_expectations() {
                             .and_then(Json::as_arr)
                             .unwrap_or(&[])
                             .iter()
-                            .map(|e| (pid.clone(), e.get(iid).and_then(Json::as_str).unwrap_or("").to_string(), e.get(sid).and_then(Json::as_str).unwrap_or("").to_string()))
+                            .map(|e| {
+                                (
+                                    pid.clone(),
+                                    e.get(iid).and_then(Json::as_str).unwrap_or("").to_string(),
+                                    e.get(sid).and_then(Json::as_str).unwrap_or("").to_string(),
+                                )
+                            })
                             .collect::<Vec<_>>()
                     })
                     .collect()
             };
-            let g = flat(gi.get("producers").and_then(Json::as_arr), "pid", "iids", "iid", "id");
-            let wv = flat(wi.get("producers").and_then(Json::as_arr), "pid", "entries", "iid", "streamId");
+            let g = flat(
+                gi.get("producers").and_then(Json::as_arr),
+                "pid",
+                "iids",
+                "iid",
+                "id",
+            );
+            let wv = flat(
+                wi.get("producers").and_then(Json::as_arr),
+                "pid",
+                "entries",
+                "iid",
+                "streamId",
+            );
             if g != wv || wv.len() != 2 {
                 f.push(format!("{file}: IDMP producers {g:?}, expected {wv:?}"));
             }
         }
-        _ => f.push(format!("{file}: expected one key like stream_v13.json, got {} lines", got.len())),
+        _ => f.push(format!(
+            "{file}: expected one key like stream_v13.json, got {} lines",
+            got.len()
+        )),
     }
     // librdb's RESP for an 8.6 target: the same entries and the same IDMP commands.
     let got = resp(file, &mut f);
@@ -236,9 +290,16 @@ fn newest_server_files_match_their_upstream_expectations() {
     }
     let mut total_entries = 0;
     for k in &got {
-        let name = k.get("key").and_then(Json::as_str).unwrap_or("").to_string();
+        let name = k
+            .get("key")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
         let v = k.get("value").cloned().unwrap_or(Json::Null);
-        total_entries += v.get("entries").and_then(Json::as_arr).map_or(0, |e| e.len());
+        total_entries += v
+            .get("entries")
+            .and_then(Json::as_arr)
+            .map_or(0, |e| e.len());
         let shape: HashMap<&str, usize> = name
             .split('_')
             .filter_map(|p| {
@@ -246,17 +307,35 @@ fn newest_server_files_match_their_upstream_expectations() {
                 Some((&p[..at], p[at..].parse().ok()?))
             })
             .collect();
-        let (Some(&cg), Some(&prod), Some(&ent)) = (shape.get("cg"), shape.get("prod"), shape.get("ent")) else {
+        let (Some(&cg), Some(&prod), Some(&ent)) =
+            (shape.get("cg"), shape.get("prod"), shape.get("ent"))
+        else {
             f.push(format!("{file}: key name {name} does not state its shape"));
             continue;
         };
-        let groups = v.get("groups").and_then(Json::as_arr).map_or(0, |g| g.len());
+        let groups = v
+            .get("groups")
+            .and_then(Json::as_arr)
+            .map_or(0, |g| g.len());
         let idmp = v.get("idmp").cloned().unwrap_or(Json::Null);
-        let producers = idmp.get("producers").and_then(Json::as_arr).unwrap_or(&[]).to_vec();
+        let producers = idmp
+            .get("producers")
+            .and_then(Json::as_arr)
+            .unwrap_or(&[])
+            .to_vec();
         let want_producers = if ent == 0 { 0 } else { prod };
-        let config = (idmp.get("duration_s").and_then(Json::as_i128), idmp.get("max_entries").and_then(Json::as_i128));
-        let want_config = if prod == 0 { (Some(100), Some(100)) } else { (Some(7200), Some(1000)) };
-        let iids_ok = producers.iter().all(|p| p.get("iids").and_then(Json::as_arr).map_or(0, |i| i.len()) == ent);
+        let config = (
+            idmp.get("duration_s").and_then(Json::as_i128),
+            idmp.get("max_entries").and_then(Json::as_i128),
+        );
+        let want_config = if prod == 0 {
+            (Some(100), Some(100))
+        } else {
+            (Some(7200), Some(1000))
+        };
+        let iids_ok = producers
+            .iter()
+            .all(|p| p.get("iids").and_then(Json::as_arr).map_or(0, |i| i.len()) == ent);
         if groups != cg || producers.len() != want_producers || !iids_ok || config != want_config {
             f.push(format!(
                 "{file}: {name}: {groups} groups, {} producers (iids per producer ok: {iids_ok}), idmp config {config:?}; expected {cg} groups, {want_producers} producers with {ent} iids, {want_config:?}",
@@ -268,25 +347,41 @@ fn newest_server_files_match_their_upstream_expectations() {
         }
     }
     if total_entries != 112 {
-        f.push(format!("{file}: {total_entries} stream entries, expected 112"));
+        f.push(format!(
+            "{file}: {total_entries} stream entries, expected 112"
+        ));
     }
 
     // HDT3213's Valkey 9 cluster fixtures: JSON and AOF beside them.
     let file = "HDT3213__rdb/valkey_cluster_slot_import.rdb";
     if !lines(file, &[], &mut f).is_empty() {
-        f.push(format!("{file}: expected no keys (valkey_cluster_slot_import.json is [])"));
+        f.push(format!(
+            "{file}: expected no keys (valkey_cluster_slot_import.json is [])"
+        ));
     }
-    if !named(&resp(file, &mut f), &["SET", "HSET", "RPUSH", "SADD", "ZADD", "XADD", "RESTORE"]).is_empty() {
-        f.push(format!("{file}: --format resp wrote data commands for a file with no keys"));
+    if !named(
+        &resp(file, &mut f),
+        &["SET", "HSET", "RPUSH", "SADD", "ZADD", "XADD", "RESTORE"],
+    )
+    .is_empty()
+    {
+        f.push(format!(
+            "{file}: --format resp wrote data commands for a file with no keys"
+        ));
     }
     let meta = lines(file, &["--meta"], &mut f);
-    let import = meta.iter().find(|l| l.get("meta").and_then(Json::as_str) == Some("slot_import"));
+    let import = meta
+        .iter()
+        .find(|l| l.get("meta").and_then(Json::as_str) == Some("slot_import"));
     let ok = import.is_some_and(|l| {
         l.get("name").and_then(Json::as_str) == Some("f7acd40f147a6f3d4a2123d48c25d72ede295b98")
-            && l.get("ranges").map(|r| r.to_string().replace(' ', "")) == Some("[[16383,16383]]".into())
+            && l.get("ranges").map(|r| r.to_string().replace(' ', ""))
+                == Some("[[16383,16383]]".into())
     });
     if !ok {
-        f.push(format!("{file}: no slot_import record for job f7acd40f... with range 16383-16383: {import:?}"));
+        f.push(format!(
+            "{file}: no slot_import record for job f7acd40f... with range 16383-16383: {import:?}"
+        ));
     }
     let file = "HDT3213__rdb/valkey_cluster_slot_info.rdb";
     let got = lines(file, &[], &mut f);
@@ -294,12 +389,16 @@ fn newest_server_files_match_their_upstream_expectations() {
         && k.get("type").and_then(Json::as_str) == Some("string")
         && k.get("value").and_then(Json::as_str) == Some("value"));
     if !ok {
-        f.push(format!("{file}: expected the one string {{6ZJ}}:fixture = value, got {got:?}"));
+        f.push(format!(
+            "{file}: expected the one string {{6ZJ}}:fixture = value, got {got:?}"
+        ));
     }
     let want = expected_resp("HDT3213__rdb/valkey_cluster_slot_info.aof");
     let got = named(&resp(file, &mut f), &["SET"]);
     if got != want {
-        f.push(format!("{file} --format resp: {got:?}, expected {want:?} (valkey_cluster_slot_info.aof)"));
+        f.push(format!(
+            "{file} --format resp: {got:?}, expected {want:?} (valkey_cluster_slot_info.aof)"
+        ));
     }
     assert!(f.is_empty(), "{} problems:\n{}", f.len(), f.join("\n"));
 }

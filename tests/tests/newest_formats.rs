@@ -27,17 +27,17 @@ use std::time::Duration;
 
 use common::{Input, Json};
 use shake_core::rdb::file_writer::RdbFileWriter;
-use shake_tests::{require, Flavor, Server};
 use shake_core::rdb::opcodes as op;
 use shake_core::rdb::types as t;
 use shake_core::rdb::writer::{
-    parse_dump_payload, write_len, write_string, write_stream_id_raw, BacklenStyle,
-    FieldTtlPolicy, ListpackWriter, TargetFormat, Transcoder,
+    parse_dump_payload, write_len, write_stream_id_raw, write_string, BacklenStyle, FieldTtlPolicy,
+    ListpackWriter, TargetFormat, Transcoder,
 };
 use shake_core::rdb::{
     ArrayValue, Chunk, Header, Item, KeyHeader, Magic, ParserOptions, RdbParser, StreamEntry,
     StreamId, StreamMeta, ValueType,
 };
+use shake_tests::{require, Flavor, Server};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -103,7 +103,12 @@ fn xnack_stream() -> Vec<u8> {
 /// With `nack`: the type-27 value above. Without: a type-26 value (no NACK zone) whose
 /// consumer owns all 4 pending entries.
 fn stream_v4_or_v5(nack: bool) -> Vec<u8> {
-    let ids = [sid(1779170191997, 0), sid(1779170191998, 0), sid(1779170192000, 0), sid(1779170192001, 0)];
+    let ids = [
+        sid(1779170191997, 0),
+        sid(1779170191998, 0),
+        sid(1779170192000, 0),
+        sid(1779170192001, 0),
+    ];
     let key = KeyHeader {
         db: 0,
         key: b"mystream".to_vec(),
@@ -115,10 +120,19 @@ fn stream_v4_or_v5(nack: bool) -> Vec<u8> {
         offset: 0,
         meta: Vec::new(),
     };
-    let mut tc = Transcoder::new(&TargetFormat::new(Magic::Redis, 12), &key, FieldTtlPolicy::Refuse).unwrap();
+    let mut tc = Transcoder::new(
+        &TargetFormat::new(Magic::Redis, 12),
+        &key,
+        FieldTtlPolicy::Refuse,
+    )
+    .unwrap();
     tc.push(Chunk::StreamEntries(
         ids.iter()
-            .map(|&id| StreamEntry { id, fields: vec![(b"f".to_vec(), b"v".to_vec())], deleted: false })
+            .map(|&id| StreamEntry {
+                id,
+                fields: vec![(b"f".to_vec(), b"v".to_vec())],
+                deleted: false,
+            })
             .collect(),
     ))
     .unwrap();
@@ -233,12 +247,21 @@ fn self_contained_keys() -> [Key; 2] {
         Key {
             name: "s-lp",
             ty: t::HASH_TMPL_LP,
-            value: [inline_names(0, &NAMES), tmpl_lp_ref(b"5", &[b"40", b"Oslo", b"cy"])].concat(),
+            value: [
+                inline_names(0, &NAMES),
+                tmpl_lp_ref(b"5", &[b"40", b"Oslo", b"cy"]),
+            ]
+            .concat(),
         },
         Key {
             name: "s-array",
             ty: t::HASH_TMPL_ARRAY,
-            value: [inline_names(1, &[b"x", b"yy"]), string(b"1"), string(&[b'w'; 80])].concat(),
+            value: [
+                inline_names(1, &[b"x", b"yy"]),
+                string(b"1"),
+                string(&[b'w'; 80]),
+            ]
+            .concat(),
         },
     ]
 }
@@ -267,7 +290,11 @@ fn round_trip(file: &[u8], keys: &[Key]) -> Vec<(String, Vec<Chunk>)> {
     let mut raw = Vec::new();
     while let Some(item) = p.next_item().unwrap() {
         if let Item::Key(k) = item {
-            raw.push((String::from_utf8(k.key).unwrap(), k.rdb_type, p.read_raw_value().unwrap()));
+            raw.push((
+                String::from_utf8(k.key).unwrap(),
+                k.rdb_type,
+                p.read_raw_value().unwrap(),
+            ));
         }
     }
     assert_eq!(raw.len(), keys.len());
@@ -275,14 +302,23 @@ fn round_trip(file: &[u8], keys: &[Key]) -> Vec<(String, Vec<Chunk>)> {
     let mut decoded = Vec::new();
     for (k, (name, ty, bytes)) in keys.iter().zip(raw) {
         assert_eq!((name.as_str(), ty), (k.name, k.ty));
-        assert!(bytes == k.value, "{name}: the parser's raw value differs from what was written");
+        assert!(
+            bytes == k.value,
+            "{name}: the parser's raw value differs from what was written"
+        );
         decoded.push((name, decode_value(file, header, &k.name)));
     }
     decoded
 }
 
 fn decode_value(file: &[u8], header: Header, key: &str) -> Vec<Chunk> {
-    let mut p = RdbParser::with_options(file, ParserOptions { chunk_elements: 7, ..Default::default() });
+    let mut p = RdbParser::with_options(
+        file,
+        ParserOptions {
+            chunk_elements: 7,
+            ..Default::default()
+        },
+    );
     assert_eq!(p.header().unwrap(), header);
     while let Some(item) = p.next_item().unwrap() {
         if let Item::Key(k) = item {
@@ -323,10 +359,15 @@ fn compact(j: &Json) -> String {
 #[test]
 fn generated_rdb_14_arrays_and_xnack_streams() {
     let long: Vec<u8> = vec![b'x'; 70];
-    let basic: Vec<(u64, ArrayValue)> =
-        (0..100).map(|i| (i, ArrayValue::Str(format!("a{i}").into_bytes()))).collect();
+    let basic: Vec<(u64, ArrayValue)> = (0..100)
+        .map(|i| (i, ArrayValue::Str(format!("a{i}").into_bytes())))
+        .collect();
     let keys = vec![
-        Key { name: "arr", ty: t::ARRAY, value: array(None, &basic) },
+        Key {
+            name: "arr",
+            ty: t::ARRAY,
+            value: array(None, &basic),
+        },
         Key {
             name: "mixed",
             ty: t::ARRAY,
@@ -355,9 +396,19 @@ fn generated_rdb_14_arrays_and_xnack_streams() {
         Key {
             name: "boundary",
             ty: t::ARRAY,
-            value: array(Some(u64::MAX - 1), &[(0, ArrayValue::Str(b"a".to_vec())), (1, ArrayValue::Str(b"b".to_vec()))]),
+            value: array(
+                Some(u64::MAX - 1),
+                &[
+                    (0, ArrayValue::Str(b"a".to_vec())),
+                    (1, ArrayValue::Str(b"b".to_vec())),
+                ],
+            ),
         },
-        Key { name: "mystream", ty: t::STREAM_LISTPACKS_5, value: xnack_stream() },
+        Key {
+            name: "mystream",
+            ty: t::STREAM_LISTPACKS_5,
+            value: xnack_stream(),
+        },
     ];
     let file = write_file(14, &[], &keys);
     let decoded = round_trip(&file, &keys);
@@ -381,7 +432,10 @@ fn generated_rdb_14_arrays_and_xnack_streams() {
     assert_eq!(lines.len(), 5);
     let arr = by_key(&lines, "arr");
     assert_eq!(arr.get("count").and_then(Json::as_i128), Some(100));
-    assert!(arr.get("insert_idx").is_none(), "no insert_idx when the flag is 0");
+    assert!(
+        arr.get("insert_idx").is_none(),
+        "no insert_idx when the flag is 0"
+    );
     let els = arr.get("elements").and_then(Json::as_arr).unwrap();
     assert_eq!(els.len(), 100);
     assert_eq!(compact(&els[99]), "[99,\"a99\"]");
@@ -391,18 +445,37 @@ fn generated_rdb_14_arrays_and_xnack_streams() {
     );
     let sparse = by_key(&lines, "sparse");
     assert_eq!(sparse.get("insert_idx").and_then(Json::as_i128), Some(49));
-    assert_eq!(compact(sparse.get("elements").unwrap()), "[[1000000,\"x\"],[1000100,\"y\"],[1001000,\"z\"]]");
+    assert_eq!(
+        compact(sparse.get("elements").unwrap()),
+        "[[1000000,\"x\"],[1000100,\"y\"],[1001000,\"z\"]]"
+    );
     // UINT64_MAX-1 survives without precision loss.
-    let line = lines.iter().find(|l| l.get("key").and_then(Json::as_str) == Some("boundary")).unwrap();
-    assert!(line.to_string().contains("\"insert_idx\":18446744073709551614"), "{line}");
+    let line = lines
+        .iter()
+        .find(|l| l.get("key").and_then(Json::as_str) == Some("boundary"))
+        .unwrap();
+    assert!(
+        line.to_string()
+            .contains("\"insert_idx\":18446744073709551614"),
+        "{line}"
+    );
     assert_eq!(line.get("type").and_then(Json::as_str), Some("array"));
 
     let s = by_key(&lines, "mystream");
     let group = &s.get("groups").and_then(Json::as_arr).unwrap()[0];
-    assert_eq!(compact(group.get("nacked").unwrap()), "[\"1779170191998-0\",\"1779170192000-0\"]");
-    assert_eq!(group.get("pending").and_then(Json::as_arr).unwrap().len(), 4);
+    assert_eq!(
+        compact(group.get("nacked").unwrap()),
+        "[\"1779170191998-0\",\"1779170192000-0\"]"
+    );
+    assert_eq!(
+        group.get("pending").and_then(Json::as_arr).unwrap().len(),
+        4
+    );
     let c = &group.get("consumers").and_then(Json::as_arr).unwrap()[0];
-    assert_eq!(compact(c.get("pending").unwrap()), "[\"1779170191997-0\",\"1779170192001-0\"]");
+    assert_eq!(
+        compact(c.get("pending").unwrap()),
+        "[\"1779170191997-0\",\"1779170192001-0\"]"
+    );
     assert_eq!(
         compact(s.get("idmp").unwrap()),
         "{\"duration_s\":100,\"max_entries\":100,\"producers\":[{\"pid\":\"p1\",\"iids\":[{\"iid\":\"iid-1\",\"id\":\"1779170191997-0\"}]}],\"iids_added\":1,\"iids_duplicates\":0}"
@@ -418,29 +491,56 @@ fn generated_rdb_14_arrays_and_xnack_streams() {
     assert_eq!(String::from_utf8_lossy(&keys_out.stdout).lines().count(), 5);
     let mem = common::run_decode(&["--format", "memory"], Input::File(&path), TIMEOUT);
     assert_eq!(mem.code, Some(0), "{}", mem.describe());
-    assert!(String::from_utf8_lossy(&mem.stdout).contains("array"), "{}", String::from_utf8_lossy(&mem.stdout));
+    assert!(
+        String::from_utf8_lossy(&mem.stdout).contains("array"),
+        "{}",
+        String::from_utf8_lossy(&mem.stdout)
+    );
 }
 
 #[test]
 fn generated_rdb_15_hash_templates() {
     let [s_lp, s_array] = self_contained_keys();
     let keys = vec![
-        Key { name: "h1", ty: t::HASH_TMPL_LP_REF, value: tmpl_lp_ref(b"0", &[b"31", b"Paris", b"ann"]) },
-        Key { name: "h2", ty: t::HASH_TMPL_LP_REF, value: tmpl_lp_ref(b"0", &[b"7", b"", b"bob"]) },
-        Key { name: "k1", ty: t::HASH_TMPL_ARRAY_REF, value: tmpl_array_ref(1, &[b"1", b"2", &[b'v'; 100]]) },
+        Key {
+            name: "h1",
+            ty: t::HASH_TMPL_LP_REF,
+            value: tmpl_lp_ref(b"0", &[b"31", b"Paris", b"ann"]),
+        },
+        Key {
+            name: "h2",
+            ty: t::HASH_TMPL_LP_REF,
+            value: tmpl_lp_ref(b"0", &[b"7", b"", b"bob"]),
+        },
+        Key {
+            name: "k1",
+            ty: t::HASH_TMPL_ARRAY_REF,
+            value: tmpl_array_ref(1, &[b"1", b"2", &[b'v'; 100]]),
+        },
         s_lp,
         Key {
             name: "s-lpraw",
             ty: t::HASH_TMPL_LP,
-            value: [inline_names(1, &NAMES), tmpl_lp_ref(b"6", &[b"41", b"Rome", b"di"])].concat(),
+            value: [
+                inline_names(1, &NAMES),
+                tmpl_lp_ref(b"6", &[b"41", b"Rome", b"di"]),
+            ]
+            .concat(),
         },
         s_array,
-        Key { name: "plain", ty: t::STRING, value: string(b"classic") },
+        Key {
+            name: "plain",
+            ty: t::STRING,
+            value: string(b"classic"),
+        },
     ];
     // Template 1's names are sorted too: alpha < delta < gamma (same length, bytewise).
     let records = vec![
         (op::HASH_TEMPLATE, template_record(0, &NAMES)),
-        (op::HASH_TEMPLATE, template_record(1, &[b"alpha", b"delta", b"gamma"])),
+        (
+            op::HASH_TEMPLATE,
+            template_record(1, &[b"alpha", b"delta", b"gamma"]),
+        ),
     ];
     let file = write_file(15, &records, &keys);
     let decoded = round_trip(&file, &keys);
@@ -452,25 +552,51 @@ fn generated_rdb_15_hash_templates() {
             .1
             .iter()
             .flat_map(|c| match c {
-                Chunk::Fields(v) => v.iter().map(|f| (f.field.clone(), f.value.clone())).collect(),
+                Chunk::Fields(v) => v
+                    .iter()
+                    .map(|f| (f.field.clone(), f.value.clone()))
+                    .collect(),
                 _ => Vec::new(),
             })
             .collect()
     };
     assert_eq!(
         fields("h1"),
-        vec![(b"age".to_vec(), b"31".to_vec()), (b"city".to_vec(), b"Paris".to_vec()), (b"name".to_vec(), b"ann".to_vec())]
+        vec![
+            (b"age".to_vec(), b"31".to_vec()),
+            (b"city".to_vec(), b"Paris".to_vec()),
+            (b"name".to_vec(), b"ann".to_vec())
+        ]
     );
     assert_eq!(fields("k1")[2], (b"gamma".to_vec(), vec![b'v'; 100]));
 
     let lines = decode_json(&file, &[]);
     assert_eq!(lines.len(), 7);
-    assert_eq!(compact(by_key(&lines, "h2")), "{\"age\":\"7\",\"city\":\"\",\"name\":\"bob\"}");
-    assert_eq!(compact(by_key(&lines, "s-lp")), "{\"age\":\"40\",\"city\":\"Oslo\",\"name\":\"cy\"}");
-    assert_eq!(compact(by_key(&lines, "s-lpraw")), "{\"age\":\"41\",\"city\":\"Rome\",\"name\":\"di\"}");
-    assert_eq!(compact(by_key(&lines, "s-array")), format!("{{\"x\":\"1\",\"yy\":\"{}\"}}", "w".repeat(80)));
+    assert_eq!(
+        compact(by_key(&lines, "h2")),
+        "{\"age\":\"7\",\"city\":\"\",\"name\":\"bob\"}"
+    );
+    assert_eq!(
+        compact(by_key(&lines, "s-lp")),
+        "{\"age\":\"40\",\"city\":\"Oslo\",\"name\":\"cy\"}"
+    );
+    assert_eq!(
+        compact(by_key(&lines, "s-lpraw")),
+        "{\"age\":\"41\",\"city\":\"Rome\",\"name\":\"di\"}"
+    );
+    assert_eq!(
+        compact(by_key(&lines, "s-array")),
+        format!("{{\"x\":\"1\",\"yy\":\"{}\"}}", "w".repeat(80))
+    );
     for l in &lines {
-        assert_eq!(l.get("type").and_then(Json::as_str), Some(if l.get("key").and_then(Json::as_str) == Some("plain") { "string" } else { "hash" }));
+        assert_eq!(
+            l.get("type").and_then(Json::as_str),
+            Some(if l.get("key").and_then(Json::as_str) == Some("plain") {
+                "string"
+            } else {
+                "hash"
+            })
+        );
     }
     let meta = decode_json(&file, &["--meta"]);
     let tmpls: Vec<String> = meta
@@ -492,14 +618,27 @@ fn generated_rdb_15_hash_templates() {
     let run = common::run_decode(&["--format", "resp"], Input::File(&path), TIMEOUT);
     assert_eq!(run.code, Some(0), "{}", run.describe());
     let cmds = common::parse_resp_commands(&run.stdout).unwrap();
-    assert!(cmds.iter().any(|c| c == &[b"HSET".to_vec(), b"h1".to_vec(), b"age".to_vec(), b"31".to_vec(), b"city".to_vec(), b"Paris".to_vec(), b"name".to_vec(), b"ann".to_vec()]));
+    assert!(cmds.iter().any(|c| c
+        == &[
+            b"HSET".to_vec(),
+            b"h1".to_vec(),
+            b"age".to_vec(),
+            b"31".to_vec(),
+            b"city".to_vec(),
+            b"Paris".to_vec(),
+            b"name".to_vec(),
+            b"ann".to_vec()
+        ]));
 }
 
 #[test]
 fn generated_valkey_81_records_and_path_hash() {
     let mut path_hash = Vec::new();
     write_len(&mut path_hash, 2);
-    for (p, fs) in [(&b"a.b"[..], &[(&b"f1"[..], &b"v1"[..])][..]), (b"a.c", &[(b"f2", b"v2"), (b"f3", b"v3")])] {
+    for (p, fs) in [
+        (&b"a.b"[..], &[(&b"f1"[..], &b"v1"[..])][..]),
+        (b"a.c", &[(b"f2", b"v2"), (b"f3", b"v3")]),
+    ] {
         path_hash.extend(string(p));
         write_len(&mut path_hash, fs.len() as u64);
         for (f, v) in fs {
@@ -513,21 +652,38 @@ fn generated_valkey_81_records_and_path_hash() {
     hash2.extend(string(b"V1"));
     hash2.extend_from_slice(&2715785640000i64.to_le_bytes());
     let keys = vec![
-        Key { name: "ph", ty: t::VALKEY_PATH_HASH, value: path_hash },
-        Key { name: "h2", ty: t::VALKEY_HASH_2, value: hash2 },
+        Key {
+            name: "ph",
+            ty: t::VALKEY_PATH_HASH,
+            value: path_hash,
+        },
+        Key {
+            name: "h2",
+            ty: t::VALKEY_HASH_2,
+            value: hash2,
+        },
     ];
     let mut import = string(b"f7acd40f147a6f3d4a2123d48c25d72ede295b98");
     write_len(&mut import, 1);
     write_len(&mut import, 100);
     write_len(&mut import, 200);
     let update = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n".to_vec();
-    let file = write_file(81, &[(op::SLOT_IMPORT, import), (op::UPDATE, update)], &keys);
+    let file = write_file(
+        81,
+        &[(op::SLOT_IMPORT, import), (op::UPDATE, update)],
+        &keys,
+    );
     assert!(file.starts_with(b"VALKEY081"));
     round_trip(&file, &keys);
     let lines = decode_json(&file, &["--meta"]);
     let metas: Vec<String> = lines
         .iter()
-        .filter(|l| matches!(l.get("meta").and_then(Json::as_str), Some("slot_import" | "update")))
+        .filter(|l| {
+            matches!(
+                l.get("meta").and_then(Json::as_str),
+                Some("slot_import" | "update")
+            )
+        })
         .map(compact)
         .collect();
     assert_eq!(
@@ -541,13 +697,25 @@ fn generated_valkey_81_records_and_path_hash() {
         compact(by_key(&lines, "ph")),
         "[{\"path\":\"a.b\",\"fields\":{\"f1\":\"v1\"}},{\"path\":\"a.c\",\"fields\":{\"f2\":\"v2\",\"f3\":\"v3\"}}]"
     );
-    let h2 = lines.iter().find(|l| l.get("key").and_then(Json::as_str) == Some("h2")).unwrap();
-    assert_eq!(compact(h2.get("field_expire_at_ms").unwrap()), "{\"F1\":2715785640000}");
+    let h2 = lines
+        .iter()
+        .find(|l| l.get("key").and_then(Json::as_str) == Some("h2"))
+        .unwrap();
+    assert_eq!(
+        compact(h2.get("field_expire_at_ms").unwrap()),
+        "{\"F1\":2715785640000}"
+    );
 }
 
 #[test]
 fn malformed_templates_and_new_types_fail_cleanly() {
-    let ok_keys = |ty: u8, value: Vec<u8>| vec![Key { name: "bad", ty, value }];
+    let ok_keys = |ty: u8, value: Vec<u8>| {
+        vec![Key {
+            name: "bad",
+            ty,
+            value,
+        }]
+    };
     let rec = |names: &[&[u8]]| (op::HASH_TEMPLATE, template_record(0, names));
     let mut huge = Vec::new();
     write_len(&mut huge, 0);
@@ -555,16 +723,78 @@ fn malformed_templates_and_new_types_fail_cleanly() {
     huge.extend(string(b"a"));
     let cases: Vec<(&str, Vec<(u8, Vec<u8>)>, Vec<Key>, &str)> = vec![
         ("zero fields", vec![rec(&[])], Vec::new(), "no fields"),
-        ("unsorted", vec![rec(&[b"name", b"age"])], Vec::new(), "not strictly sorted"),
-        ("duplicate field", vec![rec(&[b"age", b"age"])], Vec::new(), "not strictly sorted"),
-        ("id defined twice", vec![rec(&NAMES), rec(&NAMES)], Vec::new(), "defined twice"),
-        ("unknown id", vec![rec(&NAMES)], ok_keys(t::HASH_TMPL_ARRAY_REF, tmpl_array_ref(9, &[b"1", b"2", b"3"])), "template 9"),
-        ("values count", vec![rec(&NAMES)], ok_keys(t::HASH_TMPL_LP_REF, tmpl_lp_ref(b"0", &[b"1", b"2"])), "values for 3 fields"),
-        ("bad fields format", Vec::new(), ok_keys(t::HASH_TMPL_LP, { let mut v = Vec::new(); write_len(&mut v, 7); v }), "fields format is 7"),
-        ("inline unsorted", Vec::new(), ok_keys(t::HASH_TMPL_ARRAY, [inline_names(1, &[b"b", b"a"]), string(b"1"), string(b"2")].concat()), "not strictly sorted"),
+        (
+            "unsorted",
+            vec![rec(&[b"name", b"age"])],
+            Vec::new(),
+            "not strictly sorted",
+        ),
+        (
+            "duplicate field",
+            vec![rec(&[b"age", b"age"])],
+            Vec::new(),
+            "not strictly sorted",
+        ),
+        (
+            "id defined twice",
+            vec![rec(&NAMES), rec(&NAMES)],
+            Vec::new(),
+            "defined twice",
+        ),
+        (
+            "unknown id",
+            vec![rec(&NAMES)],
+            ok_keys(
+                t::HASH_TMPL_ARRAY_REF,
+                tmpl_array_ref(9, &[b"1", b"2", b"3"]),
+            ),
+            "template 9",
+        ),
+        (
+            "values count",
+            vec![rec(&NAMES)],
+            ok_keys(t::HASH_TMPL_LP_REF, tmpl_lp_ref(b"0", &[b"1", b"2"])),
+            "values for 3 fields",
+        ),
+        (
+            "bad fields format",
+            Vec::new(),
+            ok_keys(t::HASH_TMPL_LP, {
+                let mut v = Vec::new();
+                write_len(&mut v, 7);
+                v
+            }),
+            "fields format is 7",
+        ),
+        (
+            "inline unsorted",
+            Vec::new(),
+            ok_keys(
+                t::HASH_TMPL_ARRAY,
+                [inline_names(1, &[b"b", b"a"]), string(b"1"), string(b"2")].concat(),
+            ),
+            "not strictly sorted",
+        ),
         // Read as a stream of names (no allocation by the declared count): the next opcode is no name.
-        ("huge field count", vec![(op::HASH_TEMPLATE, huge)], Vec::new(), "hash template field"),
-        ("array tag", Vec::new(), ok_keys(t::ARRAY, { let mut v = Vec::new(); write_len(&mut v, 1); write_len(&mut v, 0); write_len(&mut v, 0); write_len(&mut v, 9); v }), "unknown tag 9"),
+        (
+            "huge field count",
+            vec![(op::HASH_TEMPLATE, huge)],
+            Vec::new(),
+            "hash template field",
+        ),
+        (
+            "array tag",
+            Vec::new(),
+            ok_keys(t::ARRAY, {
+                let mut v = Vec::new();
+                write_len(&mut v, 1);
+                write_len(&mut v, 0);
+                write_len(&mut v, 0);
+                write_len(&mut v, 9);
+                v
+            }),
+            "unknown tag 9",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut problems = Vec::new();
@@ -575,16 +805,28 @@ fn malformed_templates_and_new_types_fail_cleanly() {
         let run = common::run_decode(&[], Input::File(&path), TIMEOUT);
         let err = run.stderr_text();
         if run.code != Some(1) || !err.to_lowercase().contains(&want.to_lowercase()) {
-            problems.push(format!("{what}: expected exit 1 naming {want:?}, got {}", run.describe()));
+            problems.push(format!(
+                "{what}: expected exit 1 naming {want:?}, got {}",
+                run.describe()
+            ));
         }
-        problems.extend(run.clean_exit_problems().into_iter().map(|p| format!("{what}: {p}")));
+        problems.extend(
+            run.clean_exit_problems()
+                .into_iter()
+                .map(|p| format!("{what}: {p}")),
+        );
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 fn restore_bin() -> std::path::PathBuf {
-    let bin = common::decoder_path().with_file_name(format!("shake-restore{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.is_file(), "{} is not built: cargo build -p shake-restore", bin.display());
+    let bin = common::decoder_path()
+        .with_file_name(format!("shake-restore{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is not built: cargo build -p shake-restore",
+        bin.display()
+    );
     bin
 }
 
@@ -595,11 +837,15 @@ fn restore_file(url: &str, file: &Path, extra: &[&str]) -> (Option<i32>, String)
         .arg(file)
         .output()
         .expect("run shake-restore");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, cmd: &mut redis::Cmd) -> T {
-    cmd.query(con).unwrap_or_else(|e| panic!("query failed: {e}"))
+    cmd.query(con)
+        .unwrap_or_else(|e| panic!("query failed: {e}"))
 }
 
 /// Issue 14 item 2 on real servers: Redis 8.10 hash templates (types 29-32) and a Redis 8.6
@@ -619,32 +865,67 @@ fn newest_formats_restore_into_older_servers() {
     }
     let [s_lp, s_array] = self_contained_keys();
     let keys = vec![
-        Key { name: "h1", ty: t::HASH_TMPL_LP_REF, value: tmpl_lp_ref(b"0", &[b"31", b"Paris", b"ann"]) },
-        Key { name: "k1", ty: t::HASH_TMPL_ARRAY_REF, value: tmpl_array_ref(0, &[b"1", b"2", &[b'v'; 100]]) },
+        Key {
+            name: "h1",
+            ty: t::HASH_TMPL_LP_REF,
+            value: tmpl_lp_ref(b"0", &[b"31", b"Paris", b"ann"]),
+        },
+        Key {
+            name: "k1",
+            ty: t::HASH_TMPL_ARRAY_REF,
+            value: tmpl_array_ref(0, &[b"1", b"2", &[b'v'; 100]]),
+        },
         s_lp,
         s_array,
-        Key { name: "st", ty: t::STREAM_LISTPACKS_4, value: stream_v4_or_v5(false) },
+        Key {
+            name: "st",
+            ty: t::STREAM_LISTPACKS_4,
+            value: stream_v4_or_v5(false),
+        },
     ];
-    let good = write_file(15, &[(op::HASH_TEMPLATE, template_record(0, &NAMES))], &keys);
+    let good = write_file(
+        15,
+        &[(op::HASH_TEMPLATE, template_record(0, &NAMES))],
+        &keys,
+    );
     let refused_array = write_file(
         14,
         &[],
         &[
-            Key { name: "plain", ty: t::STRING, value: string(b"first") },
-            Key { name: "arr", ty: t::ARRAY, value: array(None, &[(0, ArrayValue::Int(1))]) },
+            Key {
+                name: "plain",
+                ty: t::STRING,
+                value: string(b"first"),
+            },
+            Key {
+                name: "arr",
+                ty: t::ARRAY,
+                value: array(None, &[(0, ArrayValue::Int(1))]),
+            },
         ],
     );
     let refused_nack = write_file(
         14,
         &[],
         &[
-            Key { name: "plain", ty: t::STRING, value: string(b"first") },
-            Key { name: "mystream", ty: t::STREAM_LISTPACKS_5, value: xnack_stream() },
+            Key {
+                name: "plain",
+                ty: t::STRING,
+                value: string(b"first"),
+            },
+            Key {
+                name: "mystream",
+                ty: t::STREAM_LISTPACKS_5,
+                value: xnack_stream(),
+            },
         ],
     );
     let dir = tempfile::tempdir().unwrap();
-    let (good_path, arr_path, nack_path) =
-        (dir.path().join("good.rdb"), dir.path().join("array.rdb"), dir.path().join("nack.rdb"));
+    let (good_path, arr_path, nack_path) = (
+        dir.path().join("good.rdb"),
+        dir.path().join("array.rdb"),
+        dir.path().join("nack.rdb"),
+    );
     std::fs::write(&good_path, &good).unwrap();
     std::fs::write(&arr_path, &refused_array).unwrap();
     std::fs::write(&nack_path, &refused_nack).unwrap();
@@ -654,7 +935,9 @@ fn newest_formats_restore_into_older_servers() {
         let mut con = srv.client();
         let (code, err) = restore_file(&srv.url(), &good_path, &[]);
         if code != Some(0) {
-            problems.push(format!("[{target}] templates + type-26 stream: exit {code:?}: {err}"));
+            problems.push(format!(
+                "[{target}] templates + type-26 stream: exit {code:?}: {err}"
+            ));
             continue;
         }
         let pairs = |con: &mut redis::Connection, k: &str| -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -664,9 +947,30 @@ fn newest_formats_restore_into_older_servers() {
         };
         let b = |s: &str| s.as_bytes().to_vec();
         let want = [
-            ("h1", vec![(b("age"), b("31")), (b("city"), b("Paris")), (b("name"), b("ann"))]),
-            ("k1", vec![(b("age"), b("1")), (b("city"), b("2")), (b("name"), vec![b'v'; 100])]),
-            ("s-lp", vec![(b("age"), b("40")), (b("city"), b("Oslo")), (b("name"), b("cy"))]),
+            (
+                "h1",
+                vec![
+                    (b("age"), b("31")),
+                    (b("city"), b("Paris")),
+                    (b("name"), b("ann")),
+                ],
+            ),
+            (
+                "k1",
+                vec![
+                    (b("age"), b("1")),
+                    (b("city"), b("2")),
+                    (b("name"), vec![b'v'; 100]),
+                ],
+            ),
+            (
+                "s-lp",
+                vec![
+                    (b("age"), b("40")),
+                    (b("city"), b("Oslo")),
+                    (b("name"), b("cy")),
+                ],
+            ),
             ("s-array", vec![(b("x"), b("1")), (b("yy"), vec![b'w'; 80])]),
         ];
         for (k, w) in want {
@@ -675,22 +979,36 @@ fn newest_formats_restore_into_older_servers() {
                 problems.push(format!("[{target}] {k}: {got:?}, expected {w:?}"));
             }
         }
-        let entries: Vec<(String, Vec<(String, String)>)> = q(&mut con, redis::cmd("XRANGE").arg("st").arg("-").arg("+"));
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            q(&mut con, redis::cmd("XRANGE").arg("st").arg("-").arg("+"));
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
-        if ids != ["1779170191997-0", "1779170191998-0", "1779170192000-0", "1779170192001-0"] {
+        if ids
+            != [
+                "1779170191997-0",
+                "1779170191998-0",
+                "1779170192000-0",
+                "1779170192001-0",
+            ]
+        {
             problems.push(format!("[{target}] st entries {ids:?}"));
         }
         // XPENDING summary: count, lowest, highest, [[consumer, count]].
         let pending: (i64, String, String, Vec<(String, String)>) =
             q(&mut con, redis::cmd("XPENDING").arg("st").arg("mygroup"));
         if pending.0 != 4 || pending.3 != vec![("consumer1".to_string(), "4".to_string())] {
-            problems.push(format!("[{target}] st PEL {pending:?}, expected 4 entries owned by consumer1"));
+            problems.push(format!(
+                "[{target}] st PEL {pending:?}, expected 4 entries owned by consumer1"
+            ));
         }
         for (path, what) in [(&arr_path, "array"), (&nack_path, "NACKed")] {
             let _: () = q(&mut con, &mut redis::cmd("FLUSHALL"));
             let (code, err) = restore_file(&srv.url(), path, &[]);
             let n: i64 = q(&mut con, &mut redis::cmd("DBSIZE"));
-            if code != Some(1) || !err.contains(what) || !err.contains("nothing was written") || n != 0 {
+            if code != Some(1)
+                || !err.contains(what)
+                || !err.contains("nothing was written")
+                || n != 0
+            {
                 problems.push(format!(
                     "[{target}] {what}: expected exit 1 naming it before any write, got {code:?} with {n} keys written: {err}"
                 ));
@@ -711,12 +1029,19 @@ fn module_values_pass_to_the_same_module_and_are_refused_elsewhere() {
         return;
     }
     let Some(module) = Flavor::Redis82.module() else {
-        panic!("Redis 8.2 is installed without falkordb.so beside it: run scripts/install-servers.sh");
+        panic!(
+            "Redis 8.2 is installed without falkordb.so beside it: run scripts/install-servers.sh"
+        );
     };
     let module = module.to_str().unwrap().to_string();
     let src = Server::start_with(Flavor::Redis82, &[("loadmodule", &module)]);
     let mut con = src.client();
-    let _: redis::Value = q(&mut con, redis::cmd("GRAPH.QUERY").arg("g").arg("CREATE (:P {n:41}), (:P {n:1})"));
+    let _: redis::Value = q(
+        &mut con,
+        redis::cmd("GRAPH.QUERY")
+            .arg("g")
+            .arg("CREATE (:P {n:41}), (:P {n:1})"),
+    );
     let _: () = q(&mut con, redis::cmd("SET").arg("plain").arg("v"));
     let rdb = src.save();
     let dir = tempfile::tempdir().unwrap();
@@ -728,10 +1053,19 @@ fn module_values_pass_to_the_same_module_and_are_refused_elsewhere() {
         common::parse_lines(&run.stdout).unwrap()
     };
     let g = by_key(&lines, "g");
-    assert_eq!(g.get("module").and_then(Json::as_str), Some("graphdata"), "{g}");
+    assert_eq!(
+        g.get("module").and_then(Json::as_str),
+        Some("graphdata"),
+        "{g}"
+    );
 
     let sum = |con: &mut redis::Connection| -> String {
-        let v: redis::Value = q(con, redis::cmd("GRAPH.QUERY").arg("g").arg("MATCH (p:P) RETURN sum(p.n)"));
+        let v: redis::Value = q(
+            con,
+            redis::cmd("GRAPH.QUERY")
+                .arg("g")
+                .arg("MATCH (p:P) RETURN sum(p.n)"),
+        );
         format!("{v:?}")
     };
     let mut problems = Vec::new();
@@ -740,7 +1074,10 @@ fn module_values_pass_to_the_same_module_and_are_refused_elsewhere() {
     if code != Some(0) {
         problems.push(format!("into 8.2 with the module: exit {code:?}: {err}"));
     } else if !sum(&mut with.client()).contains("42") {
-        problems.push(format!("into 8.2 with the module: the graph answers {}", sum(&mut with.client())));
+        problems.push(format!(
+            "into 8.2 with the module: the graph answers {}",
+            sum(&mut with.client())
+        ));
     }
     for (flavor, nothing_written) in [(Flavor::Redis82, false), (Flavor::Redis70, true)] {
         if !require(flavor) {
@@ -754,7 +1091,9 @@ fn module_values_pass_to_the_same_module_and_are_refused_elsewhere() {
         if nothing_written {
             let n: i64 = q(&mut dst.client(), &mut redis::cmd("DBSIZE"));
             if n != 0 || !err.contains("nothing was written") {
-                problems.push(format!("into {flavor}: expected the refusal before any write, {n} keys written: {err}"));
+                problems.push(format!(
+                    "into {flavor}: expected the refusal before any write, {n} keys written: {err}"
+                ));
             }
         }
     }

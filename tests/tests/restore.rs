@@ -445,7 +445,10 @@ fn restore_matrix_from_valkey_9_1() {
 /// across to Valkey 9.1 (field TTLs kept, re-encoded as Valkey's HASH_2), into itself.
 #[test]
 fn restore_matrix_from_redis_8_2() {
-    matrix_to(Flavor::Redis82, &[Flavor::Redis70, Flavor::Valkey91, Flavor::Redis82]);
+    matrix_to(
+        Flavor::Redis82,
+        &[Flavor::Redis70, Flavor::Valkey91, Flavor::Redis82],
+    );
 }
 
 /// Valkey 9.1 into Redis 8.2: HASH_2 field TTLs re-encoded as Redis's HASH_METADATA.

@@ -526,7 +526,11 @@ fn sync_redis82_and_valkey91_both_ways_with_field_ttls() {
             );
             if i % 3 == 0 {
                 run(
-                    redis::cmd("HPERSIST").arg(&k).arg("FIELDS").arg(1).arg(format!("b{i}")),
+                    redis::cmd("HPERSIST")
+                        .arg(&k)
+                        .arg("FIELDS")
+                        .arg(1)
+                        .arg(format!("b{i}")),
                     &mut con,
                 );
             }

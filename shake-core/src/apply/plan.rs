@@ -7,13 +7,13 @@ use std::io::Read;
 
 use super::{restore_command, ApplyError, ApplyOptions, Work};
 use crate::observe::Progress;
+use crate::rdb::types as t;
 use crate::rdb::writer::{
     parse_dump_payload, BacklenStyle, FieldTtlPolicy, TargetFormat, TranscodeError, Transcoder,
 };
 use crate::rdb::{
     value_type_of, Chunk, Header, Item, KeyHeader, Magic, ParserOptions, RdbParser, ValueType,
 };
-use crate::rdb::types as t;
 use crate::rebuild::{function_library_code, CommandRebuilder};
 
 /// Counters the reading half keeps (the writing half counts what the target said).
@@ -370,7 +370,9 @@ pub fn refusal<R: Read>(
     k: &KeyHeader,
 ) -> Result<Option<String>, ApplyError> {
     let key = crate::text::quote_bytes(&k.key);
-    let why = |w: String| Some(format!("key {key}: {w}, which the target ({target}) has no way to store; use a target of the source's engine and version or newer, or leave the key out (--key/--type filters)"));
+    let why = |w: String| {
+        Some(format!("key {key}: {w}, which the target ({target}) has no way to store; use a target of the source's engine and version or newer, or leave the key out (--key/--type filters)"))
+    };
     if !k.meta.is_empty() {
         let names: Vec<&str> = k.meta.iter().map(|m| m.name.as_str()).collect();
         return Ok(why(format!(
@@ -440,7 +442,11 @@ fn chunking(opts: &ApplyOptions) -> ParserOptions {
 }
 
 /// The refusals [`refusal`] finds without looking inside the value.
-fn refusal_without_decoding(target: &TargetFormat, source: Header, k: &KeyHeader) -> Option<String> {
+fn refusal_without_decoding(
+    target: &TargetFormat,
+    source: Header,
+    k: &KeyHeader,
+) -> Option<String> {
     let key = crate::text::quote_bytes(&k.key);
     if !k.meta.is_empty() {
         let names: Vec<&str> = k.meta.iter().map(|m| m.name.as_str()).collect();

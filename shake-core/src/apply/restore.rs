@@ -401,8 +401,8 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
             let dbs = tokio::task::spawn_blocking(move || {
                 precheck(&input2, &apply2, &popts, &format, &loaded)
             })
-                .await
-                .map_err(|e| ApplyError::Client(format!("checking {input} failed: {e}")))??;
+            .await
+            .map_err(|e| ApplyError::Client(format!("checking {input} failed: {e}")))??;
             if target.is_cluster() {
                 if let Some(db) = dbs.iter().find(|&&d| d != 0) {
                     return Err(ApplyError::Unsupported(format!(

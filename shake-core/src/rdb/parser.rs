@@ -57,14 +57,28 @@ enum PlainKind {
 
 #[derive(Debug, Clone, Copy)]
 enum StreamPhase {
-    Nodes { remaining: u64 },
+    Nodes {
+        remaining: u64,
+    },
     Meta,
-    Groups { remaining: u64 },
-    Pel { groups_left: u64, remaining: u64 },
-    ConsumerCount { groups_left: u64 },
-    Consumers { groups_left: u64, remaining: u64 },
+    Groups {
+        remaining: u64,
+    },
+    Pel {
+        groups_left: u64,
+        remaining: u64,
+    },
+    ConsumerCount {
+        groups_left: u64,
+    },
+    Consumers {
+        groups_left: u64,
+        remaining: u64,
+    },
     /// Type 27: the NACK zone after a group's consumers.
-    Nacks { groups_left: u64 },
+    Nacks {
+        groups_left: u64,
+    },
     /// Types 26/27: the IDMP trailer after the last group.
     Idmp,
 }
@@ -737,7 +751,10 @@ impl<R: Read> RdbParser<R> {
                     Some(n) => n,
                     None => {
                         let id = elems.first().and_then(|e| e.as_int()).ok_or_else(|| {
-                            RdbError::corrupt("hash template listpack does not start with a template id", lp_at)
+                            RdbError::corrupt(
+                                "hash template listpack does not start with a template id",
+                                lp_at,
+                            )
                         })?;
                         self.template(id as u64, lp_at)?
                     }
@@ -839,7 +856,10 @@ impl<R: Read> RdbParser<R> {
             args.push(self.src.bytes(len, "an UPDATE argument")?);
             let crlf: [u8; 2] = self.src.array("an UPDATE argument's CRLF")?;
             if &crlf != b"\r\n" {
-                return Err(RdbError::corrupt("UPDATE argument is not followed by CRLF", at));
+                return Err(RdbError::corrupt(
+                    "UPDATE argument is not followed by CRLF",
+                    at,
+                ));
             }
         }
         Ok(Item::Update(args))
@@ -849,7 +869,10 @@ impl<R: Read> RdbParser<R> {
     fn resp_line(&mut self, prefix: u8, at: u64) -> Result<u64> {
         if self.src.u8("an UPDATE command")? != prefix {
             return Err(RdbError::corrupt(
-                format!("UPDATE command does not have its '{}' header", prefix as char),
+                format!(
+                    "UPDATE command does not have its '{}' header",
+                    prefix as char
+                ),
                 at,
             ));
         }
@@ -860,7 +883,10 @@ impl<R: Read> RdbParser<R> {
                     return if self.src.u8("an UPDATE command")? == b'\n' {
                         Ok(n)
                     } else {
-                        Err(RdbError::corrupt("UPDATE header line does not end in CRLF", at))
+                        Err(RdbError::corrupt(
+                            "UPDATE header line does not end in CRLF",
+                            at,
+                        ))
                     }
                 }
                 d @ b'0'..=b'9' => {
@@ -1346,7 +1372,8 @@ impl<R: Read> RdbParser<R> {
             ValueState::PathHash { remaining } => {
                 let path = self.string("a path hash path")?;
                 let n = self.nonempty_count("path hash field count")?;
-                let mut fields = Vec::with_capacity(n.min(self.opts.chunk_elements as u64) as usize);
+                let mut fields =
+                    Vec::with_capacity(n.min(self.opts.chunk_elements as u64) as usize);
                 for _ in 0..n {
                     let f = self.string("a path hash field")?;
                     let v = self.string("a path hash value")?;

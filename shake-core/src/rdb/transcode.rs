@@ -33,8 +33,8 @@ use super::model::{
     Chunk, HashField, Header, KeyHeader, PendingEntry, StreamConsumer, StreamEntry,
     StreamGroupHeader, StreamId, StreamMeta, ValueType,
 };
-use super::types::value_type_of;
 use super::types as t;
+use super::types::value_type_of;
 use super::writer::{
     len_size, seal_dump_payload, write_binary_double, write_len, write_ms, write_stream_id_lens,
     write_stream_id_raw, write_string, ListpackWriter, TargetFormat,

@@ -236,7 +236,11 @@ mod tests {
             for b in &TABLE[i + 1..] {
                 let clash = a.byte == b.byte
                     && (a.family == b.family || a.family == Both || b.family == Both);
-                assert!(!clash, "{} and {} share byte {}", a.rdb_name, b.rdb_name, a.byte);
+                assert!(
+                    !clash,
+                    "{} and {} share byte {}",
+                    a.rdb_name, b.rdb_name, a.byte
+                );
             }
         }
     }

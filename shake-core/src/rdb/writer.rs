@@ -475,7 +475,8 @@ impl TargetFormat {
         }
         if is_valkey {
             // Valkey 7.2-8.x kept Redis 7.2's RDB 11; 9.0 moved to VALKEY080 (RDB 80), 9.2 to 81.
-            let (major, minor) = parse_major_minor(get("valkey_version").or(get("redis_version"))?)?;
+            let (major, minor) =
+                parse_major_minor(get("valkey_version").or(get("redis_version"))?)?;
             let v = match (major, minor) {
                 (10.., _) | (9, 2..) => 81,
                 (9, _) => 80,
