@@ -54,7 +54,8 @@ pub struct ApplyArgs {
     pub on_conflict: String,
 
     /// Map source database SRC to target database DST (repeatable); `*=0` merges every
-    /// database, which a cluster target needs for a multi-database source. Without it, keys
+    /// database, which a cluster target needs for a multi-database source (unless it has the
+    /// databases: Valkey 9 `cluster-databases`). Without it, keys
     /// keep their database, or all go to the database named in the target URL (redis://host/3)
     #[arg(long = "db-map", value_name = "SRC=DST")]
     pub db_map: Vec<String>,

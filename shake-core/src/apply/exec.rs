@@ -62,9 +62,13 @@ impl<'a> Exec<'a> {
 
     fn client_err(&self, e: ClientError) -> ApplyError {
         match e {
-            ClientError::ClusterDb { endpoint, db } => ApplyError::Unsupported(format!(
-                "{endpoint} is a cluster, which has only database 0, and the input has keys for database {db}: \
-                 map databases with --db-map (e.g. --db-map '*=0' to merge them all)"
+            ClientError::ClusterDb {
+                endpoint,
+                db,
+                databases,
+            } => ApplyError::Unsupported(format!(
+                "the input has keys for database {db}: {}",
+                crate::client::cluster_db_message(&endpoint, db, databases)
             )),
             other => ApplyError::Client(other.to_string()),
         }

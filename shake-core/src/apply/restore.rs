@@ -340,12 +340,11 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
             let dbs = tokio::task::spawn_blocking(move || precheck(&input2, &apply2, &popts))
                 .await
                 .map_err(|e| ApplyError::Client(format!("checking {input} failed: {e}")))??;
-            if target.is_cluster() {
-                if let Some(db) = dbs.iter().find(|&&d| d != 0) {
+            if let Some(databases) = target.cluster_databases() {
+                if let Some(&db) = dbs.iter().find(|&&d| !target.has_db(d)) {
                     return Err(ApplyError::Unsupported(format!(
-                        "{input} has keys for database {db}, but {} is a cluster, which has only database 0: \
-                         map databases with --db-map (e.g. --db-map '*=0' to merge them all, or --db 0 to take only database 0); nothing was written",
-                        s.target
+                        "{input} has keys for database {db}: {}; nothing was written",
+                        crate::client::cluster_db_message(&s.target.to_string(), db, databases)
                     )));
                 }
             }

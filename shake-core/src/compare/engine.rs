@@ -159,9 +159,14 @@ impl Plan {
                     cluster: s.is_cluster(),
                     masters: s.masters(),
                 };
-                if info.cluster && endpoint.db.is_some_and(|d| d != 0) {
+                if let Some(d) = endpoint.db.filter(|&d| !s.has_db(d)) {
                     return Err(CompareError::Setup(format!(
-                        "source {endpoint} is a cluster, which has only database 0"
+                        "source: {}",
+                        crate::client::cluster_db_message(
+                            &endpoint.to_string(),
+                            d,
+                            s.cluster_databases().unwrap_or(1)
+                        )
                     )));
                 }
                 (Some(info), space, endpoint.db)
@@ -180,11 +185,10 @@ impl Plan {
             }
         };
         total += src_space.values().sum::<u64>();
-        let src_cluster = source.as_ref().is_some_and(|s| s.cluster);
         let allowed = |d: &u64| opts.filter.db_allowed(*d);
-        let forward_dbs: Vec<u64> = if src_cluster {
-            vec![0]
-        } else if let Some(d) = src_db {
+        // A cluster reports its databases in INFO keyspace like a standalone server (only db0
+        // but on Valkey 9 with `cluster-databases`).
+        let forward_dbs: Vec<u64> = if let Some(d) = src_db {
             vec![d]
         } else {
             src_space.keys().copied().collect()
@@ -194,9 +198,7 @@ impl Plan {
         .collect();
         // Source databases whose keys may sit on the target: the named ones, else every number
         // up to the highest database either side uses.
-        let candidates: Vec<u64> = if src_cluster {
-            vec![0]
-        } else if let Some(d) = src_db {
+        let candidates: Vec<u64> = if let Some(d) = src_db {
             vec![d]
         } else {
             let top = src_space

@@ -436,13 +436,18 @@ async fn run(
                     let prepared = prepare_target(&mut target, &s2.apply)
                         .await
                         .map_err(|e| e.to_string())?;
-                    if target.is_cluster() {
-                        if let Some(db) = dbs
-                            .iter()
-                            .find(|&&d| prepared.apply.db_map.map(d).is_some_and(|t| t != 0))
-                        {
+                    if let Some(databases) = target.cluster_databases() {
+                        if let Some((db, t)) = dbs.iter().find_map(|&d| {
+                            prepared
+                                .apply
+                                .db_map
+                                .map(d)
+                                .filter(|&t| !target.has_db(t))
+                                .map(|t| (d, t))
+                        }) {
                             return Err(format!(
-                                "the source has keys in database {db}, but {endpoint} is a cluster, which has only database 0: map databases with --db-map (e.g. --db-map '*=0' to merge them all, or --db 0 to take only database 0); nothing was written"
+                                "the source has keys in database {db} (target database {t}): {}; nothing was written",
+                                crate::client::cluster_db_message(&endpoint.to_string(), t, databases)
                             ));
                         }
                     }
