@@ -1004,3 +1004,309 @@ fn sync_preflight_checkpoint() {
         "preflight said full sync, the start did not:\n{log}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Valkey 9 clusters: several databases (`cluster-databases`), atomic slot migration.
+
+/// Valkey 9 cluster nodes with four databases (the snapshot reads `databases`, the cluster
+/// serves `cluster-databases`).
+const FOUR_DBS: [(&str, &str); 2] = [("databases", "4"), ("cluster-databases", "4")];
+
+/// Runs `cmd` in database `db` on the master serving `key` (a cluster connection of the test
+/// client cannot SELECT). Only for the rig's initial slot layout.
+fn on_db(c: &Cluster, db: u32, key: &str, cmds: &[redis::Cmd]) {
+    let mut con = c.master_for_key(key.as_bytes()).client();
+    let mut pipe = redis::pipe();
+    pipe.cmd("SELECT").arg(db).ignore();
+    for cmd in cmds {
+        pipe.add_command(cmd.clone()).ignore();
+    }
+    pipe.query::<()>(&mut con)
+        .unwrap_or_else(|e| panic!("db {db} {key}: {e}"));
+}
+
+fn flush_cluster(c: &Cluster) {
+    for m in c.masters() {
+        let _: () = redis::cmd("FLUSHALL").query(&mut m.client()).unwrap();
+    }
+}
+
+/// A snapshot with database numbers renamed by `map` (a --db-map).
+fn remap(s: Snapshot, map: &[(u32, u32)]) -> Snapshot {
+    Snapshot {
+        keys: s
+            .keys
+            .into_iter()
+            .map(|((db, k), v)| {
+                let to = map.iter().find(|(a, _)| *a as i64 == db as i64).map(|&(_, b)| b);
+                ((to.map_or(db, |b| b as _), k), v)
+            })
+            .collect(),
+        ..s
+    }
+}
+
+#[test]
+fn sync_valkey91_cluster_databases() {
+    let flavor = Flavor::Valkey91;
+    if !require(flavor) {
+        return;
+    }
+    let mut conf = FOUR_DBS.to_vec();
+    conf.push(BACKLOG);
+    let src = Cluster::start_with(flavor, &conf);
+    let dst = Cluster::start_with(flavor, &FOUR_DBS);
+    for i in 0..60u32 {
+        let k = format!("pre:{i}");
+        on_db(&src, i % 4, &k, &[redis::cmd("SET").arg(&k).arg(i).clone()]);
+    }
+    // Full sync and stream: every database keeps its number.
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    for i in 0..60u32 {
+        let (db, c, l) = ((i % 3) + 1, format!("c:{i}"), format!("l:{i}"));
+        on_db(
+            &src,
+            db,
+            &c,
+            &[
+                redis::cmd("INCR").arg(&c).clone(),
+                redis::cmd("SET").arg(format!("{{{c}}}t")).arg(i).arg("PX").arg(600_000).clone(),
+            ],
+        );
+        on_db(
+            &src,
+            db,
+            &l,
+            &[
+                redis::cmd("MULTI").clone(),
+                redis::cmd("RPUSH").arg(&l).arg(i).clone(),
+                redis::cmd("RPUSH").arg(&l).arg(i + 1).clone(),
+                redis::cmd("EXEC").clone(),
+            ],
+        );
+        if i % 5 == 0 {
+            let k = format!("pre:{}", i + 1);
+            on_db(&src, (i + 1) % 4, &k, &[redis::cmd("DEL").arg(&k).clone()]);
+        }
+    }
+    let src_snap = || cluster_snapshot(&src);
+    converge(
+        "valkey 9.1 cluster-databases -> same",
+        &src_snap,
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    assert!(
+        src_snap().keys.keys().any(|(db, _)| *db == 3),
+        "the test writes database 3"
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let check = |extra: &[&str]| {
+        let o = Command::new(bin("shake-check"))
+            .args(["--source", &src.url(), "--target", &dst.url(), "--quiet"])
+            .args(extra)
+            .output()
+            .expect("run shake-check");
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (code, out) = check(&[]);
+    assert_eq!(code, Some(0), "shake-check of a multi-db cluster pair:\n{out}");
+
+    // --db-map between the databases of two such clusters (sync, then check with the map).
+    flush_cluster(&dst);
+    let map = ["--db-map", "1=2", "--db-map", "2=1"];
+    let mut sync = Sync::start(&src.url(), &dst.url(), &map);
+    sync.wait_incremental(Duration::from_secs(60));
+    on_db(&src, 1, "late", &[redis::cmd("SET").arg("late").arg("in-1").clone()]);
+    converge(
+        "valkey 9.1 cluster-databases --db-map 1=2 2=1",
+        &|| remap(cluster_snapshot(&src), &[(1, 2), (2, 1)]),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let (code, out) = check(&map);
+    assert_eq!(code, Some(0), "shake-check --db-map:\n{out}");
+
+    // shake-rump of such a cluster, and shake-restore of one master's RDB.
+    flush_cluster(&dst);
+    let o = Command::new(bin("shake-rump"))
+        .args(["--source", &src.url(), "--target", &dst.url(), "--quiet"])
+        .output()
+        .expect("run shake-rump");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    converge(
+        "shake-rump of a multi-db cluster",
+        &src_snap,
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(10),
+    );
+    flush_cluster(&dst);
+    let m0 = &src.masters()[0];
+    let rdb = m0.save();
+    let o = Command::new(bin("shake-restore"))
+        .args(["--target", &dst.url(), "--quiet"])
+        .arg(&rdb)
+        .output()
+        .expect("run shake-restore");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    converge(
+        "shake-restore into a multi-db cluster",
+        &|| standalone_snapshot(m0),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(10),
+    );
+    // A database the target cluster does not have is refused, naming cluster-databases.
+    let one = Cluster::start_with(flavor, &[("databases", "4")]);
+    let o = Command::new(bin("shake-restore"))
+        .args(["--target", &one.url()])
+        .arg(&rdb)
+        .output()
+        .expect("run shake-restore");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("only database 0") && err.contains("--db-map"), "{err}");
+}
+
+/// Starts `CLUSTER MIGRATESLOTS` of `slots` from `from` to node `to` and waits for the job to
+/// end on `from`; returns its final state.
+fn migrate_slots(from: &Server, slots: (u16, u16), to: &str, wait: bool) -> String {
+    let mut con = from.client();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("MIGRATESLOTS")
+        .arg("SLOTSRANGE")
+        .arg(slots.0)
+        .arg(slots.1)
+        .arg("NODE")
+        .arg(to)
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("MIGRATESLOTS on {}: {e}", from.url()));
+    if !wait {
+        return String::new();
+    }
+    migration_state(from, &["success", "failed", "cancelled"])
+}
+
+/// Waits until the newest job on `node` is in one of `states`.
+fn migration_state(node: &Server, states: &[&str]) -> String {
+    let t = Instant::now();
+    let mut con = node.client();
+    loop {
+        let jobs: Vec<Vec<String>> = redis::cmd("CLUSTER")
+            .arg("GETSLOTMIGRATIONS")
+            .query(&mut con)
+            .unwrap();
+        // Newest first.
+        let state = jobs.first().and_then(|j| {
+            j.chunks(2).find(|kv| kv[0] == "state").map(|kv| kv[1].clone())
+        });
+        if let Some(s) = state.filter(|s| states.contains(&s.as_str())) {
+            return s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "migration on {} not in {states:?}: {jobs:?}",
+            node.url()
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sync_valkey91_atomic_slot_migration() {
+    let flavor = Flavor::Valkey91;
+    if !require(flavor) {
+        return;
+    }
+    let src = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+    let dst = Cluster::start_with(flavor, &[ONE_DB]);
+    let ids: Vec<String> = src
+        .masters()
+        .iter()
+        .map(|m| redis::cmd("CLUSTER").arg("MYID").query(&mut m.client()).unwrap())
+        .collect();
+    let mut ccon = src.connection();
+    for i in 0..400 {
+        let _: () = redis::cmd("SET").arg(format!("pre:{i}")).arg(i).query(&mut ccon).unwrap();
+        let _: () = redis::cmd("RPUSH")
+            .arg(format!("pl:{i}"))
+            .arg(i)
+            .arg(i + 1)
+            .query(&mut ccon)
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut wcon = src.connection();
+    let writer = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let k = i % 211;
+            let _: redis::RedisResult<()> = redis::cmd("INCR").arg(format!("c:{k}")).query(&mut wcon);
+            let _: redis::RedisResult<()> =
+                redis::cmd("RPUSH").arg(format!("l:{k}")).arg(i).query(&mut wcon);
+            let _: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(format!("t:{k}"))
+                .arg(i)
+                .arg("PX")
+                .arg(600_000)
+                .query(&mut wcon);
+            if i % 7 == 0 {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("DEL").arg(format!("pre:{}", i % 400)).query(&mut wcon);
+            }
+            i += 1;
+        }
+    });
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    sleep(Duration::from_millis(500));
+    let m = src.masters();
+    // Slots 0-2000 to the second master and back, under the write load.
+    assert_eq!(migrate_slots(&m[0], (0, 2000), &ids[1], true), "success");
+    assert_eq!(migrate_slots(&m[1], (0, 2000), &ids[0], true), "success");
+    // One cancelled half way: the importer's snapshot and its cleanup are dropped alike.
+    let _: () = redis::cmd("DEBUG")
+        .arg("SLOTMIGRATION")
+        .arg("PREVENT-PAUSE")
+        .arg(1)
+        .query(&mut m[0].client())
+        .unwrap();
+    migrate_slots(&m[0], (3000, 4000), &ids[2], false);
+    migration_state(&m[0], &["streaming", "waiting-to-pause"]);
+    sleep(Duration::from_millis(300));
+    let _: () = redis::cmd("CLUSTER")
+        .arg("CANCELSLOTMIGRATIONS")
+        .query(&mut m[0].client())
+        .unwrap();
+    let _: () = redis::cmd("DEBUG")
+        .arg("SLOTMIGRATION")
+        .arg("PREVENT-PAUSE")
+        .arg(0)
+        .query(&mut m[0].client())
+        .unwrap();
+    assert_eq!(migration_state(&m[0], &["cancelled", "failed"]), "cancelled");
+    // And 10923-12000 from the third master to the second, for a third pair of links.
+    assert_eq!(migrate_slots(&m[2], (10923, 12000), &ids[1], true), "success");
+    sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    converge(
+        "valkey 9.1 atomic slot migrations on the source",
+        &|| cluster_snapshot(&src),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    assert!(sync.running(), "shake-sync stopped:\n{}", sync.stderr());
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        log.matches("full sync from").count(),
+        3,
+        "no full sync beyond the first of each master:\n{log}"
+    );
+    assert!(!log.contains("warning"), "{log}");
+}

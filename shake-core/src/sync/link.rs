@@ -636,6 +636,9 @@ async fn session(
         start,
         applied,
     )?;
+    if spec.first_slot.is_some() {
+        applier.attach_source(&source, &settings.connect).await?;
+    }
     stream_loop(
         spec,
         settings,

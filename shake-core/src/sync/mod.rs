@@ -3,6 +3,7 @@
 //!
 //! - [`checkpoint`]: the checkpoint keys on the target, their values, reading them back;
 //! - [`stream`]: applying the command stream in transactions that carry the checkpoint;
+//! - [`asm`]: atomic slot migrations on a cluster source (what the links drop, where they wait);
 //! - [`link`]: one replication link (one source master): connect, resume or full sync, stream,
 //!   and start over from the checkpoint after any fault;
 //! - this module: the whole sync, one link per source master, status, stopping.
@@ -10,6 +11,7 @@
 //! The replica side of the protocol is [`crate::repl`]; writing RDB data is [`crate::apply`];
 //! the target client is [`crate::client`]. None of that is repeated here.
 
+pub mod asm;
 pub mod checkpoint;
 pub mod link;
 pub mod stream;

@@ -27,10 +27,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::asm::{Control, LinkMigrations, MigrationBoard};
 use super::checkpoint::{is_internal_key, Applied, Checkpoint, CheckpointKeys, Domain};
 use super::SyncError;
 use crate::apply::DbMap;
@@ -55,6 +57,8 @@ pub struct StreamOptions {
     pub batch_bytes: usize,
     /// Cap on commands per second (0: none).
     pub qps: u64,
+    /// Shared by the links of one sync (clones share it): atomic slot migrations in progress.
+    pub migrations: Arc<MigrationBoard>,
 }
 
 impl Default for StreamOptions {
@@ -68,6 +72,7 @@ impl Default for StreamOptions {
             batch_commands: 1024,
             batch_bytes: 1 << 20,
             qps: 0,
+            migrations: Arc::default(),
         }
     }
 }
@@ -140,6 +145,8 @@ pub struct Applier {
     started: Instant,
     sent: u64,
     warned: HashSet<&'static str>,
+    /// Atomic slot migrations as this link sees them.
+    asm: LinkMigrations,
     pub stats: StreamStats,
 }
 
@@ -162,6 +169,7 @@ impl Applier {
                 .map_err(|e| SyncError::Target(e.to_string()))?;
         }
         let horizon = applied.horizon();
+        let asm = LinkMigrations::new(opts.migrations.clone());
         Ok(Applier {
             target,
             keys,
@@ -182,6 +190,7 @@ impl Applier {
             started: Instant::now(),
             sent: 0,
             warned: HashSet::new(),
+            asm,
             stats: StreamStats::default(),
         })
     }
@@ -194,6 +203,16 @@ impl Applier {
     /// Offset of the last byte read and handled (written, batched or skipped).
     pub fn processed(&self) -> u64 {
         self.processed
+    }
+
+    /// Tells the applier which master the stream comes from (a cluster source: atomic slot
+    /// migrations involving it are recognised, see [`super::asm`]).
+    pub async fn attach_source(
+        &mut self,
+        source: &crate::net::Endpoint,
+        opts: &crate::net::ConnectOptions,
+    ) -> Result<(), SyncError> {
+        self.asm.attach(source, opts).await
     }
 
     pub fn set_replid(&mut self, replid: &str) {
@@ -230,6 +249,11 @@ impl Applier {
         args: &[Range<usize>],
         end: u64,
     ) -> Result<bool, SyncError> {
+        if self.asm.fence_crossed(end) {
+            // Everything before an atomic migration's hand-off point goes to the target first.
+            self.settle().await?;
+            self.asm.pass(end).await?;
+        }
         self.processed = end;
         let argv: Vec<&[u8]> = args.iter().map(|r| &frame[r.clone()]).collect();
         let Some(name) = argv.first() else {
@@ -272,6 +296,18 @@ impl Applier {
             Kind::Exec => {
                 if let Some(cmds) = self.tx.take() {
                     self.commit_transaction(cmds, end)?;
+                }
+                Ok(false)
+            }
+            _ if name.eq_ignore_ascii_case(b"TRIMSLOTS") => Err(SyncError::Fatal(format!(
+                "TRIMSLOTS at source offset {end}: the source trims slots after a Redis 8.4 atomic slot migration (CLUSTER MIGRATION), which shake-sync does not follow yet (docs/atomic-slot-migration.md); written as it came it would delete the moved keys on the target. Run the migration with MIGRATE-based resharding, or sync again from scratch once it is over"
+            ))),
+            _ if name.eq_ignore_ascii_case(b"CLUSTER") => {
+                // Cluster bus and slot-migration chatter (CLUSTER SYNCSLOTS ...): never data.
+                self.stats.skipped += 1;
+                if let Control::Handoff(h) = self.asm.control(&argv, end).await? {
+                    self.settle().await?;
+                    self.asm.await_handoff(h).await?;
                 }
                 Ok(false)
             }
@@ -350,12 +386,13 @@ impl Applier {
             self.stats.skipped += 1;
             return Ok(None);
         };
-        if self.cluster && db != 0 {
+        if !self.target.has_db(db) {
+            let databases = self.target.cluster_databases().unwrap_or(1);
             return Err(SyncError::Fatal(format!(
-                "{} at source offset {end} writes database {}, but the target {} is a cluster, which has only database 0: map databases with --db-map (e.g. --db-map '*=0')",
+                "{} at source offset {end} writes database {} (target database {db}): {}",
                 name(),
                 self.src_db,
-                self.target_name()
+                crate::client::cluster_db_message(&self.target_name(), db, databases)
             )));
         }
         match kind {
@@ -483,6 +520,14 @@ impl Applier {
             self.stats.skipped += 1;
             return Ok(None);
         }
+        if !self.asm.idle() {
+            let deletion = key_idx.len() == 1
+                && (argv[0].eq_ignore_ascii_case(b"DEL") || argv[0].eq_ignore_ascii_case(b"UNLINK"));
+            if self.asm.drops(slot_of(first), deletion) {
+                self.stats.skipped += 1;
+                return Ok(None);
+            }
+        }
 
         // Database numbers inside the command.
         let frame = match kind {
@@ -503,7 +548,7 @@ impl Applier {
                         self.stats.skipped += 1;
                         return Ok(None);
                     }
-                    Some(m) if !self.cluster => {
+                    Some(m) if !self.cluster || self.target.has_db(m) => {
                         let mut out = Vec::new();
                         encode_command(&mut out, &[argv[0], argv[1], m.to_string().as_bytes()]);
                         Bytes::from(out)
@@ -535,7 +580,7 @@ impl Applier {
         let slots: Vec<u16> = key_idx.iter().map(|&i| slot_of(argv[i])).collect();
         if slots.iter().all(|&s| s == slots[0]) {
             return Ok(self
-                .pending(Domain::Slot(slots[0]), 0, frame, end)?
+                .pending(Domain::Slot(slots[0]), db, frame, end)?
                 .map(|p| vec![p]));
         }
         // Keys in several slots: only commands that act on each key alone can be split.
@@ -568,7 +613,7 @@ impl Applier {
             let mut all: Vec<&[u8]> = vec![verb];
             all.extend(args);
             encode_command(&mut cmd, &all);
-            if let Some(p) = self.pending(Domain::Slot(slot), 0, Bytes::from(cmd), end)? {
+            if let Some(p) = self.pending(Domain::Slot(slot), db, Bytes::from(cmd), end)? {
                 out.push(p);
             }
         }
@@ -619,9 +664,9 @@ impl Applier {
         let mut args: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
         if m == db {
             args.drain(pos..pos + 2);
-        } else if self.cluster {
+        } else if self.cluster && !self.target.has_db(m) {
             return Err(SyncError::Fatal(format!(
-                "COPY to database {to} at source offset {end} cannot be applied to a cluster target: map the databases with --db-map"
+                "COPY to database {to} at source offset {end} cannot be applied to a cluster target without that database: map the databases with --db-map"
             )));
         } else {
             args[pos + 1] = m.to_string().into_bytes();
@@ -658,11 +703,11 @@ impl Applier {
         self.settle().await?;
         let argv = split_frame(&frame)
             .ok_or_else(|| SyncError::Source(format!("a malformed command at offset {end}")))?;
-        let replies = self
-            .target
-            .broadcast(&argv)
-            .await
-            .map_err(|e| self.client_err(e))?;
+        // FLUSHDB of a database other than 0 (a cluster with `cluster-databases`): in that one.
+        self.target.select(db).map_err(|e| self.client_err(e))?;
+        let replies = self.target.broadcast(&argv).await;
+        self.target.select(0).map_err(|e| self.client_err(e))?;
+        let replies = replies.map_err(|e| self.client_err(e))?;
         for (node, reply) in replies {
             if let Some(e) = reply.error() {
                 return Err(SyncError::Fatal(format!(
@@ -720,24 +765,34 @@ impl Applier {
                 groups.push((None, cmds, n));
             }
         } else {
+            // Per slot: its commands, how many, and the database its transaction is in (a
+            // cluster with `cluster-databases` > 1 gets SELECTs inside; the checkpoint key lives
+            // in database 0, where each transaction starts and ends).
             let mut order: Vec<u16> = Vec::new();
-            let mut by_slot: HashMap<u16, Vec<Bytes>> = HashMap::new();
+            let mut by_slot: HashMap<u16, (Vec<Bytes>, u32, u64)> = HashMap::new();
             for p in batch {
                 let Domain::Slot(s) = p.domain else { continue };
                 if p.frame.is_empty() {
                     continue;
                 }
-                let v = by_slot.entry(s).or_insert_with(|| {
+                let (v, n, cur) = by_slot.entry(s).or_insert_with(|| {
                     order.push(s);
-                    vec![Bytes::from_static(MULTI)]
+                    (vec![Bytes::from_static(MULTI)], 0, 0)
                 });
+                if p.db != *cur {
+                    v.push(select_cmd(p.db));
+                    *cur = p.db;
+                }
                 v.push(p.frame);
+                *n += 1;
             }
             for s in order {
-                let Some(mut cmds) = by_slot.remove(&s) else {
+                let Some((mut cmds, n, cur)) = by_slot.remove(&s) else {
                     continue;
                 };
-                let n = (cmds.len() - 1) as u32;
+                if cur != 0 {
+                    cmds.push(select_cmd(0));
+                }
                 let key = self.keys.domain_key(Domain::Slot(s));
                 cmds.push(Bytes::from(checkpoint.set_command(&key)));
                 cmds.push(Bytes::from_static(EXEC));
@@ -852,6 +907,7 @@ impl Applier {
             // Skipped commands after the last batch are "applied" too.
             self.low_water = self.low_water.max(self.processed);
         }
+        self.asm.progress(self.low_water);
     }
 
     /// Waits until every batch sent is answered, then records the low-water mark on the
