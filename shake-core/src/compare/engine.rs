@@ -771,7 +771,7 @@ pub(crate) fn phase_b(
         ValueType::Zset => b"ZCARD",
         ValueType::Hash => b"HLEN",
         ValueType::Stream => b"XLEN",
-        ValueType::Module => return 0,
+        ValueType::Module | ValueType::Array => return 0,
     };
     if ty == ValueType::String && full {
         push(cmd(&[
@@ -1240,7 +1240,7 @@ impl Reader {
                     cursor = num(next);
                 }
             }
-            ValueType::Module => Ok(None),
+            ValueType::Module | ValueType::Array => Ok(None),
         }
     }
 
