@@ -44,6 +44,23 @@ impl FilterArgs {
     }
 }
 
+/// `--on-target-error`: what a live copy (shake-sync, shake-rump --follow) does when the target
+/// refuses a write the source made.
+#[derive(Args, Debug, Clone)]
+pub struct TargetErrorArgs {
+    /// When the target refuses a command the source executed (WRONGTYPE, BUSYKEY, OOM, a script
+    /// error): repair (re-copy the key from the source, counted as repaired) or stop (exit
+    /// naming the key)
+    #[arg(long, default_value = "repair", value_parser = ["repair", "stop"])]
+    pub on_target_error: String,
+}
+
+impl TargetErrorArgs {
+    pub fn policy(&self) -> Result<crate::apply::OnTargetError, String> {
+        crate::apply::OnTargetError::parse(&self.on_target_error)
+    }
+}
+
 /// How values are written to a target: conflict policy, database mapping, big keys, LRU,
 /// field TTLs, rate cap, pipeline depth.
 #[derive(Args, Debug, Clone)]

@@ -1574,41 +1574,18 @@ async fn libraries(
         .request(&["FUNCTION", "LIST", "WITHCODE"])
         .await
         .map_err(|e| side.err(e))?;
-    let mut out = HashMap::new();
     if let Some(e) = r.error() {
         if unknown_command(e) {
-            return Ok(out);
+            return Ok(HashMap::new());
         }
         return Err(CompareError::Setup(format!(
             "{} {node}: FUNCTION LIST failed: {e}",
             side.name()
         )));
     }
-    for lib in r.as_array().unwrap_or_default() {
-        let Some(items) = lib.as_array() else {
-            continue;
-        };
-        let field = |name: &str| {
-            items
-                .chunks(2)
-                .find(|kv| kv[0].as_bytes() == Some(name.as_bytes()))
-                .and_then(|kv| kv.get(1))
-                .and_then(Reply::as_bytes)
-                .map(Bytes::copy_from_slice)
-        };
-        if let (Some(name), Some(code)) = (field("library_name"), field("library_code")) {
-            out.insert(name, code);
-        }
-    }
-    Ok(out)
-}
-
-/// The library name a `#!lua name=...` source declares.
-pub(crate) fn library_name(code: &[u8]) -> Option<Bytes> {
-    let first = code.split(|&b| b == b'\n').next()?;
-    let s = std::str::from_utf8(first).ok()?;
-    let name = s.split_whitespace().find_map(|w| w.strip_prefix("name="))?;
-    Some(Bytes::copy_from_slice(name.as_bytes()))
+    Ok(crate::apply::functions::list_libraries(&r)
+        .into_iter()
+        .collect())
 }
 
 /// Compares the function libraries: the source's first master (or `from_file`) against the

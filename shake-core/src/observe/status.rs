@@ -62,6 +62,9 @@ pub struct ShardStatus {
     pub commands_applied: u64,
     pub ops_per_sec: f64,
     pub errors: u64,
+    /// Keys re-copied from the source after the target refused a command (`--on-target-error
+    /// repair`).
+    pub repaired_keys: u64,
     pub reconnects: u64,
     pub full_syncs: u64,
     pub partial_syncs: u64,
@@ -86,6 +89,7 @@ impl ShardStatus {
             commands_applied: 0,
             ops_per_sec: 0.0,
             errors: 0,
+            repaired_keys: 0,
             reconnects: 0,
             full_syncs: 0,
             partial_syncs: 0,
@@ -247,6 +251,21 @@ impl StatusBoard {
             "partial resynchronisations (+CONTINUE)",
             &|s| s.partial_syncs as f64,
         );
+        // A counter: it only grows over the life of the process (sessions add up).
+        let _ = writeln!(
+            out,
+            "# HELP shake_sync_repaired_keys_total keys re-copied from the source after the target refused a command"
+        );
+        let _ = writeln!(out, "# TYPE shake_sync_repaired_keys_total counter");
+        for s in &shards {
+            let _ = writeln!(
+                out,
+                "shake_sync_repaired_keys_total{{shard=\"{}\",source=\"{}\"}} {}",
+                escape(&s.name),
+                escape(&s.source),
+                s.repaired_keys
+            );
+        }
         out
     }
 
@@ -260,7 +279,7 @@ impl StatusBoard {
                     s.name, s.source, s.rdb_bytes_received, s.rdb_keys_applied
                 ),
                 _ => format!(
-                    "{} <- {}: {}, applied offset {}, lag {} bytes / {} ms, {:.0} ops/s, {} commands, {} errors, {} reconnects",
+                    "{} <- {}: {}, applied offset {}, lag {} bytes / {} ms, {:.0} ops/s, {} commands, {} errors, {} keys repaired, {} reconnects",
                     s.name,
                     s.source,
                     s.phase.as_str(),
@@ -270,6 +289,7 @@ impl StatusBoard {
                     s.ops_per_sec,
                     s.commands_applied,
                     s.errors,
+                    s.repaired_keys,
                     s.reconnects
                 ),
             })

@@ -3,6 +3,7 @@
 //!
 //! - [`checkpoint`]: the checkpoint keys on the target, their values, reading them back;
 //! - [`stream`]: applying the command stream in transactions that carry the checkpoint;
+//! - [`repair`]: keys the target refused, re-copied from the source (`--on-target-error`);
 //! - [`link`]: one replication link (one source master): connect, resume or full sync, stream,
 //!   and start over from the checkpoint after any fault;
 //! - this module: the whole sync, one link per source master, status, stopping.
@@ -12,6 +13,7 @@
 
 pub mod checkpoint;
 pub mod link;
+pub mod repair;
 pub mod stream;
 
 use std::net::SocketAddr;
