@@ -431,7 +431,12 @@ impl Repairs {
 
     /// The `HSET` of the records of `t`'s keys at offset `s` of history `replid`.
     pub fn record_commands(&self, cluster: bool, t: &Todo, replid: &str, s: u64) -> Vec<Bytes> {
-        let text = Checkpoint::at(replid, s).encode();
+        let text = Checkpoint {
+            replid: replid.to_string(),
+            offset: Some(s),
+            db: None,
+        }
+        .encode();
         t.keys
             .iter()
             .map(|k| {
