@@ -128,6 +128,9 @@ impl fmt::Display for RumpSummary {
     }
 }
 
+/// How long the writer waits for more work before it sends what it buffered.
+const IDLE_FLUSH: Duration = Duration::from_millis(20);
+
 /// How much found data (payloads) may wait between the walkers and the writer.
 const FOUND_QUEUE_BYTES: usize = 32 << 20;
 
@@ -678,16 +681,23 @@ async fn write_target(
     exec.collect_refusals = fixer.policy == OnTargetError::Repair;
     let mut receiver = receiver;
     let failed = async {
-        while let Some((works, permit)) = receiver.recv().await {
+        loop {
+            // Nothing more to write for a moment (follow mode trickles): what is buffered goes
+            // out and is answered, rather than waiting for the next event. A bulk copy keeps
+            // its queue busy and its pipeline full.
+            let next = match tokio::time::timeout(IDLE_FLUSH, receiver.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    exec.settle().await.map_err(|e| e.to_string())?;
+                    fixer.fix(&mut exec, &prepared).await?;
+                    receiver.recv().await
+                }
+            };
+            let Some((works, permit)) = next else { break };
             for w in works {
                 exec.apply(w).await.map_err(|e| e.to_string())?;
             }
             drop(permit);
-            // Nothing more to write for now (follow mode trickles): what is buffered goes out
-            // and is answered, rather than waiting for the next event.
-            if receiver.is_empty() {
-                exec.settle().await.map_err(|e| e.to_string())?;
-            }
             fixer.fix(&mut exec, &prepared).await?;
         }
         Ok::<(), String>(())
