@@ -1733,7 +1733,7 @@ fn converge_libraries(ctx: &str, src: &Cluster, dst: &Cluster) {
 }
 
 /// A small write load on a cluster (INCR, RPUSH, a hash with a TTL, MULTI/EXEC on one slot).
-fn cluster_load(c: &Cluster, prefix: &str) -> (Arc<AtomicBool>, JoinHandle<()>) {
+fn prefixed_cluster_load(c: &Cluster, prefix: &str) -> (Arc<AtomicBool>, JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let mut con = c.connection();
@@ -1828,7 +1828,7 @@ fn sync_cluster_dr_drill_with_functions() {
         on_every_master(&b, &redis::cmd("FLUSHALL"));
 
         // 1. A -> B under writes; a library loaded on every source master mid-stream too.
-        let load = cluster_load(&a, "");
+        let load = prefixed_cluster_load(&a, "");
         let mut ab = Sync::start(&a.url(), &b.url(), &[]);
         ab.wait_incremental(Duration::from_secs(60));
         on_every_master(&a, redis::cmd("FUNCTION").arg("LOAD").arg(LIB_B));
@@ -1842,7 +1842,7 @@ fn sync_cluster_dr_drill_with_functions() {
         // 2. A is lost (its data and libraries gone); writes go to B.
         on_every_master(&a, &redis::cmd("FLUSHALL"));
         on_every_master(&a, redis::cmd("FUNCTION").arg("FLUSH"));
-        let load = cluster_load(&b, "b-");
+        let load = prefixed_cluster_load(&b, "b-");
 
         // 3. B -> A into the empty A.
         let mut ba = Sync::start(&b.url(), &a.url(), &[]);
@@ -1855,7 +1855,7 @@ fn sync_cluster_dr_drill_with_functions() {
         assert_eq!(code, Some(0), "{flavor:?} drill 3:\n{log}");
 
         // 4. The original direction again, with writes on A.
-        let load = cluster_load(&a, "a2-");
+        let load = prefixed_cluster_load(&a, "a2-");
         let mut ab = Sync::start(&a.url(), &b.url(), &[]);
         ab.wait_incremental(Duration::from_secs(60));
         sleep(Duration::from_secs(1));
