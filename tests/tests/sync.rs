@@ -18,6 +18,8 @@
 //! - `sync_source_resharding_*` (Redis 7.0, Valkey 9.1): source slots moved with MIGRATE under
 //!   a write load (one way, back with `--cluster-replace`, a kill -9 mid-reshard, a migration left
 //!   half done and written through ASK): equal, no further full sync, no target error.
+//! - `sync_target_resharding`: the target cluster resharded (MIGRATE) during the sync and a
+//!   kill -9/restart: equal, no further full sync, no target error.
 //! - `sync_dr_drill`: A -> B; stop; writes on B; B -> A; stop; A -> B again; equal each time.
 //! - `sync_config_file`: the RedisShake v3 sync.toml of ../shared/examples, unchanged, with flags
 //!   overriding its addresses; every ignored key reported once.
@@ -408,7 +410,7 @@ const BACKLOG: (&str, &str) = ("repl-backlog-size", "64mb");
 
 #[test]
 fn sync_standalone_every_version() {
-    for flavor in Flavor::all() {
+    for flavor in Flavor::matrix() {
         if !require(flavor) {
             continue;
         }
@@ -475,6 +477,79 @@ fn sync_valkey91_into_redis70() {
     let (code, log) = sync.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("transcoded"), "{log}");
+}
+
+/// Redis 8.2 and Valkey 9.1, both ways (the two servers with hash field TTLs, each loading the
+/// other's field-TTL hashes only re-encoded): the full sync carries the fill's field TTLs, and
+/// the command stream HSETEX / HPEXPIRE / HPERSIST as each source propagates them, under the
+/// mixed load.
+#[test]
+fn sync_redis82_and_valkey91_both_ways_with_field_ttls() {
+    for (from, to) in [
+        (Flavor::Valkey91, Flavor::Redis82),
+        (Flavor::Redis82, Flavor::Valkey91),
+    ] {
+        if !require(from) || !require(to) {
+            continue;
+        }
+        let ctx = format!("{from} -> {to}");
+        let src = Server::start_with(from, &[BACKLOG]);
+        let dst = Server::start(to);
+        fill(&mut src.client(), from, now_ms());
+        let load = Load::start(&src, "", false);
+        let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+        sync.wait_incremental(Duration::from_secs(60));
+        let mut con = src.client();
+        let at = now_ms() + 600_000;
+        for i in 0..60i64 {
+            let k = format!("fttl:live:{}", i % 10);
+            let run = |c: &mut redis::Cmd, con: &mut redis::Connection| {
+                c.query::<redis::Value>(con)
+                    .unwrap_or_else(|e| panic!("[{ctx}] field-TTL write: {e}"));
+            };
+            run(
+                redis::cmd("HSETEX")
+                    .arg(&k)
+                    .arg("PXAT")
+                    .arg(at + i)
+                    .arg("FIELDS")
+                    .arg(2)
+                    .arg(format!("a{i}"))
+                    .arg(i)
+                    .arg(format!("b{i}"))
+                    .arg("w"),
+                &mut con,
+            );
+            run(
+                redis::cmd("HPEXPIRE")
+                    .arg(&k)
+                    .arg(900_000)
+                    .arg("FIELDS")
+                    .arg(1)
+                    .arg(format!("a{i}")),
+                &mut con,
+            );
+            if i % 3 == 0 {
+                run(
+                    redis::cmd("HPERSIST")
+                        .arg(&k)
+                        .arg("FIELDS")
+                        .arg(1)
+                        .arg(format!("b{i}")),
+                    &mut con,
+                );
+            }
+        }
+        load.finish();
+        converge(
+            &ctx,
+            &|| project(&standalone_snapshot(&src), to),
+            &|| standalone_snapshot(&dst),
+            Duration::from_secs(30),
+        );
+        let (code, log) = sync.stop();
+        assert_eq!(code, Some(0), "[{ctx}] {log}");
+    }
 }
 
 #[test]
@@ -2017,5 +2092,54 @@ fn sync_repairs_what_the_target_refused() {
                 && l.contains("--on-target-error stop")),
             "{flavor:?}: no line names the key and the cause:\n{log}"
         );
+    }
+}
+
+/// The target cluster resharded while shake-sync writes into it (MOVED/ASK/TRYAGAIN on the
+/// target, the per-slot checkpoint keys moving with their slots), with a kill -9 and restart
+/// after it: equal, no further full sync.
+#[test]
+fn sync_target_resharding() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+    let dst = Cluster::start_with(flavor, &[ONE_DB]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = cluster_load(&src, stop.clone());
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    let full_before = full_syncs_served(&src);
+    let d = dst.masters();
+    reshard(&dst, &d[0], &d[1], 700, &[]);
+    reshard(&dst, &d[2], &d[0], 500, &[]);
+    let log1 = sync.kill9();
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    reshard(&dst, &d[1], &d[2], 300, &[]);
+    sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let ops = load.join().expect("load");
+    converge(
+        &format!("target resharding ({ops} load operations)"),
+        &|| cluster_snapshot(&src),
+        // The target's own MIGRATE sends a key's TTL relative (PTTL), so the importing target
+        // master's expiry can be a millisecond off: not shake-sync's, and not exact to compare.
+        &|| Snapshot {
+            ttl_exact: false,
+            ..cluster_snapshot(&dst)
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        full_syncs_served(&src),
+        full_before,
+        "a full sync after the start"
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    for l in [&log1, &log] {
+        assert!(!l.contains("answered an error"), "{l}");
     }
 }

@@ -420,6 +420,7 @@ async fn run(
         } => {
             let (endpoint, cluster, pipeline) = (endpoint.clone(), *cluster, *pipeline);
             let s2 = s.clone();
+            let writer_stop = stop.clone();
             Writer::Target(tokio::spawn(async move {
                 let setup = async {
                     let mut target = connect_target(&endpoint, cluster, &s2.connect, pipeline)
@@ -458,7 +459,12 @@ async fn run(
                     reader: None,
                     policy: s2.on_target_error,
                 };
-                write_target(&mut target, prepared, rx, fixer).await
+                let written = write_target(&mut target, prepared, rx, fixer).await;
+                if written.is_err() {
+                    // The walkers of --follow wait for events: stop them, the copy is over.
+                    writer_stop.cancel();
+                }
+                written
             }))
         }
         RumpOutput::File(path) => {
