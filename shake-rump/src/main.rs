@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shake_core::cli::{
-    cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, TargetErrorArgs,
+    cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs,
+    TargetErrorArgs,
 };
 use shake_core::net::Endpoint;
 use shake_core::rdb::ValueType;
@@ -128,6 +129,9 @@ struct Args {
 
     #[command(flatten)]
     target_error: TargetErrorArgs,
+
+    #[command(flatten)]
+    shard: ShardArgs,
 
     #[command(flatten)]
     conn: ConnArgs,
@@ -271,5 +275,6 @@ fn settings(args: &Args) -> Result<RumpSettings, String> {
         on_target_error: args.target_error.policy()?,
         quiet: args.log.quiet,
         log_interval: args.log.every(),
+        shard: args.shard.to_shard()?,
     })
 }
