@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use shake_core::cli::{ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs};
+use shake_core::cli::{
+    ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs, TargetErrorArgs,
+};
 use shake_core::net::Endpoint;
 use shake_core::observe::status::StatusBoard;
 use shake_core::repl::ReplOptions;
@@ -79,6 +81,9 @@ struct Args {
     #[command(flatten)]
     filter: FilterArgs,
 
+    #[command(flatten)]
+    target_error: TargetErrorArgs,
+
     /// Also write PUBLISH/SPUBLISH to the target (default: messages are not data, skipped)
     #[arg(long)]
     forward_publish: bool,
@@ -116,6 +121,9 @@ struct Args {
     /// Read RDB versions newer than the known ones in the full sync; unknown types still fail
     #[arg(long)]
     relaxed_version: bool,
+
+    #[command(flatten)]
+    shard: ShardArgs,
 
     #[command(flatten)]
     conn: ConnArgs,
@@ -169,6 +177,7 @@ fn main() -> ExitCode {
 
 async fn run(settings: SyncSettings) -> ExitCode {
     let board = StatusBoard::default();
+    board.set_shard(&settings.shard.label());
     if let Some(addr) = settings.status_addr {
         match shake_core::observe::status::serve(addr, board.clone()).await {
             Ok(bound) => {
@@ -218,8 +227,8 @@ async fn run(settings: SyncSettings) -> ExitCode {
         Ok(summary) => {
             for s in &summary.shards {
                 eprintln!(
-                    "shake-sync: {} stopped at offset {} ({} commands applied, {} full syncs, {} partial resyncs, {} reconnects, {} errors) after {:.1}s",
-                    s.name, s.applied_offset, s.commands_applied, s.full_syncs, s.partial_syncs, s.reconnects, s.errors, summary.seconds
+                    "shake-sync: {} stopped at offset {} ({} commands applied, {} full syncs, {} partial resyncs, {} reconnects, {} errors, {} keys repaired) after {:.1}s",
+                    s.name, s.applied_offset, s.commands_applied, s.full_syncs, s.partial_syncs, s.reconnects, s.errors, s.repaired_keys, summary.seconds
                 );
             }
             ExitCode::SUCCESS
@@ -306,6 +315,10 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         );
     }
     let filter = args.filter.to_filter()?;
+    let shard = args.shard.to_shard()?;
+    if args.flush_target && !shard.is_whole() {
+        return Err(format!("--flush-target with --shard {shard}: each shard would empty the whole target, the other shards' keys included; empty the target once (FLUSHALL on each master) before starting the shards, without --flush-target"));
+    }
     if args.flush_target && (!filter.is_everything() || !args.apply.db_map.is_empty()) {
         return Err("--flush-target empties the whole target, which filters or --db-map say this sync does not fully own; drop one or the other".into());
     }
@@ -352,6 +365,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
             split_transactions: args.split_transactions,
             checkpoint_db,
             qps: args.apply.qps,
+            on_target_error: args.target_error.policy()?,
             ..StreamOptions::default()
         },
         apply,
@@ -362,6 +376,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         quiet: args.log.quiet,
         log_interval: args.log.every(),
         relaxed_version: args.relaxed_version,
+        shard,
     })
 }
 

@@ -2074,6 +2074,337 @@ fn sync_reads_old_checkpoints() {
     assert_eq!(stat(&src, "sync_full"), 2, "{log}");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Issue 12: clusters with function libraries, and repairs of what the target refused.
+
+/// Runs `cmd` through a cluster connection, panicking on an error.
+fn cq(con: &mut redis::cluster::ClusterConnection, cmd: &redis::Cmd) {
+    let r: redis::RedisResult<redis::Value> = cmd.query(con);
+    if let Err(e) = r {
+        panic!("a command on the source cluster failed: {e}");
+    }
+}
+
+/// Runs `cmd` on every master of `c` (what an operator does for FUNCTION LOAD on a cluster).
+fn on_every_master(c: &Cluster, cmd: &redis::Cmd) {
+    for m in c.masters() {
+        let _: redis::Value = q(&mut m.client(), cmd);
+    }
+}
+
+/// The libraries of every master of `c`, one list per master.
+fn cluster_libraries(c: &Cluster) -> Vec<Vec<String>> {
+    c.masters()
+        .iter()
+        .map(|m| function_libraries(&mut m.client()))
+        .collect()
+}
+
+/// Polls until every master of `dst` holds exactly the libraries of `src`'s first master.
+fn converge_libraries(ctx: &str, src: &Cluster, dst: &Cluster) {
+    let want = function_libraries(&mut src.masters()[0].client());
+    let t = Instant::now();
+    loop {
+        let got = cluster_libraries(dst);
+        if got.iter().all(|l| *l == want) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "[{ctx}] libraries differ: source {want:?}, target masters {got:?}"
+        );
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// A small write load on a cluster (INCR, RPUSH, a hash with a TTL, MULTI/EXEC on one slot).
+fn prefixed_cluster_load(c: &Cluster, prefix: &str) -> (Arc<AtomicBool>, JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut con = c.connection();
+    // Transactions go to the master of their slot (a cluster client pipelines no MULTI).
+    let mut txcon = c
+        .master_for_key(format!("{{{prefix}tx}}").as_bytes())
+        .client();
+    let p = prefix.to_string();
+    let h = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let k = i % 41;
+            let _: redis::RedisResult<()> =
+                redis::cmd("INCR").arg(format!("{p}c:{k}")).query(&mut con);
+            let _: redis::RedisResult<()> = redis::cmd("RPUSH")
+                .arg(format!("{p}l:{k}"))
+                .arg(i)
+                .query(&mut con);
+            let _: redis::RedisResult<()> = redis::pipe()
+                .cmd("HSET")
+                .arg(format!("{p}h:{k}"))
+                .arg("f")
+                .arg(i)
+                .cmd("PEXPIRE")
+                .arg(format!("{p}h:{k}"))
+                .arg(600_000)
+                .query(&mut con);
+            if i % 7 == 0 {
+                let _: redis::RedisResult<()> = redis::pipe()
+                    .atomic()
+                    .cmd("INCRBY")
+                    .arg(format!("{{{p}tx}}:n"))
+                    .arg(3)
+                    .cmd("LPUSH")
+                    .arg(format!("{{{p}tx}}:l"))
+                    .arg(i)
+                    .query(&mut txcon);
+            }
+            i += 1;
+        }
+    });
+    (stop, h)
+}
+
+fn stop_load(l: (Arc<AtomicBool>, JoinHandle<()>)) {
+    l.0.store(true, Ordering::Relaxed);
+    let _ = l.1.join();
+}
+
+const LIB_A: &str = "#!lua name=drlib\nredis.register_function('drfn', function() return 1 end)";
+const LIB_A_OTHER: &str =
+    "#!lua name=drlib\nredis.register_function('drfn', function() return 2 end)";
+const LIB_B: &str = "#!lua name=streamlib\nredis.register_function('sfn', function() return 3 end)";
+
+/// The DR drill on 3-master clusters with function libraries on every master, default flags at
+/// every step: a library of the same name and code arriving from each source master (and found
+/// on the target) is no conflict; the same name with other code is, naming the library.
+#[test]
+fn sync_cluster_dr_drill_with_functions() {
+    for flavor in [Flavor::Redis70, Flavor::Valkey91] {
+        if !require(flavor) {
+            continue;
+        }
+        let a = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+        let b = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+        let snap_a = || cluster_snapshot(&a);
+        let snap_b = || cluster_snapshot(&b);
+        on_every_master(&a, redis::cmd("FUNCTION").arg("LOAD").arg(LIB_A));
+        let mut acon = a.connection();
+        for i in 0..200 {
+            cq(&mut acon, redis::cmd("SET").arg(format!("pre:{i}")).arg(i));
+        }
+
+        // The target holds the library's name with other code: refused, the library named.
+        on_every_master(&b, redis::cmd("FUNCTION").arg("LOAD").arg(LIB_A_OTHER));
+        let mut s = Sync::start(&a.url(), &b.url(), &[]);
+        let t = Instant::now();
+        while s.running() && t.elapsed() < Duration::from_secs(60) {
+            sleep(Duration::from_millis(100));
+        }
+        let log = s.stderr();
+        assert!(
+            !s.running(),
+            "{flavor:?}: other code under the same name went through:\n{log}"
+        );
+        assert!(
+            log.contains("\"drlib\"") && log.contains("other code") && log.contains("return 2"),
+            "{flavor:?}: the refusal does not name the library and both sides:\n{log}"
+        );
+        drop(s);
+        on_every_master(&b, redis::cmd("FUNCTION").arg("FLUSH"));
+        on_every_master(&b, &redis::cmd("FLUSHALL"));
+
+        // 1. A -> B under writes; a library loaded on every source master mid-stream too.
+        let load = prefixed_cluster_load(&a, "");
+        let mut ab = Sync::start(&a.url(), &b.url(), &[]);
+        ab.wait_incremental(Duration::from_secs(60));
+        on_every_master(&a, redis::cmd("FUNCTION").arg("LOAD").arg(LIB_B));
+        sleep(Duration::from_secs(1));
+        stop_load(load);
+        converge("drill 1: A -> B", &snap_a, &snap_b, Duration::from_secs(30));
+        converge_libraries("drill 1: A -> B", &a, &b);
+        let (code, log) = ab.stop();
+        assert_eq!(code, Some(0), "{flavor:?} drill 1:\n{log}");
+
+        // 2. A is lost (its data and libraries gone); writes go to B.
+        on_every_master(&a, &redis::cmd("FLUSHALL"));
+        on_every_master(&a, redis::cmd("FUNCTION").arg("FLUSH"));
+        let load = prefixed_cluster_load(&b, "b-");
+
+        // 3. B -> A into the empty A.
+        let mut ba = Sync::start(&b.url(), &a.url(), &[]);
+        ba.wait_incremental(Duration::from_secs(60));
+        sleep(Duration::from_secs(1));
+        stop_load(load);
+        converge("drill 3: B -> A", &snap_b, &snap_a, Duration::from_secs(30));
+        converge_libraries("drill 3: B -> A", &b, &a);
+        let (code, log) = ba.stop();
+        assert_eq!(code, Some(0), "{flavor:?} drill 3:\n{log}");
+
+        // 4. The original direction again, with writes on A.
+        let load = prefixed_cluster_load(&a, "a2-");
+        let mut ab = Sync::start(&a.url(), &b.url(), &[]);
+        ab.wait_incremental(Duration::from_secs(60));
+        sleep(Duration::from_secs(1));
+        stop_load(load);
+        converge(
+            "drill 4: A -> B again",
+            &snap_a,
+            &snap_b,
+            Duration::from_secs(30),
+        );
+        converge_libraries("drill 4: A -> B again", &a, &b);
+        let (code, log) = ab.stop();
+        assert_eq!(code, Some(0), "{flavor:?} drill 4:\n{log}");
+    }
+}
+
+/// The sum of `"repaired_keys":N` over the shards of a `/status` body.
+fn repaired_in_status(body: &str) -> u64 {
+    body.split("\"repaired_keys\":")
+        .skip(1)
+        .filter_map(|s| {
+            s.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The sum of the `shake_sync_repaired_keys_total` samples of a `/metrics` body.
+fn repaired_in_metrics(body: &str) -> u64 {
+    body.lines()
+        .filter(|l| l.starts_with("shake_sync_repaired_keys_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A command the target refuses (its key made another type on the target) while the source
+/// keeps writing the key: re-copied from the source, exactly once (no element doubled), counted
+/// in the status line, `/status`, `/metrics` and the summary; also inside a source MULTI/EXEC.
+/// With `--on-target-error stop` the sync stops naming the key.
+#[test]
+fn sync_repairs_what_the_target_refused() {
+    for flavor in [Flavor::Redis70, Flavor::Valkey91] {
+        if !require(flavor) {
+            continue;
+        }
+        let a = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+        let b = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+        let mut acon = a.connection();
+        cq(&mut acon, redis::cmd("RPUSH").arg("victim").arg("v0"));
+        cq(&mut acon, redis::cmd("RPUSH").arg("{tx}:victim").arg("t0"));
+        cq(&mut acon, redis::cmd("RPUSH").arg("victim2").arg("w0"));
+        let port = free_port();
+        let status = format!("127.0.0.1:{port}");
+        let mut s = Sync::start(&a.url(), &b.url(), &["--status-addr", &status]);
+        s.wait_incremental(Duration::from_secs(60));
+        converge(
+            "repair: caught up",
+            &|| cluster_snapshot(&a),
+            &|| cluster_snapshot(&b),
+            Duration::from_secs(30),
+        );
+
+        // The target's copies become strings; the source goes on writing the lists, also
+        // from a thread, so commands on the key keep coming while it is repaired.
+        let mut bv = b.master_for_key(b"victim").client();
+        let _: () = q(&mut bv, redis::cmd("SET").arg("victim").arg("not a list"));
+        let mut bt = b.master_for_key(b"{tx}:victim").client();
+        let _: () = q(
+            &mut bt,
+            redis::cmd("SET").arg("{tx}:victim").arg("not a list"),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let mut wcon = a.connection();
+        let writer = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop2.load(Ordering::Relaxed) && i < 3000 {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("RPUSH").arg("victim").arg(i).query(&mut wcon);
+                let _: redis::RedisResult<()> = redis::cmd("INCR")
+                    .arg(format!("n:{}", i % 13))
+                    .query(&mut wcon);
+                i += 1;
+            }
+        });
+        // A source transaction (on the slot's master) with the refused command in it.
+        let _: redis::Value = redis::pipe()
+            .atomic()
+            .cmd("RPUSH")
+            .arg("{tx}:victim")
+            .arg("t1")
+            .cmd("INCR")
+            .arg("{tx}:n")
+            .query(&mut a.master_for_key(b"{tx}:victim").client())
+            .expect("MULTI/EXEC on the source");
+        sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        let _ = writer.join();
+        converge(
+            &format!("{flavor:?} repaired"),
+            &|| cluster_snapshot(&a),
+            &|| cluster_snapshot(&b),
+            Duration::from_secs(30),
+        );
+        let t = Instant::now();
+        let (mut st, mut me) = (0, 0);
+        while t.elapsed() < Duration::from_secs(10) {
+            st = repaired_in_status(&http_get(port, "/status"));
+            me = repaired_in_metrics(&http_get(port, "/metrics"));
+            if st >= 2 && me >= 2 && s.stderr().contains("keys repaired") {
+                break;
+            }
+            sleep(Duration::from_millis(200));
+        }
+        assert!(
+            st >= 2 && me >= 2,
+            "{flavor:?}: repairs not counted: /status {st}, /metrics {me}\n{}",
+            s.stderr()
+        );
+        assert!(
+            http_get(port, "/metrics").contains("# TYPE shake_sync_repaired_keys_total counter"),
+            "not a counter"
+        );
+        let (code, log) = s.stop();
+        assert_eq!(code, Some(0), "{log}");
+        let summed: u64 = log
+            .lines()
+            .filter(|l| l.contains("stopped at offset"))
+            .filter_map(|l| {
+                let i = l.find(" keys repaired")?;
+                l[..i].rsplit(' ').next()?.parse::<u64>().ok()
+            })
+            .sum();
+        assert!(
+            summed >= 2,
+            "{flavor:?}: the summary does not count the repairs:\n{log}"
+        );
+
+        // --on-target-error stop: the sync ends, naming the key.
+        let mut s = Sync::start(&a.url(), &b.url(), &["--on-target-error", "stop"]);
+        s.wait_incremental(Duration::from_secs(60));
+        let mut bw = b.master_for_key(b"victim2").client();
+        let _: () = q(&mut bw, redis::cmd("SET").arg("victim2").arg("not a list"));
+        cq(&mut acon, redis::cmd("RPUSH").arg("victim2").arg("w1"));
+        let t = Instant::now();
+        while s.running() && t.elapsed() < Duration::from_secs(30) {
+            sleep(Duration::from_millis(100));
+        }
+        let log = s.stderr();
+        assert!(
+            !s.running(),
+            "{flavor:?}: still running after a refusal under stop:\n{log}"
+        );
+        assert!(
+            log.lines().any(|l| l.contains("\"victim2\"")
+                && l.contains("WRONGTYPE")
+                && l.contains("--on-target-error stop")),
+            "{flavor:?}: no line names the key and the cause:\n{log}"
+        );
+    }
+}
+
 /// The target cluster resharded while shake-sync writes into it (MOVED/ASK/TRYAGAIN on the
 /// target, the per-slot checkpoint keys moving with their slots), with a kill -9 and restart
 /// after it: equal, no further full sync.

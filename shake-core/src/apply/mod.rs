@@ -6,8 +6,14 @@
 //! The work is split in two halves joined by a bounded queue: `plan` runs with the parser on a
 //! blocking thread and decides how each value travels; `exec` runs on the async runtime and
 //! drives the target client, checking every reply.
+//!
+//! A big key is built under [`building_name`] and renamed into place by its last command (its TTL
+//! set before), so it is never visible incomplete: a run interrupted mid-key leaves the real key
+//! as it was (absent, or the older value) and only the temporary one behind, which the next run
+//! deletes before building the key again, whatever `--on-conflict` says.
 
 pub mod exec;
+pub mod functions;
 pub mod plan;
 mod restore;
 
@@ -30,6 +36,21 @@ use crate::rdb::{ChecksumStatus, KeyHeader, RdbError};
 /// commands, which costs little (about 2x the time of one RESTORE for that key).
 pub const DEFAULT_BIG_KEY_BYTES: usize = 8 << 20;
 
+/// The temporary name a big key is built under before the RENAME into place. It starts with a
+/// hash tag that routes to the key's own slot, so on a cluster both names share a slot (RENAME
+/// needs that), and it is an ordinary key for every other tool: a run killed mid-key leaves it
+/// visible for what it is (shake-check reports it), and a chained sync replicates the build and
+/// the RENAME like any other commands.
+pub fn building_name(key: &[u8]) -> Vec<u8> {
+    let tag = &crate::sync::checkpoint::slot_tags()[crate::client::slot_of(key) as usize];
+    let mut out = Vec::with_capacity(key.len() + tag.len() + 20);
+    out.extend_from_slice(b"shake-building:{");
+    out.extend_from_slice(tag.as_bytes());
+    out.extend_from_slice(b"}:");
+    out.extend_from_slice(key);
+    out
+}
+
 /// What to do when a key being written already exists on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConflictPolicy {
@@ -49,6 +70,29 @@ impl ConflictPolicy {
             "ignore" => Ok(ConflictPolicy::Ignore),
             _ => Err(format!(
                 "unknown conflict policy {s:?}: expected panic, rewrite or ignore"
+            )),
+        }
+    }
+}
+
+/// `--on-target-error`: what a refusal of the target leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTargetError {
+    /// Re-copy the key from the source and go on (counted as repaired): see
+    /// `sync::repair` and `scan::copy`.
+    #[default]
+    Repair,
+    /// Stop, naming the key.
+    Stop,
+}
+
+impl OnTargetError {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "repair" => Ok(OnTargetError::Repair),
+            "stop" => Ok(OnTargetError::Stop),
+            _ => Err(format!(
+                "unknown --on-target-error {s:?}: expected repair or stop"
             )),
         }
     }
@@ -153,8 +197,9 @@ impl Default for ApplyOptions {
 pub enum Work {
     /// One RESTORE command, built by the planner (so the payload is copied once), for `key`.
     Restore { db: u64, key: Vec<u8>, cmd: Vec<u8> },
-    /// A batch of commands (each RESP-encoded) for one big key; `first` before any command of
-    /// the key has been sent, `last` with the final one (its TTL included).
+    /// A batch of commands (each RESP-encoded) for one big key, written to its
+    /// [`building_name`]; `first` before any command of the key has been sent, `last` with the
+    /// final one (its TTL, then the RENAME into place).
     Commands {
         db: u64,
         key: Vec<u8>,
@@ -340,6 +385,16 @@ fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn building_names_share_the_slot() {
+        use crate::client::slot_of;
+        for key in [&b"list"[..], b"{user}:1", b"a{}b", b"", b"\xff{x"] {
+            let b = building_name(key);
+            assert_eq!(slot_of(&b), slot_of(key), "{key:?}");
+            assert!(b.ends_with(key) && b.starts_with(b"shake-building:{"));
+        }
+    }
 
     #[test]
     fn db_map_rules() {
