@@ -467,6 +467,30 @@ impl Connection {
             .ok_or_else(|| self.protocol_err("INFO returned no text"))?;
         Ok(parse_info(&text))
     }
+
+    /// The databases holding keys (`INFO keyspace`), ascending; when INFO is refused, every
+    /// database `CONFIG GET databases` names, else database 0.
+    pub async fn databases_with_keys(&mut self) -> Vec<u64> {
+        match self.info("keyspace").await {
+            Ok(info) => {
+                let mut dbs: Vec<u64> = info
+                    .keys()
+                    .filter_map(|k| k.strip_prefix("db")?.parse().ok())
+                    .collect();
+                dbs.sort_unstable();
+                dbs
+            }
+            Err(_) => {
+                let n = self
+                    .request(&["CONFIG", "GET", "databases"])
+                    .await
+                    .ok()
+                    .and_then(|r| r.as_array().and_then(|a| a.get(1)).and_then(Reply::as_int))
+                    .unwrap_or(1);
+                (0..n.max(1) as u64).collect()
+            }
+        }
+    }
 }
 
 /// Parses INFO output into `name -> value`.

@@ -193,6 +193,25 @@ pub fn require(flavor: Flavor) -> bool {
     false
 }
 
+/// Finds a tool a test needs besides the servers (podman, promtool, kubectl, ...): `PATH`, then
+/// `extra_dirs`. When it is missing, panics if servers are required (as [`require`] does), else
+/// prints `SKIP: <tool> not installed (<how>)` and returns `None`.
+pub fn require_tool(tool: &str, extra_dirs: &[PathBuf], how: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(extra_dirs.iter().cloned())
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file());
+    if found.is_some() {
+        return found;
+    }
+    if servers_required() {
+        panic!("{tool} not found: {how} (required because CI or SHAKE_REQUIRE_SERVERS is set)");
+    }
+    eprintln!("SKIP: {tool} not installed ({how})");
+    None
+}
+
 /// The workspace's root directory (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));

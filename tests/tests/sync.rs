@@ -1004,3 +1004,314 @@ fn sync_preflight_checkpoint() {
         "preflight said full sync, the start did not:\n{log}"
     );
 }
+
+// --------------------------------------------------------------------------------------------
+// Issue 11: exactly-once across resumes in several databases, fallback full syncs.
+
+/// Polls `f` until it returns true, or panics with `what` after `limit`.
+fn wait_until(what: &str, limit: Duration, f: &mut dyn FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: not after {limit:?}");
+}
+
+fn get_in(server: &Server, db: u64, key: &str) -> Option<String> {
+    let mut con = server.client();
+    let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+    q(&mut con, redis::cmd("GET").arg(key))
+}
+
+/// How a resume is provoked.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Sigterm,
+    Kill9,
+    LinkCut,
+    TargetRestart,
+}
+
+fn resumes(s: &Sync) -> usize {
+    s.stderr().matches("resumed from offset").count()
+}
+
+/// Provokes `fault` on a running sync, runs `after` while it is stopped or cut, starts it again
+/// when the fault ended the process, and waits for its partial resync.
+fn provoke(
+    fault: Fault,
+    mut sync: Sync,
+    start: &dyn Fn() -> Sync,
+    proxy: &mut Proxy,
+    restart_target: &mut dyn FnMut(),
+    after: &mut dyn FnMut(),
+) -> Sync {
+    let mut before = resumes(&sync);
+    match fault {
+        Fault::Sigterm | Fault::Kill9 => {
+            if let Fault::Sigterm = fault {
+                let (code, log) = sync.stop();
+                assert_eq!(code, Some(0), "{log}");
+            } else {
+                sync.kill9();
+            }
+            after();
+            sync = start();
+            before = 0;
+        }
+        Fault::LinkCut => {
+            proxy.cut();
+            after();
+        }
+        Fault::TargetRestart => {
+            restart_target();
+            after();
+        }
+    }
+    wait_until(
+        &format!("{fault:?}: a partial resync"),
+        Duration::from_secs(60),
+        &mut || resumes(&sync) > before,
+    );
+    sync
+}
+
+/// The issue's reproduction, in databases 0, 1 and 5 at once: the stream's last SELECT before a
+/// stop/kill/cut names database `d`; the source's first commands after it carry no SELECT (it
+/// never repeats one on +CONTINUE). Every resume path must put them in `d`, and none in db 0.
+fn resume_keeps_database(flavor: Flavor) {
+    let src = Server::start_with(flavor, &[BACKLOG]);
+    let mut dst = Server::start_with(flavor, &[("appendonly", "yes"), ("appendfsync", "always")]);
+    let mut proxy = Proxy::start(src.addr());
+    let mut con = src.client();
+    for (db, v) in [(0, "a"), (1, "b"), (5, "c")] {
+        let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+        let _: () = q(&mut con, redis::cmd("SET").arg(format!("seed:{db}")).arg(v));
+    }
+    let (via, target) = (proxy.url(), dst.url());
+    let start = || Sync::start(&via, &target, &["--checkpoint-name", "dbs"]);
+    let mut sync = start();
+    sync.wait_incremental(Duration::from_secs(60));
+    let rounds = [
+        (Fault::Sigterm, 1u64),
+        (Fault::Kill9, 5),
+        (Fault::LinkCut, 1),
+        (Fault::TargetRestart, 5),
+        (Fault::Sigterm, 5),
+    ];
+    for (round, &(fault, d)) in rounds.iter().enumerate() {
+        // The stream's current database becomes d, and the target holds that command.
+        let _: () = q(&mut con, redis::cmd("SELECT").arg(d));
+        let want: i64 = q(&mut con, redis::cmd("INCR").arg("x"));
+        wait_until(
+            &format!("round {round}: INCR x in db {d} on the target"),
+            Duration::from_secs(30),
+            &mut || get_in(&dst, d, "x") == Some(want.to_string()),
+        );
+        // Let the low-water mark be written too (at most once a second).
+        sleep(Duration::from_millis(1200));
+        // No SELECT precedes the first of these in the source's stream: the connection is
+        // still in db d.
+        let mut after = || {
+            let _: () = q(&mut con, redis::cmd("INCR").arg("x"));
+            let _: () = q(&mut con, redis::cmd("RPUSH").arg("l").arg(round));
+            for db in [0u64, 1, 5] {
+                let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+                let _: () = q(&mut con, redis::cmd("INCR").arg(format!("after:{db}")));
+            }
+        };
+        sync = provoke(
+            fault,
+            sync,
+            &start,
+            &mut proxy,
+            &mut || dst.restart(),
+            &mut after,
+        );
+        converge(
+            &format!("{flavor} round {round} ({fault:?}) ending in db {d}"),
+            &|| standalone_snapshot(&src),
+            &|| standalone_snapshot(&dst),
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            get_in(&dst, 0, "x"),
+            None,
+            "round {round}: a stray x in db 0"
+        );
+    }
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        stat(&src, "sync_full"),
+        1,
+        "every resume was partial:\n{log}"
+    );
+}
+
+#[test]
+fn sync_resume_keeps_the_stream_database() {
+    for flavor in [
+        Flavor::Redis70,
+        Flavor::Valkey91,
+        Flavor::Redis62,
+        Flavor::Valkey81,
+    ] {
+        if require(flavor) {
+            resume_keeps_database(flavor);
+        }
+    }
+}
+
+/// The same into a cluster target, where checkpoints are per slot: databases 1 and 5 of the
+/// source are merged into the cluster's database 0 (`--db 1 --db 5 --db-map`), database 0 is
+/// filtered out. A resume that started in database 0 would drop the first commands as filtered.
+#[test]
+fn sync_resume_keeps_the_stream_database_cluster_target() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Server::start_with(flavor, &[BACKLOG]);
+    let dst = Cluster::start_with(flavor, &[ONE_DB]);
+    let mut proxy = Proxy::start(src.addr());
+    let mut con = src.client();
+    let (via, target) = (proxy.url(), dst.url());
+    let args = [
+        "--checkpoint-name",
+        "dbs",
+        "--db",
+        "1",
+        "--db",
+        "5",
+        "--db-map",
+        "1=0",
+        "--db-map",
+        "5=0",
+    ];
+    let start = || Sync::start(&via, &target, &args);
+    let mut sync = start();
+    sync.wait_incremental(Duration::from_secs(60));
+    let want = || {
+        let s = standalone_snapshot(&src);
+        Snapshot {
+            keys: s
+                .keys
+                .into_iter()
+                .filter(|((db, _), _)| *db == 1 || *db == 5)
+                .map(|((_, k), v)| ((0, k), v))
+                .collect(),
+            ..s
+        }
+    };
+    let rounds = [
+        (Fault::Sigterm, 1u64),
+        (Fault::Kill9, 5),
+        (Fault::LinkCut, 1),
+    ];
+    for (round, &(fault, d)) in rounds.iter().enumerate() {
+        let _: () = q(&mut con, redis::cmd("SELECT").arg(d));
+        let _: () = q(&mut con, redis::cmd("INCR").arg(format!("x:{d}")));
+        converge(
+            &format!("round {round} before the fault"),
+            &want,
+            &|| cluster_snapshot(&dst),
+            Duration::from_secs(30),
+        );
+        sleep(Duration::from_millis(1200));
+        let mut after = || {
+            // In database d without a SELECT in the stream, then the others.
+            let _: () = q(&mut con, redis::cmd("INCR").arg(format!("x:{d}")));
+            let _: () = q(
+                &mut con,
+                redis::cmd("RPUSH").arg(format!("l:{d}")).arg(round),
+            );
+            for db in [0u64, 1, 5] {
+                let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+                let _: () = q(&mut con, redis::cmd("INCR").arg(format!("after:{db}")));
+            }
+        };
+        sync = provoke(fault, sync, &start, &mut proxy, &mut || {}, &mut after);
+        converge(
+            &format!("cluster target round {round} ({fault:?}) ending in db {d}"),
+            &want,
+            &|| cluster_snapshot(&dst),
+            Duration::from_secs(30),
+        );
+    }
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        stat(&src, "sync_full"),
+        1,
+        "every resume was partial:\n{log}"
+    );
+}
+
+/// Rewrites every checkpoint value of `server`'s database `db` to the two-field form older
+/// versions wrote (`<replid> <offset>`).
+fn downgrade_checkpoints(server: &Server, db: u64) -> usize {
+    let mut con = server.client();
+    let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+    let keys: Vec<String> = q(&mut con, redis::cmd("KEYS").arg("shake-sync:checkpoint:*"));
+    for k in &keys {
+        let v: String = q(&mut con, redis::cmd("GET").arg(k));
+        let old: Vec<&str> = v.split(' ').take(2).collect();
+        let _: () = q(&mut con, redis::cmd("SET").arg(k).arg(old.join(" ")));
+    }
+    keys.len()
+}
+
+/// A checkpoint written before the database was recorded still resumes when the source has
+/// keys in database 0 alone; with keys in other databases the stream's database is unknown, so
+/// the start is a full sync, and says why.
+#[test]
+fn sync_reads_old_checkpoints() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Server::start_with(flavor, &[BACKLOG]);
+    let dst = Server::start(flavor);
+    let mut con = src.client();
+    let _: () = q(&mut con, redis::cmd("SET").arg("a").arg(1));
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(downgrade_checkpoints(&dst, 0) >= 1, "no checkpoints found");
+    let _: () = q(&mut con, redis::cmd("INCR").arg("a"));
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("resumed from offset"), "{log}");
+    assert_eq!(get_in(&dst, 0, "a").as_deref(), Some("2"));
+
+    let _: () = q(&mut con, redis::cmd("SELECT").arg(1));
+    let _: () = q(&mut con, redis::cmd("SET").arg("b").arg(1));
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    downgrade_checkpoints(&dst, 0);
+    let _: () = q(&mut con, redis::cmd("INCR").arg("b"));
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    converge(
+        "old checkpoint, several databases",
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("older shake-sync") && log.contains("databases 0, 1"),
+        "{log}"
+    );
+    assert_eq!(stat(&src, "sync_full"), 2, "{log}");
+}

@@ -131,30 +131,6 @@ fn net_err(e: impl fmt::Display) -> String {
     e.to_string()
 }
 
-/// The databases of a standalone source holding keys (INFO keyspace).
-async fn databases(conn: &mut Connection) -> Result<Vec<u64>, String> {
-    match conn.info("keyspace").await {
-        Ok(info) => {
-            let mut dbs: Vec<u64> = info
-                .keys()
-                .filter_map(|k| k.strip_prefix("db")?.parse().ok())
-                .collect();
-            dbs.sort_unstable();
-            Ok(dbs)
-        }
-        // INFO refused: every database CONFIG names, else database 0.
-        Err(_) => {
-            let n = conn
-                .request(&["CONFIG", "GET", "databases"])
-                .await
-                .ok()
-                .and_then(|r| r.as_array().and_then(|a| a.get(1)).and_then(Reply::as_int))
-                .unwrap_or(1);
-            Ok((0..n.max(1) as u64).collect())
-        }
-    }
-}
-
 async fn dbsize(conn: &mut Connection, db: u64) -> u64 {
     let sel = db.to_string();
     if db != 0 && conn.request_ok(&["SELECT", sel.as_str()]).await.is_err() {
@@ -214,7 +190,7 @@ async fn plan_source(s: &RumpSettings) -> Result<SourcePlan, String> {
         let mut dbs = if cluster {
             vec![0]
         } else {
-            databases(&mut conn).await?
+            conn.databases_with_keys().await
         };
         dbs.retain(|d| s.apply.filter.db_allowed(*d));
         for &db in &dbs {

@@ -15,8 +15,13 @@
 //! source for the stream from the low-water mark and skips, per domain, what the domain's key says
 //! is already applied.
 //!
-//! Values are `<replid> <offset>`; `? -1` marks a full sync in progress (the target holds this
-//! link's data, but no offset to resume from). Keys under [`KEY_PREFIX`] are never copied by any
+//! Values are `<replid> <offset> <db>`: `<db>` is the source stream's current database at
+//! `<offset>` (the last `SELECT` read, before `--db-map`). It is part of the replication
+//! position: a source does not repeat `SELECT` on `+CONTINUE`, so a resumed stream's first
+//! commands belong to that database, as on a native replica, which keeps its selected database
+//! across a partial resync. Values written before the database was recorded (`<replid>
+//! <offset>`) still parse, with the database unknown. `? -1` marks a full sync in progress (the
+//! target holds this link's data, but no offset to resume from). Keys under [`KEY_PREFIX`] are never copied by any
 //! shake tool, so a checkpoint never travels to another server.
 
 use std::collections::HashMap;
@@ -132,6 +137,9 @@ impl CheckpointKeys {
 pub struct Checkpoint {
     pub replid: String,
     pub offset: Option<u64>,
+    /// The source stream's database at `offset` (`None`: a value of an older shake-sync, or a
+    /// full sync in progress).
+    pub db: Option<u64>,
 }
 
 impl Checkpoint {
@@ -139,13 +147,17 @@ impl Checkpoint {
         Checkpoint {
             replid: "?".into(),
             offset: None,
+            db: None,
         }
     }
 
-    pub fn at(replid: &str, offset: u64) -> Self {
+    /// The position after byte `offset` of `replid`'s stream, where the stream's current
+    /// database is `db`.
+    pub fn at(replid: &str, offset: u64, db: u64) -> Self {
         Checkpoint {
             replid: replid.to_string(),
             offset: Some(offset),
+            db: Some(db),
         }
     }
 
@@ -158,27 +170,38 @@ impl Checkpoint {
     }
 
     pub fn encode(&self) -> String {
-        match self.offset {
-            Some(o) => format!("{} {o}", self.replid),
-            None => "? -1".into(),
+        match (self.offset, self.db) {
+            (Some(o), Some(db)) => format!("{} {o} {db}", self.replid),
+            (Some(o), None) => format!("{} {o}", self.replid),
+            (None, _) => "? -1".into(),
         }
     }
 
     pub fn parse(v: &[u8]) -> Result<Checkpoint, String> {
         let text = std::str::from_utf8(v).map_err(|_| "not text".to_string())?;
         let mut parts = text.split(' ');
-        let (Some(replid), Some(off), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("{text:?} is not \"<replid> <offset>\""));
+        let (Some(replid), Some(off), db, None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{text:?} is not \"<replid> <offset> <db>\""));
         };
-        if off == "-1" && replid == "?" {
+        if off == "-1" && replid == "?" && db.is_none() {
             return Ok(Checkpoint::in_progress());
         }
         let offset = off
             .parse::<u64>()
             .map_err(|_| format!("{text:?}: bad offset"))?;
+        let db = match db {
+            Some(d) => Some(
+                d.parse::<u64>()
+                    .map_err(|_| format!("{text:?}: bad database number"))?,
+            ),
+            None => None,
+        };
         Ok(Checkpoint {
             replid: replid.to_string(),
             offset: Some(offset),
+            db,
         })
     }
 }
@@ -190,6 +213,8 @@ pub struct Applied {
     pub low_water: Option<Checkpoint>,
     /// Per domain: the offset of the last command committed in it.
     pub domains: HashMap<Domain, u64>,
+    /// Per domain: the source database recorded with that offset (absent: an older value).
+    pub domain_dbs: HashMap<Domain, u64>,
 }
 
 impl Applied {
@@ -203,6 +228,18 @@ impl Applied {
             off = off.max(d);
         }
         Some((lw.replid.clone(), off))
+    }
+
+    /// The source stream's database at [`Applied::resume_offset`] (`None`: the checkpoint was
+    /// written by a shake-sync that did not record it).
+    pub fn resume_db(&self) -> Option<u64> {
+        let lw = self.low_water.as_ref()?;
+        let off = lw.offset?;
+        match self.domains.get(&Domain::Single) {
+            Some(&d) if d > off => self.domain_dbs.get(&Domain::Single).copied(),
+            Some(&d) if d == off => self.domain_dbs.get(&Domain::Single).copied().or(lw.db),
+            _ => lw.db,
+        }
     }
 
     /// Whether the command of `domain` ending at stream offset `end` is already on the target.
@@ -244,14 +281,23 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
-        let c = Checkpoint {
-            replid: "8f3a".into(),
-            offset: Some(1234),
-        };
+        let c = Checkpoint::at("8f3a", 1234, 5);
+        assert_eq!(c.encode(), "8f3a 1234 5");
         assert_eq!(Checkpoint::parse(c.encode().as_bytes()).unwrap(), c);
+        // A value of an older shake-sync: the database is unknown.
+        let old = Checkpoint::parse(b"8f3a 1234").unwrap();
+        assert_eq!((old.offset, old.db), (Some(1234), None));
         let p = Checkpoint::in_progress();
         assert_eq!(Checkpoint::parse(p.encode().as_bytes()).unwrap(), p);
-        for bad in [&b"x"[..], b"a b c", b"a -5", b"\xff 1"] {
+        for bad in [
+            &b"x"[..],
+            b"a b c",
+            b"a -5",
+            b"\xff 1",
+            b"a 1 2 3",
+            b"a 1 -2",
+            b"? -1 0",
+        ] {
             assert!(Checkpoint::parse(bad).is_err());
         }
     }
@@ -259,10 +305,7 @@ mod tests {
     #[test]
     fn holds_per_domain() {
         let mut a = Applied {
-            low_water: Some(Checkpoint {
-                replid: "r".into(),
-                offset: Some(100),
-            }),
+            low_water: Some(Checkpoint::at("r", 100, 1)),
             ..Applied::default()
         };
         a.domains.insert(Domain::Slot(7), 150);
@@ -271,8 +314,13 @@ mod tests {
         assert!(a.holds(Domain::Slot(8), 100));
         assert!(!a.holds(Domain::Slot(8), 101));
         assert_eq!(a.resume_offset(), Some(("r".into(), 100)));
+        assert_eq!(a.resume_db(), Some(1));
         a.domains.insert(Domain::Single, 170);
+        a.domain_dbs.insert(Domain::Single, 5);
         assert_eq!(a.resume_offset(), Some(("r".into(), 170)));
+        assert_eq!(a.resume_db(), Some(5));
+        a.domain_dbs.clear();
+        assert_eq!(a.resume_db(), None);
         assert_eq!(
             CheckpointKeys::new("a*b", false).domain_pattern(),
             b"shake-sync:checkpoint:a\\*b:*".to_vec()

@@ -278,6 +278,9 @@ pub(crate) async fn read_checkpoint(
                 applied.low_water = Some(c);
             } else if let (Some(d), Some(o)) = (keys.domain_of(&k), c.offset) {
                 applied.domains.insert(d, o);
+                if let Some(db) = c.db {
+                    applied.domain_dbs.insert(d, db);
+                }
             }
             found.push(k);
         }
@@ -331,6 +334,17 @@ async fn source_fed_by_target(
         }
     }
     Ok(false)
+}
+
+/// The databases in which the source holds keys.
+async fn source_databases(
+    settings: &SyncSettings,
+    source: &Endpoint,
+) -> Result<Vec<u64>, SyncError> {
+    let mut conn = Connection::connect(source, &settings.connect)
+        .await
+        .map_err(|e| SyncError::Link(e.into()))?;
+    Ok(conn.databases_with_keys().await)
 }
 
 /// The blocking reader the RDB parser pulls from, fed with the transfer's chunks.
@@ -508,6 +522,27 @@ async fn session(
         );
         applied = Applied::default();
     }
+    // The source database the resumed stream starts in.
+    let mut resume_db = applied.resume_db().unwrap_or(0);
+    if applied.resume_offset().is_some() && applied.resume_db().is_none() {
+        // An older shake-sync's checkpoint: it does not say which database the stream was in.
+        // With keys in database 0 alone (what that version handled right) it is 0; otherwise
+        // the only exact way on is a full sync.
+        let dbs = source_databases(settings, &source).await?;
+        if dbs.iter().all(|&d| d == 0) {
+            resume_db = 0;
+        } else {
+            log(
+                settings,
+                &spec.name,
+                &format!(
+                    "the checkpoint was written by an older shake-sync that did not record the source's database, and the source has keys in databases {}: resuming could write commands into the wrong database, so this is a full sync",
+                    dbs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            );
+            applied = Applied::default();
+        }
+    }
     let resume = applied
         .resume_offset()
         .map(|(replid, offset)| Resume { replid, offset });
@@ -516,7 +551,7 @@ async fn session(
         .await
         .map_err(|e| SyncError::Link(e.into()))?;
     let started = start_sync(conn, &settings.repl, resume.as_ref()).await?;
-    let (mut stream, applied) = match started {
+    let (mut stream, applied, start_db) = match started {
         SyncStart::Full(transfer) => {
             let Some(replid) = transfer.replid().map(str::to_string) else {
                 return Err(SyncError::Fatal(format!(
@@ -583,7 +618,9 @@ async fn session(
             *full_synced = true;
             let offset = stream.offset();
             let lw = keys.low_water();
-            let c = Checkpoint::at(&replid, offset).set_command(&lw);
+            // A source that starts a full sync re-emits SELECT before its next command, so the
+            // database here is a placeholder the stream overrides.
+            let c = Checkpoint::at(&replid, offset, 0).set_command(&lw);
             target
                 .submit(
                     Some(&lw),
@@ -604,22 +641,23 @@ async fn session(
             (
                 stream,
                 Applied {
-                    low_water: Some(Checkpoint {
-                        replid,
-                        offset: Some(offset),
-                    }),
+                    low_water: Some(Checkpoint::at(&replid, offset, 0)),
                     ..Applied::default()
                 },
+                0,
             )
         }
         SyncStart::Continue(stream) => {
             log(
                 settings,
                 &spec.name,
-                &format!("resumed from offset {} (partial resync)", stream.offset()),
+                &format!(
+                    "resumed from offset {} in source database {resume_db} (partial resync)",
+                    stream.offset()
+                ),
             );
             update(status, |s| s.partial_syncs += 1);
-            (stream, applied)
+            (stream, applied, resume_db)
         }
     };
     let replid = stream.replid().unwrap_or_default().to_string();
@@ -633,7 +671,7 @@ async fn session(
         keys,
         settings.stream.clone(),
         replid,
-        start,
+        (start, start_db),
         applied,
     )?;
     stream_loop(

@@ -11,6 +11,8 @@
 //!
 //! Treatment of each command (documented for users in the README):
 //! - `SELECT`: changes the source database; mapped with `--db-map` when commands are written.
+//!   The database is recorded with every checkpoint (see [`super::checkpoint`]) and a resumed
+//!   stream starts in it: the source does not repeat `SELECT` after `+CONTINUE`.
 //! - `PING`, `REPLCONF` (`GETACK` is answered with an ACK): not written.
 //! - `MULTI`/`EXEC`: kept as one transaction; `DISCARD`: the buffered commands are dropped.
 //! - `PUBLISH`/`SPUBLISH`: not written unless `--forward-publish`.
@@ -132,9 +134,12 @@ pub struct Applier {
     batch_bytes: usize,
     /// Offset of the last byte processed.
     processed: u64,
-    /// Batch end offset -> transactions of it still unanswered.
-    inflight: BTreeMap<u64, u32>,
+    /// Batch end offset -> transactions of it still unanswered, and the source database at
+    /// that offset.
+    inflight: BTreeMap<u64, (u32, u64)>,
     low_water: u64,
+    /// The source database at `low_water`, recorded with it.
+    low_water_db: u64,
     written_low_water: u64,
     last_low_water_write: Instant,
     started: Instant,
@@ -145,14 +150,15 @@ pub struct Applier {
 
 impl Applier {
     /// `start` is the offset of the last byte before the stream's first (the `+FULLRESYNC`
-    /// offset or the resume point); `applied` what the target holds already (empty after a full
-    /// sync).
+    /// offset or the resume point) and `start_db` the source database there (the checkpoint's,
+    /// on a resume: the source does not repeat `SELECT` after `+CONTINUE`); `applied` what the
+    /// target holds already (empty after a full sync).
     pub fn new(
         mut target: Target<GroupTag>,
         keys: CheckpointKeys,
         opts: StreamOptions,
         replid: String,
-        start: u64,
+        (start, start_db): (u64, u64),
         applied: Applied,
     ) -> Result<Applier, SyncError> {
         let cluster = target.is_cluster();
@@ -170,13 +176,14 @@ impl Applier {
             replid,
             applied,
             horizon,
-            src_db: 0,
+            src_db: start_db,
             tx: None,
             batch: Vec::new(),
             batch_bytes: 0,
             processed: start,
             inflight: BTreeMap::new(),
             low_water: start,
+            low_water_db: start_db,
             written_low_water: start,
             last_low_water_write: Instant::now(),
             started: Instant::now(),
@@ -673,7 +680,7 @@ impl Applier {
         }
         self.stats.applied += 1;
         let key = self.keys.domain_key(Domain::Global);
-        let cmd = Checkpoint::at(&self.replid, end).set_command(&key);
+        let cmd = Checkpoint::at(&self.replid, end, self.src_db).set_command(&key);
         self.target
             .submit(Some(&key), cmd, Idempotent::Yes, GroupTag::LowWater)
             .await
@@ -691,7 +698,8 @@ impl Applier {
         let end = self.processed;
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        let checkpoint = Checkpoint::at(&self.replid, end);
+        // The database the stream is in after `end`: what a resume from here starts with.
+        let checkpoint = Checkpoint::at(&self.replid, end, self.src_db);
         let mut groups: Vec<(Option<u16>, Vec<Bytes>, u32)> = Vec::new();
         if !self.cluster {
             let mut n = 0u32;
@@ -744,7 +752,7 @@ impl Applier {
                 groups.push((Some(s), cmds, n));
             }
         }
-        *self.inflight.entry(end).or_insert(0) += groups.len() as u32;
+        self.inflight.entry(end).or_insert((0, self.src_db)).0 += groups.len() as u32;
         for (slot, cmds, n) in groups {
             self.pace(n as u64).await;
             self.target
@@ -819,7 +827,7 @@ impl Applier {
                         )));
                     }
                 }
-                if let Some(n) = self.inflight.get_mut(&end) {
+                if let Some((n, _)) = self.inflight.get_mut(&end) {
                     *n = n.saturating_sub(1);
                 }
             }
@@ -841,16 +849,24 @@ impl Applier {
     }
 
     fn advance_low_water(&mut self) {
-        while let Some((&end, &n)) = self.inflight.first_key_value() {
+        while let Some((&end, &(n, db))) = self.inflight.first_key_value() {
             if n > 0 {
                 break;
             }
             self.inflight.pop_first();
-            self.low_water = self.low_water.max(end);
+            if end >= self.low_water {
+                self.low_water = end;
+                self.low_water_db = db;
+            }
         }
-        if self.inflight.is_empty() && self.tx.is_none() && self.batch.is_empty() {
+        if self.inflight.is_empty()
+            && self.tx.is_none()
+            && self.batch.is_empty()
+            && self.processed >= self.low_water
+        {
             // Skipped commands after the last batch are "applied" too.
-            self.low_water = self.low_water.max(self.processed);
+            self.low_water = self.processed;
+            self.low_water_db = self.src_db;
         }
     }
 
@@ -875,7 +891,7 @@ impl Applier {
             return Ok(());
         }
         let key = self.keys.low_water();
-        let cmd = Checkpoint::at(&self.replid, self.low_water).set_command(&key);
+        let cmd = Checkpoint::at(&self.replid, self.low_water, self.low_water_db).set_command(&key);
         self.target
             .submit(Some(&key), cmd, Idempotent::Yes, GroupTag::LowWater)
             .await
