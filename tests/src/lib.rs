@@ -1222,3 +1222,23 @@ pub fn run_measured(cmd: Command, limit: Duration) -> Measured {
         secs,
     }
 }
+
+/// Path of one of the workspace's binaries (`shake-decode`, ...) in the target directory the
+/// test executable runs from (`target/debug/deps/x` -> `target/debug/NAME`); panics with the
+/// command to run when it is not built.
+pub fn tool_binary(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
+        return PathBuf::from(p);
+    }
+    let mut dir = std::env::current_exe().expect("current_exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "the {name} binary is not built: run `cargo build --workspace --bins` first"
+    );
+    bin
+}

@@ -30,17 +30,7 @@ const BOUND_KIB: u64 = 64 * 1024;
 const MIB: usize = 1 << 20;
 
 fn bin(name: &str) -> PathBuf {
-    let guess = std::env::current_exe().ok().and_then(|p| {
-        p.parent()?
-            .parent()
-            .map(|d| d.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
-    });
-    if std::env::var_os(format!("CARGO_BIN_EXE_{name}")).is_none()
-        && !guess.as_ref().is_some_and(|p| p.exists())
-    {
-        panic!("the {name} binary is not built: run `cargo build --workspace --bins` first");
-    }
-    assert_cmd::cargo::cargo_bin(name)
+    shake_tests::tool_binary(name)
 }
 
 fn measured(name: &str, args: &[&str]) -> Measured {
