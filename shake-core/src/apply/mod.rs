@@ -362,6 +362,7 @@ mod tests {
             idle_s: Some(5),
             freq: None,
             offset: 0,
+            meta: Vec::new(),
         };
         let opts = ApplyOptions {
             conflict: ConflictPolicy::Rewrite,

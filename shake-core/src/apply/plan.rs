@@ -7,6 +7,7 @@ use std::io::Read;
 
 use super::{restore_command, ApplyError, ApplyOptions, Work};
 use crate::observe::Progress;
+use crate::rdb::types as t;
 use crate::rdb::writer::{
     parse_dump_payload, BacklenStyle, FieldTtlPolicy, TargetFormat, TranscodeError, Transcoder,
 };
@@ -85,6 +86,14 @@ impl<'a> Planner<'a> {
                     })?;
                 }
                 Item::End { checksum, .. } => emit(Work::End { checksum })?,
+                // A write the source made while saving: skipping it would lose it.
+                Item::Update(args) => {
+                    return Err(ApplyError::Unsupported(format!(
+                        "the RDB holds a Valkey forkless-save UPDATE record ({} ...) before offset {}: inline replication commands inside an RDB are not applied by this tool; save the source without forkless save",
+                        crate::text::quote_bytes(args.first().map_or(&b""[..], |a| a)),
+                        parser.offset()
+                    )))
+                }
                 _ => {}
             }
         }
@@ -159,6 +168,7 @@ impl<'a> Planner<'a> {
             idle_s: None,
             freq: None,
             offset: 0,
+            meta: Vec::new(),
         };
         let Some(db) = self.admit(&k) else {
             return Ok(());
@@ -222,8 +232,12 @@ impl<'a> Planner<'a> {
         let Some(db) = self.admit(&k) else {
             return Ok(parser.skip_value()?);
         };
+        if let Some(why) = refusal_without_decoding(&self.target, header, &k) {
+            return Err(ApplyError::Unsupported(why));
+        }
         let big = self.opts.big_key_bytes;
-        if k.value_type == ValueType::Module || loads_raw(&self.target, header, k.rdb_type) {
+        let raw_only = matches!(k.value_type, ValueType::Module | ValueType::Array);
+        if raw_only || loads_raw(&self.target, header, k.rdb_type) {
             // Fast path: capture the raw bytes while stepping over the value; if they outgrow the
             // threshold, replay what was captured as commands and decode the rest.
             parser.start_value_capture();
@@ -240,7 +254,7 @@ impl<'a> Planner<'a> {
             }
             let mut overflow = false;
             while parser.skip_chunk()? {
-                if parser.value_capture_len() > big && k.value_type != ValueType::Module {
+                if parser.value_capture_len() > big && !raw_only {
                     overflow = true;
                     break;
                 }
@@ -356,6 +370,49 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// Why the value of key `k` (pending in `parser`) cannot be written to `target` at all, if so:
+/// module key metadata, an array or a Valkey path hash the target does not load, a Redis 8.8
+/// stream with NACKed entries the target cannot load as it is. Consumes the value only when it
+/// has to look inside (type-27 streams); otherwise the caller's next `next_item` skips it.
+pub fn refusal<R: Read>(
+    target: &TargetFormat,
+    source: Header,
+    parser: &mut RdbParser<R>,
+    k: &KeyHeader,
+) -> Result<Option<String>, ApplyError> {
+    let key = crate::text::quote_bytes(&k.key);
+    let why = |w: String| {
+        Some(format!("key {key}: {w}, which the target ({target}) has no way to store; use a target of the source's engine and version or newer, or leave the key out (--key/--type filters)"))
+    };
+    if !k.meta.is_empty() {
+        let names: Vec<&str> = k.meta.iter().map(|m| m.name.as_str()).collect();
+        return Ok(why(format!(
+            "it carries module key metadata ({}), which RESTORE cannot carry",
+            names.join(", ")
+        )));
+    }
+    if loads_raw(target, source, k.rdb_type) {
+        return Ok(None);
+    }
+    if k.value_type == ValueType::Array {
+        return Ok(why("it is an array (Redis 8.8)".into()));
+    }
+    if source.magic == Magic::Valkey && k.rdb_type == t::VALKEY_PATH_HASH {
+        return Ok(why("it is a Valkey 9.2 path hash".into()));
+    }
+    if source.magic == Magic::Redis && k.rdb_type == t::STREAM_LISTPACKS_5 {
+        while let Some(c) = parser.next_chunk()? {
+            if let Chunk::StreamNacked(ids) = c {
+                return Ok(why(format!(
+                    "its consumer group holds {} NACKed entries (XNACK, Redis 8.8)",
+                    ids.len()
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Whether a value of `rdb_type` from an RDB with `source`'s header goes to `target` as its raw
 /// bytes (the fast path) rather than re-encoded (the portable path). Module values, which cannot
 /// be re-encoded, are decided by the caller. Preflight asks the same question before a run.
@@ -369,7 +426,6 @@ pub fn loads_raw(target: &TargetFormat, source: Header, rdb_type: u8) -> bool {
 /// The source's style is judged from its magic; such values take the portable path, which
 /// writes the target's style.
 fn restyle(target: &TargetFormat, source: Header, rdb_type: u8) -> bool {
-    use crate::rdb::types as t;
     let source_style = match source.magic {
         Magic::Valkey => BacklenStyle::Minimal,
         Magic::Redis => BacklenStyle::Legacy,
@@ -394,6 +450,28 @@ fn chunking(opts: &ApplyOptions) -> ParserOptions {
         chunk_elements: opts.chunk_elements,
         ..ParserOptions::default()
     }
+}
+
+/// The refusals [`refusal`] finds without looking inside the value.
+fn refusal_without_decoding(
+    target: &TargetFormat,
+    source: Header,
+    k: &KeyHeader,
+) -> Option<String> {
+    let key = crate::text::quote_bytes(&k.key);
+    if !k.meta.is_empty() {
+        let names: Vec<&str> = k.meta.iter().map(|m| m.name.as_str()).collect();
+        return Some(format!(
+            "key {key}: it carries module key metadata ({}), which RESTORE cannot carry",
+            names.join(", ")
+        ));
+    }
+    if k.value_type == ValueType::Array && !target.can_load(source, k.rdb_type) {
+        return Some(format!(
+            "key {key}: it is an array (Redis 8.8), which the target ({target}) has no way to store"
+        ));
+    }
+    None
 }
 
 /// Rough size of a decoded chunk, to bound what the portable path holds in memory.
@@ -437,6 +515,7 @@ struct Commands {
     /// (Redis 7.0, RDB 10, and every Valkey); Redis 6.2 refuses them.
     stream_counters: bool,
     now_ms: i64,
+    target: TargetFormat,
 }
 
 type Emit<'e> = &'e mut dyn FnMut(Work) -> Result<(), ApplyError>;
@@ -468,6 +547,7 @@ impl Commands {
             dropped_field_ttls: 0,
             stream_counters: target.magic == Magic::Valkey || target.rdb_version >= 10,
             now_ms,
+            target: *target,
         }
     }
 
@@ -492,6 +572,34 @@ impl Commands {
     }
 
     fn chunk(&mut self, k: &KeyHeader, mut c: Chunk, emit: Emit<'_>) -> Result<(), ApplyError> {
+        match &c {
+            Chunk::StreamNacked(ids) => {
+                return Err(TranscodeError::NoEquivalent {
+                    key: k.key.clone(),
+                    what: format!(
+                        "its consumer group holds {} NACKed entries (XNACK, Redis 8.8), which no command recreates",
+                        ids.len()
+                    ),
+                    target: self.target,
+                }
+                .into())
+            }
+            Chunk::PathFields { .. } => {
+                return Err(TranscodeError::NoEquivalent {
+                    key: k.key.clone(),
+                    what: "it is a Valkey 9.2 path hash, which no command builds".into(),
+                    target: self.target,
+                }
+                .into())
+            }
+            // IDMP state: commands on Redis 8.6+, dropped below (as the transcoder does).
+            Chunk::StreamIdmp(_)
+                if !(self.target.magic == Magic::Redis && self.target.rdb_version >= 13) =>
+            {
+                return Ok(())
+            }
+            _ => {}
+        }
         if let Chunk::Fields(fields) = &mut c {
             // A field whose TTL has passed is gone, as a key whose TTL has passed is.
             let now = self.now_ms;

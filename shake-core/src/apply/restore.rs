@@ -18,7 +18,7 @@ use crate::client::{PipelineOptions, Target, TargetOptions};
 use crate::net::{ConnectOptions, Endpoint};
 use crate::observe::Progress;
 use crate::rdb::writer::TargetFormat;
-use crate::rdb::{Item, ParserOptions, RdbParser};
+use crate::rdb::{Chunk, Item, ParserOptions, RdbParser, ValueType};
 
 #[derive(Debug, Clone)]
 pub enum RestoreInput {
@@ -112,9 +112,12 @@ fn precheck(
     input: &RestoreInput,
     opts: &ApplyOptions,
     parser_opts: &ParserOptions,
+    format: &TargetFormat,
+    modules: &Option<BTreeSet<String>>,
 ) -> Result<BTreeSet<u64>, ApplyError> {
     let (reader, _) = open(input)?;
     let mut parser = RdbParser::with_options(reader, parser_opts.clone());
+    let header = parser.header().map_err(|e| in_input(input, e.into()))?;
     let mut dbs = BTreeSet::new();
     while let Some(item) = parser.next_item().map_err(|e| in_input(input, e.into()))? {
         if let Item::Key(k) = item {
@@ -122,10 +125,66 @@ fn precheck(
                 if let Some(db) = opts.db_map.map(k.db) {
                     dbs.insert(db);
                 }
+                // Values no encoding of the target holds are refused now, before any write.
+                let mut why = super::plan::refusal(format, header, &mut parser, &k)
+                    .map_err(|e| in_input(input, e))?;
+                if let (None, Some(loaded), ValueType::Module) = (&why, modules, k.value_type) {
+                    if let Some(Chunk::Module { name, .. }) =
+                        parser.next_chunk().map_err(|e| in_input(input, e.into()))?
+                    {
+                        if !module_may_load(&name, loaded) {
+                            why = Some(format!(
+                                "key {} holds a value of module type {name:?}, and the target loads no module that could read it (MODULE LIST: {}): load that module on the target first, or leave module values out (--type)",
+                                crate::text::quote_bytes(&k.key),
+                                if loaded.is_empty() { "empty".to_string() } else { loaded.iter().cloned().collect::<Vec<_>>().join(", ") }
+                            ));
+                        }
+                    }
+                }
+                if let Some(why) = why {
+                    return Err(in_input(
+                        input,
+                        ApplyError::Unsupported(format!("{why}; nothing was written")),
+                    ));
+                }
             }
         }
     }
     Ok(dbs)
+}
+
+/// The modules every master of the target has loaded (`MODULE LIST` names, lowercase), or `None`
+/// when a master refuses to say (then RESTORE decides, and its error names the key).
+async fn target_modules<T: Send>(target: &mut Target<T>) -> Option<BTreeSet<String>> {
+    let mut all: Option<BTreeSet<String>> = None;
+    for (_, reply) in target.broadcast(&["MODULE", "LIST"]).await.ok()? {
+        let mut names = BTreeSet::new();
+        for m in reply.as_array()? {
+            let fields = m.as_array()?;
+            let name = fields
+                .chunks(2)
+                .find(|kv| kv[0].as_text().as_deref() == Some("name"))
+                .and_then(|kv| kv.get(1)?.as_text())?;
+            names.insert(name.to_ascii_lowercase());
+        }
+        all = Some(match all {
+            Some(a) => a.intersection(&names).cloned().collect(),
+            None => names,
+        });
+    }
+    all
+}
+
+/// Whether a value of module type `type_name` (the 9-character name its RDB id encodes) may load
+/// on a server with `loaded` modules. A type name does not say which module defines it, so this
+/// is only sure of the negative: Redis 8's built-in `vectorset` type needs the `vectorset`
+/// module; any other type needs at least one module besides it.
+fn module_may_load(type_name: &str, loaded: &BTreeSet<String>) -> bool {
+    if type_name == "vectorset" {
+        loaded.contains("vectorset")
+    } else {
+        loaded.iter().any(|m| m != "vectorset")
+    }
 }
 
 /// What a target loads and how a write to it must be shaped, learned once per target.
@@ -331,15 +390,19 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
     };
 
     if s.verify_first {
+        let modules = target_modules(&mut target).await;
         for input in s
             .inputs
             .iter()
             .filter(|i| matches!(i, RestoreInput::File(_)))
         {
             let (input2, apply2, popts) = (input.clone(), apply.clone(), parser_opts.clone());
-            let dbs = tokio::task::spawn_blocking(move || precheck(&input2, &apply2, &popts))
-                .await
-                .map_err(|e| ApplyError::Client(format!("checking {input} failed: {e}")))??;
+            let loaded = modules.clone();
+            let dbs = tokio::task::spawn_blocking(move || {
+                precheck(&input2, &apply2, &popts, &format, &loaded)
+            })
+            .await
+            .map_err(|e| ApplyError::Client(format!("checking {input} failed: {e}")))??;
             if target.is_cluster() {
                 if let Some(db) = dbs.iter().find(|&&d| d != 0) {
                     return Err(ApplyError::Unsupported(format!(

@@ -769,7 +769,7 @@ pub(crate) fn phase_b(
         ValueType::Zset => b"ZCARD",
         ValueType::Hash => b"HLEN",
         ValueType::Stream => b"XLEN",
-        ValueType::Module => return 0,
+        ValueType::Module | ValueType::Array => return 0,
     };
     if ty == ValueType::String && full {
         push(cmd(&[
@@ -1238,7 +1238,7 @@ impl Reader {
                     cursor = num(next);
                 }
             }
-            ValueType::Module => Ok(None),
+            ValueType::Module | ValueType::Array => Ok(None),
         }
     }
 

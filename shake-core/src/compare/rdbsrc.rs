@@ -149,7 +149,9 @@ fn value_of(ty: ValueType, pieces: Vec<Piece>) -> Option<Value> {
         ValueType::Zset => Value::Zset(Vec::new()),
         ValueType::Hash => Value::Hash(Vec::new()),
         ValueType::Stream => Value::Stream(Vec::new()),
-        ValueType::Module => return None,
+        // Arrays are compared like module values: by type and presence only (no server in
+        // the comparer's reach exposes their content with commands we read).
+        ValueType::Module | ValueType::Array => return None,
     };
     for p in pieces {
         match (&mut v, p) {

@@ -718,11 +718,10 @@ pub(crate) fn format(report: &mut Report, side: &Side, src: &SourceData) {
             if v::is_field_ttl_type(*h, ty) {
                 continue; // pair.field-ttls
             }
-            let stream = matches!(
-                ty,
-                t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3
-            );
-            let module = matches!(ty, t::MODULE_PRE_GA | t::MODULE_2);
+            let vt = t::value_type_of(ty, *h);
+            let stream = vt == Some(ValueType::Stream);
+            // Module values travel raw or not at all; arrays exist only in Redis 8.8+.
+            let module = matches!(vt, Some(ValueType::Module | ValueType::Array));
             if crate::apply::plan::loads_raw(&tf, *h, ty) {
                 continue;
             }

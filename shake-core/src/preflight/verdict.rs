@@ -174,38 +174,12 @@ pub fn field_ttl_types(h: Header) -> BTreeSet<u8> {
 }
 
 pub fn is_field_ttl_type(h: Header, ty: u8) -> bool {
-    (t::HASH_METADATA_PRE_GA..=t::HASH_LISTPACK_EX).contains(&ty)
-        && (h.magic == Magic::Redis || ty == t::HASH_METADATA_PRE_GA)
+    t::info(ty, h).is_some_and(|r| r.field_ttls)
 }
 
 /// A person's name for an RDB type, for messages.
 pub fn type_name(h: Header, ty: u8) -> String {
-    let name = match ty {
-        t::STRING => "string",
-        t::LIST => "linked list",
-        t::SET => "set",
-        t::ZSET => "zset (text scores)",
-        t::HASH => "hash",
-        t::ZSET_2 => "zset",
-        t::MODULE_PRE_GA | t::MODULE_2 => "module value",
-        t::HASH_ZIPMAP => "zipmap hash",
-        t::LIST_ZIPLIST => "ziplist list",
-        t::SET_INTSET => "intset",
-        t::ZSET_ZIPLIST => "ziplist zset",
-        t::HASH_ZIPLIST => "ziplist hash",
-        t::LIST_QUICKLIST => "quicklist",
-        t::STREAM_LISTPACKS => "stream (listpacks 1)",
-        t::HASH_LISTPACK => "listpack hash",
-        t::ZSET_LISTPACK => "listpack zset",
-        t::LIST_QUICKLIST_2 => "quicklist 2 list",
-        t::STREAM_LISTPACKS_2 => "stream (listpacks 2)",
-        t::SET_LISTPACK => "listpack set",
-        t::STREAM_LISTPACKS_3 => "stream (listpacks 3)",
-        t::HASH_METADATA_PRE_GA if h.magic == Magic::Valkey => "hash with field TTLs",
-        t::HASH_METADATA_PRE_GA..=t::HASH_LISTPACK_EX => "hash with field TTLs",
-        _ => "unknown type",
-    };
-    format!("{name} ({ty})")
+    t::type_name(h, ty)
 }
 
 #[cfg(test)]

@@ -165,6 +165,13 @@ impl<W: Write> RdbFileWriter<W> {
             .map_err(|e| format!("writing key {}: {e}", name()))
     }
 
+    /// A top-level record: an opcode and its body as the format lays it out (a Redis hash
+    /// template record, a Valkey SLOT_IMPORT, ...), for files built from parts.
+    pub fn record(&mut self, opcode: u8, body: &[u8]) -> io::Result<()> {
+        self.put(&[opcode])?;
+        self.put(body)
+    }
+
     /// One function library (the FUNCTION2 opcode and its code).
     pub fn function(&mut self, code: &[u8]) -> io::Result<()> {
         self.scratch.clear();

@@ -13,47 +13,27 @@ mod model;
 mod parser;
 mod source;
 mod transcode;
+pub mod types;
 pub mod writer;
 
 pub use error::{RdbError, RdbErrorKind, Result};
 pub use model::*;
-pub use parser::{value_type_of, ParserOptions, RdbParser};
-
-/// Value type bytes, as written before each key.
-pub mod types {
-    pub const STRING: u8 = 0;
-    pub const LIST: u8 = 1;
-    pub const SET: u8 = 2;
-    pub const ZSET: u8 = 3;
-    pub const HASH: u8 = 4;
-    pub const ZSET_2: u8 = 5;
-    pub const MODULE_PRE_GA: u8 = 6;
-    pub const MODULE_2: u8 = 7;
-    pub const HASH_ZIPMAP: u8 = 9;
-    pub const LIST_ZIPLIST: u8 = 10;
-    pub const SET_INTSET: u8 = 11;
-    pub const ZSET_ZIPLIST: u8 = 12;
-    pub const HASH_ZIPLIST: u8 = 13;
-    pub const LIST_QUICKLIST: u8 = 14;
-    pub const STREAM_LISTPACKS: u8 = 15;
-    pub const HASH_LISTPACK: u8 = 16;
-    pub const ZSET_LISTPACK: u8 = 17;
-    pub const LIST_QUICKLIST_2: u8 = 18;
-    pub const STREAM_LISTPACKS_2: u8 = 19;
-    pub const SET_LISTPACK: u8 = 20;
-    pub const STREAM_LISTPACKS_3: u8 = 21;
-    /// Redis 7.4 release candidates: hash with field TTLs, absolute TTLs. Under the VALKEY magic
-    /// the same number is Valkey's `HASH_2`, a different layout.
-    pub const HASH_METADATA_PRE_GA: u8 = 22;
-    pub const HASH_LISTPACK_EX_PRE_GA: u8 = 23;
-    pub const HASH_METADATA: u8 = 24;
-    pub const HASH_LISTPACK_EX: u8 = 25;
-}
+pub use parser::{ParserOptions, RdbParser};
+pub use types::value_type_of;
 
 /// Opcodes, which share the type byte's position.
 pub mod opcodes {
     /// Redis Enterprise's per-key RAM LRU hint: one length value follows.
     pub const RE_RAM_LRU: u8 = 107;
+    /// Redis RDB 15: a hash template record (id, field names) that types 30/32 refer to.
+    /// Under the VALKEY magic: [`UPDATE`].
+    pub const HASH_TEMPLATE: u8 = 242;
+    /// Valkey (after RDB 80): a replication command inlined in a forkless-save stream.
+    pub const UPDATE: u8 = 242;
+    /// Redis RDB 13: per-key module metadata before the key's type byte. Under the VALKEY
+    /// magic: [`SLOT_IMPORT`].
+    pub const KEY_META: u8 = 243;
+    /// Valkey RDB 80: an unfinished slot-import job.
     pub const SLOT_IMPORT: u8 = 243;
     pub const SLOT_INFO: u8 = 244;
     pub const FUNCTION2: u8 = 245;

@@ -35,6 +35,8 @@ pub enum ValueType {
     Hash,
     Stream,
     Module,
+    /// Redis 8.8's sparse array (`TYPE` says `array`).
+    Array,
 }
 
 impl ValueType {
@@ -47,6 +49,7 @@ impl ValueType {
             ValueType::Hash => "hash",
             ValueType::Stream => "stream",
             ValueType::Module => "module",
+            ValueType::Array => "array",
         }
     }
 
@@ -59,11 +62,12 @@ impl ValueType {
             "hash" => ValueType::Hash,
             "stream" => ValueType::Stream,
             "module" => ValueType::Module,
+            "array" => ValueType::Array,
             _ => return None,
         })
     }
 
-    pub const ALL: [ValueType; 7] = [
+    pub const ALL: [ValueType; 8] = [
         ValueType::String,
         ValueType::List,
         ValueType::Set,
@@ -71,6 +75,7 @@ impl ValueType {
         ValueType::Hash,
         ValueType::Stream,
         ValueType::Module,
+        ValueType::Array,
     ];
 }
 
@@ -93,30 +98,26 @@ pub struct KeyHeader {
     pub freq: Option<u8>,
     /// Byte offset of the type byte.
     pub offset: u64,
+    /// Redis 8.6+ per-key module metadata classes (opcode 243) written before the key; empty
+    /// almost always.
+    pub meta: Vec<KeyMetaClass>,
 }
 
 impl KeyHeader {
     /// Name of the in-memory encoding this RDB type comes from, as OBJECT ENCODING would say.
     pub fn encoding_name(&self, magic: Magic) -> &'static str {
-        use super::types::*;
-        match self.rdb_type {
-            STRING => "string",
-            LIST => "linkedlist",
-            SET | HASH => "hashtable",
-            ZSET | ZSET_2 => "skiplist",
-            MODULE_PRE_GA | MODULE_2 => "module",
-            HASH_ZIPMAP => "zipmap",
-            LIST_ZIPLIST | ZSET_ZIPLIST | HASH_ZIPLIST => "ziplist",
-            SET_INTSET => "intset",
-            LIST_QUICKLIST | LIST_QUICKLIST_2 => "quicklist",
-            STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 => "stream",
-            HASH_LISTPACK | ZSET_LISTPACK | SET_LISTPACK => "listpack",
-            HASH_METADATA_PRE_GA if magic == Magic::Valkey => "hashtable",
-            HASH_METADATA_PRE_GA | HASH_METADATA => "hashtable",
-            HASH_LISTPACK_EX_PRE_GA | HASH_LISTPACK_EX => "listpackex",
-            _ => "unknown",
-        }
+        // The version does not change what a type byte means within one family.
+        super::types::encoding_name(self.rdb_type, Header { magic, version: 0 })
     }
+}
+
+/// One class of Redis 8.6 per-key module metadata (opcode `KEY_META`, 243): a 4-character class
+/// name, its encoding version and flags. The metadata's value is stepped over, not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMetaClass {
+    pub name: String,
+    pub version: u8,
+    pub flags: u8,
 }
 
 /// A stream entry id.
@@ -199,6 +200,49 @@ pub struct StreamConsumer {
     pub pending: Vec<StreamId>,
 }
 
+/// One idempotent producer of a Redis 8.6 stream (IDMP): its id and the idempotency ids it has
+/// used, each with the entry it produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdmpProducer {
+    pub pid: Vec<u8>,
+    pub iids: Vec<(Vec<u8>, StreamId)>,
+}
+
+/// A Redis 8.6+ stream's IDMP state (types 26 and 27), stored after the consumer groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamIdmp {
+    pub duration_s: u64,
+    pub max_entries: u64,
+    pub producers: Vec<IdmpProducer>,
+    pub iids_added: u64,
+    pub iids_duplicates: u64,
+}
+
+/// A Redis 8.8 array element's value, as its tag stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArrayValue {
+    Str(Vec<u8>),
+    Int(i64),
+    Float(f64),
+}
+
+impl ArrayValue {
+    /// The bytes a client reads back (integers in decimal, floats as Redis prints doubles).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            ArrayValue::Str(s) => s.clone(),
+            ArrayValue::Int(i) => i.to_string().into_bytes(),
+            ArrayValue::Float(f) => crate::text::format_redis_double(*f).into_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArrayElem {
+    pub index: u64,
+    pub value: ArrayValue,
+}
+
 /// A piece of a decoded value. Collections arrive as several chunks of bounded size, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
@@ -227,6 +271,22 @@ pub enum Chunk {
         name: String,
         raw: Vec<u8>,
     },
+    /// After a group's consumers (type 27): the group's NACKed ids, pending but owned by no
+    /// consumer.
+    StreamNacked(Vec<StreamId>),
+    /// After the last group (types 26, 27).
+    StreamIdmp(StreamIdmp),
+    /// An array begins: its element count and the persisted insert position, if any.
+    ArrayHeader {
+        count: u64,
+        insert_idx: Option<u64>,
+    },
+    ArrayElems(Vec<ArrayElem>),
+    /// Valkey 9.2 path hash: one path and its fields.
+    PathFields {
+        path: Vec<u8>,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+    },
 }
 
 impl Chunk {
@@ -245,6 +305,8 @@ impl Chunk {
             Chunk::Scored(v) => v.len(),
             Chunk::Fields(v) => v.len(),
             Chunk::StreamEntries(v) => v.iter().filter(|e| !e.deleted).count(),
+            Chunk::ArrayElems(v) => v.len(),
+            Chunk::PathFields { fields, .. } => fields.len(),
             _ => 0,
         }
     }
@@ -305,6 +367,21 @@ pub enum Item {
         when: u64,
     },
     Function(Function),
+    /// Valkey 9 `SLOT_IMPORT` (opcode 243 under the VALKEY magic): an unfinished slot-import
+    /// job's name and slot ranges. Cluster bookkeeping, no data.
+    SlotImport {
+        name: Vec<u8>,
+        ranges: Vec<(u64, u64)>,
+    },
+    /// Redis 8.10 hash template record (opcode 242): keys of types 30/32 that follow refer to
+    /// it by id. The parser keeps the registry; this is informational.
+    HashTemplate {
+        id: u64,
+        fields: Vec<Vec<u8>>,
+    },
+    /// Valkey forkless-save `UPDATE` (opcode 242 under the VALKEY magic): a command the replica
+    /// must apply at this point of the load.
+    Update(Vec<Vec<u8>>),
     /// A key; its value must be consumed (or it is skipped by the next `next_item`).
     Key(KeyHeader),
     End {

@@ -1,6 +1,7 @@
 //! The streaming RDB parser: header, opcodes, keys, and every value encoding, pulled item by item
 //! and chunk by chunk from any `io::Read`.
 
+use std::collections::HashMap;
 use std::io::Read;
 
 use super::compact::{self, Container, Elem};
@@ -10,7 +11,7 @@ use super::module_name_from_id;
 use super::module_opcodes as mop;
 use super::opcodes as op;
 use super::source::Source;
-use super::types as t;
+use super::types::{self as t, value_type_of, Layout};
 
 /// Largest single string accepted. Redis caps strings at 512 MiB by default and a listpack or
 /// ziplist can't exceed 4 GiB; anything above this is a corrupt length field.
@@ -82,12 +83,30 @@ enum PlainKind {
 
 #[derive(Debug, Clone, Copy)]
 enum StreamPhase {
-    Nodes { remaining: u64 },
+    Nodes {
+        remaining: u64,
+    },
     Meta,
-    Groups { remaining: u64 },
-    Pel { groups_left: u64, remaining: u64 },
-    ConsumerCount { groups_left: u64 },
-    Consumers { groups_left: u64, remaining: u64 },
+    Groups {
+        remaining: u64,
+    },
+    Pel {
+        groups_left: u64,
+        remaining: u64,
+    },
+    ConsumerCount {
+        groups_left: u64,
+    },
+    Consumers {
+        groups_left: u64,
+        remaining: u64,
+    },
+    /// Type 27: the NACK zone after a group's consumers.
+    Nacks {
+        groups_left: u64,
+    },
+    /// Types 26/27: the IDMP trailer after the last group.
+    Idmp,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +126,14 @@ enum ValueState {
         phase: StreamPhase,
     },
     String(StringBody),
+    /// An array's elements (type 28).
+    Array {
+        remaining: u64,
+    },
+    /// A path hash's paths (Valkey type 23).
+    PathHash {
+        remaining: u64,
+    },
     Done,
 }
 
@@ -131,6 +158,10 @@ pub struct RdbParser<R> {
     skipping: bool,
     /// The LZF decoder of a string value being delivered in parts.
     lzf: Option<Box<crate::lzf::Decoder>>,
+    /// KEY_META classes read for the next key.
+    meta: Vec<KeyMetaClass>,
+    /// Redis 8.10 hash templates (opcode 242) by id, for the types 30/32 that refer to them.
+    templates: HashMap<u64, Vec<Vec<u8>>>,
 }
 
 impl<R: Read> RdbParser<R> {
@@ -151,6 +182,8 @@ impl<R: Read> RdbParser<R> {
             finished: false,
             skipping: false,
             lzf: None,
+            meta: Vec::new(),
+            templates: HashMap::new(),
         }
     }
 
@@ -248,7 +281,7 @@ impl<R: Read> RdbParser<R> {
             )
         })?;
         let known = match magic {
-            Magic::Redis => (1..=12).contains(&version),
+            Magic::Redis => (1..=15).contains(&version),
             Magic::Valkey => (80..=81).contains(&version),
         };
         if !known && !self.opts.relaxed_version || version == 0 {
@@ -383,10 +416,16 @@ impl<R: Read> RdbParser<R> {
                     self.length("a RAM_LRU hint")?;
                 }
                 op::SLOT_IMPORT if header.magic == Magic::Valkey => {
-                    return Err(RdbError::corrupt(
-                        "Valkey SLOT_IMPORT opcode (243): slot-migration state is not supported",
-                        at,
-                    ));
+                    return self.slot_import().map(Some);
+                }
+                op::KEY_META if header.magic == Magic::Redis => {
+                    self.key_meta(at)?;
+                }
+                op::HASH_TEMPLATE if header.magic == Magic::Redis => {
+                    return self.hash_template(at).map(Some);
+                }
+                op::UPDATE if header.magic == Magic::Valkey => {
+                    return self.update_command(at).map(Some);
                 }
                 ty => {
                     let Some(value_type) = value_type_of(ty, header) else {
@@ -408,9 +447,17 @@ impl<R: Read> RdbParser<R> {
                         idle_s: self.idle_s.take(),
                         freq: self.freq.take(),
                         offset: at,
+                        meta: std::mem::take(&mut self.meta),
                     };
                     if ty == t::MODULE_PRE_GA {
                         return Err(RdbError::new(RdbErrorKind::ModulePreGa, at).with_key(&key));
+                    }
+                    if ty == t::GCRA && header.magic == Magic::Redis {
+                        return Err(RdbError::corrupt(
+                            "Redis GCRA value (type 33, ENABLE_GCRA builds only): its layout is not public, so it cannot be read",
+                            at,
+                        )
+                        .with_key(&key));
                     }
                     self.current = Some(Current {
                         key,
@@ -610,6 +657,280 @@ impl<R: Read> RdbParser<R> {
         }
     }
 
+    // ---- the records added by Redis 8.6-8.10 and Valkey 9 ---------------------------------
+
+    /// Valkey `SLOT_IMPORT` (243): job name, then (start, end) slot pairs.
+    fn slot_import(&mut self) -> Result<Item> {
+        let name = self.string("a SLOT_IMPORT job name")?;
+        let n = self.length("a SLOT_IMPORT range count")?;
+        let mut ranges = Vec::with_capacity(n.min(16384) as usize);
+        for _ in 0..n {
+            let a = self.length("a SLOT_IMPORT range start")?;
+            let b = self.length("a SLOT_IMPORT range end")?;
+            ranges.push((a, b));
+        }
+        Ok(Item::SlotImport { name, ranges })
+    }
+
+    /// Redis `KEY_META` (243): class count, then per class a 4-byte spec and a module-encoded
+    /// value ending in the module EOF opcode. Kept for the next key.
+    fn key_meta(&mut self, at: u64) -> Result<()> {
+        const CHARSET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let n = self.length("a KEY_META class count")?;
+        if n > 7 {
+            return Err(RdbError::corrupt(
+                format!("KEY_META lists {n} metadata classes, at most 7 exist"),
+                at,
+            ));
+        }
+        let mut classes = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let spec = u32::from_le_bytes(self.src.array("a KEY_META class spec")?);
+            let name: String = (0..4)
+                .map(|i| CHARSET[((spec >> (26 - 6 * i)) & 63) as usize] as char)
+                .collect();
+            self.walk_module_body()?;
+            classes.push(KeyMetaClass {
+                name,
+                version: ((spec >> 3) & 31) as u8,
+                flags: (spec & 7) as u8,
+            });
+        }
+        self.meta = classes;
+        Ok(())
+    }
+
+    /// Redis `HASH_TEMPLATE` (242): id, field count, field names; kept in the registry.
+    fn hash_template(&mut self, at: u64) -> Result<Item> {
+        let id = self.length("a hash template id")?;
+        let n = self.length("a hash template field count")?;
+        let fields = self.template_names(n, at)?;
+        if self.templates.insert(id, fields.clone()).is_some() {
+            return Err(RdbError::corrupt(
+                format!("hash template {id} is defined twice"),
+                at,
+            ));
+        }
+        Ok(Item::HashTemplate { id, fields })
+    }
+
+    /// `n` template field names as separate strings, checked for order.
+    fn template_names(&mut self, n: u64, at: u64) -> Result<Vec<Vec<u8>>> {
+        let mut fields = Vec::with_capacity(n.min(self.opts.chunk_elements as u64) as usize);
+        for _ in 0..n {
+            fields.push(self.string("a hash template field")?);
+        }
+        check_template_fields(&fields).map_err(|m| RdbError::corrupt(m, at))?;
+        Ok(fields)
+    }
+
+    /// The field names of a self-contained template value (types 29, 31): a format selector,
+    /// then one listpack of names (0) or a count and the names (1).
+    fn inline_template_names(&mut self, at: u64) -> Result<Vec<Vec<u8>>> {
+        match self.length("a hash template fields format")? {
+            0 => {
+                let lp = self.string("a hash template field listpack")?;
+                let mut fields = Vec::new();
+                compact::listpack_for_each(&lp, |e| {
+                    fields.push(e.to_vec());
+                    Ok(())
+                })
+                .map_err(|m| RdbError::corrupt(m, at))?;
+                check_template_fields(&fields).map_err(|m| RdbError::corrupt(m, at))?;
+                Ok(fields)
+            }
+            1 => {
+                let n = self.length("a hash template field count")?;
+                self.template_names(n, at)
+            }
+            f => Err(RdbError::corrupt(
+                format!("hash template fields format is {f}, expected 0 (listpack) or 1 (raw)"),
+                at,
+            )),
+        }
+    }
+
+    fn template(&self, id: u64, at: u64) -> Result<Vec<Vec<u8>>> {
+        self.templates.get(&id).cloned().ok_or_else(|| {
+            RdbError::corrupt(
+                format!("hash refers to template {id}, which no HASH_TEMPLATE record defined"),
+                at,
+            )
+        })
+    }
+
+    /// A template-encoded hash (types 29-32) as ordinary fields.
+    fn template_hash(&mut self, ty: u8, at: u64) -> Result<Vec<HashField>> {
+        let (names, values) = match ty {
+            t::HASH_TMPL_LP_REF | t::HASH_TMPL_LP => {
+                let names = if ty == t::HASH_TMPL_LP {
+                    Some(self.inline_template_names(at)?)
+                } else {
+                    None
+                };
+                let lp_at = self.src.offset();
+                let lp = self.string("a hash template value listpack")?;
+                let mut elems: Vec<Elem> = Vec::new();
+                compact::listpack_for_each(&lp, |e| {
+                    elems.push(e);
+                    Ok(())
+                })
+                .map_err(|m| RdbError::corrupt(m, lp_at))?;
+                let names = match names {
+                    Some(n) => n,
+                    None => {
+                        let id = elems.first().and_then(|e| e.as_int()).ok_or_else(|| {
+                            RdbError::corrupt(
+                                "hash template listpack does not start with a template id",
+                                lp_at,
+                            )
+                        })?;
+                        self.template(id as u64, lp_at)?
+                    }
+                };
+                // The values follow the template id (also present, and not needed, in type 29).
+                let skip = 1;
+                if elems.len() != names.len() + 1 {
+                    return Err(RdbError::corrupt(
+                        format!(
+                            "hash template listpack holds {} values for {} fields",
+                            elems.len().saturating_sub(1),
+                            names.len()
+                        ),
+                        lp_at,
+                    ));
+                }
+                let values = elems[skip..].iter().map(|e| e.to_vec()).collect();
+                (names, values)
+            }
+            _ => {
+                let names = if ty == t::HASH_TMPL_ARRAY {
+                    self.inline_template_names(at)?
+                } else {
+                    let id = self.length("a hash template id")?;
+                    self.template(id, at)?
+                };
+                let mut values = Vec::with_capacity(names.len());
+                for _ in 0..names.len() {
+                    values.push(self.string("a hash template value")?);
+                }
+                (names, values)
+            }
+        };
+        Ok(names
+            .into_iter()
+            .zip(values)
+            .map(|(field, value)| HashField {
+                field,
+                value,
+                expire_at_ms: None,
+            })
+            .collect())
+    }
+
+    /// One array element (type 28): absolute index, tag, payload.
+    fn array_elem(&mut self) -> Result<ArrayElem> {
+        let at = self.src.offset();
+        let index = self.length("an array index")?;
+        let value = match self.length("an array element tag")? {
+            0 | 3 => ArrayValue::Str(self.string("an array string")?),
+            1 => ArrayValue::Int(i64::from_le_bytes(self.src.array("an array integer")?)),
+            2 => ArrayValue::Float(f64::from_le_bytes(self.src.array("an array float")?)),
+            tag => {
+                return Err(RdbError::corrupt(
+                    format!("array element has unknown tag {tag}"),
+                    at,
+                ))
+            }
+        };
+        Ok(ArrayElem { index, value })
+    }
+
+    /// The IDMP trailer of stream types 26/27.
+    fn stream_idmp(&mut self) -> Result<StreamIdmp> {
+        let duration_s = self.length("an IDMP duration")?;
+        let max_entries = self.length("an IDMP max entries")?;
+        let n = self.length("an IDMP producer count")?;
+        let cap = self.opts.chunk_elements as u64;
+        let mut producers = Vec::with_capacity(n.min(cap) as usize);
+        for _ in 0..n {
+            let pid = self.string("an IDMP producer id")?;
+            let m = self.length("an IDMP iid count")?;
+            let mut iids = Vec::with_capacity(m.min(cap) as usize);
+            for _ in 0..m {
+                let iid = self.string("an IDMP iid")?;
+                let id = self.stream_id_lens("an IDMP stream id")?;
+                iids.push((iid, id));
+            }
+            producers.push(IdmpProducer { pid, iids });
+        }
+        let iids_added = self.length("an IDMP iids-added count")?;
+        let iids_duplicates = self.length("an IDMP iids-duplicates count")?;
+        Ok(StreamIdmp {
+            duration_s,
+            max_entries,
+            producers,
+            iids_added,
+            iids_duplicates,
+        })
+    }
+
+    /// Valkey `UPDATE` (242): a raw RESP multi-bulk command, no RDB length prefix.
+    fn update_command(&mut self, at: u64) -> Result<Item> {
+        let argc = self.resp_line(b'*', at)?;
+        let mut args = Vec::with_capacity(argc.min(1024) as usize);
+        for _ in 0..argc {
+            let len = self.resp_line(b'$', at)?;
+            let len = self.checked_len(len, "an UPDATE argument", at)?;
+            args.push(self.src.bytes(len, "an UPDATE argument")?);
+            let crlf: [u8; 2] = self.src.array("an UPDATE argument's CRLF")?;
+            if &crlf != b"\r\n" {
+                return Err(RdbError::corrupt(
+                    "UPDATE argument is not followed by CRLF",
+                    at,
+                ));
+            }
+        }
+        Ok(Item::Update(args))
+    }
+
+    /// `<prefix><digits>\r\n` of a RESP header.
+    fn resp_line(&mut self, prefix: u8, at: u64) -> Result<u64> {
+        if self.src.u8("an UPDATE command")? != prefix {
+            return Err(RdbError::corrupt(
+                format!(
+                    "UPDATE command does not have its '{}' header",
+                    prefix as char
+                ),
+                at,
+            ));
+        }
+        let mut n: u64 = 0;
+        for _ in 0..21 {
+            match self.src.u8("an UPDATE command")? {
+                b'\r' => {
+                    return if self.src.u8("an UPDATE command")? == b'\n' {
+                        Ok(n)
+                    } else {
+                        Err(RdbError::corrupt(
+                            "UPDATE header line does not end in CRLF",
+                            at,
+                        ))
+                    }
+                }
+                d @ b'0'..=b'9' => {
+                    n = n
+                        .checked_mul(10)
+                        .and_then(|n| n.checked_add((d - b'0') as u64))
+                        .ok_or_else(|| RdbError::corrupt("UPDATE header number overflows", at))?
+                }
+                _ => return Err(RdbError::corrupt("UPDATE header is not a number", at)),
+            }
+        }
+        Err(RdbError::corrupt("UPDATE header line is too long", at))
+    }
+
     // ---- consuming a value -----------------------------------------------------------------
 
     /// The key whose value is pending, if any.
@@ -664,10 +985,20 @@ impl<R: Read> RdbParser<R> {
 
     /// Steps over a value that is one string (a compact encoding), with its fixed prefix.
     fn skip_blob(&mut self, ty: u8) -> Result<()> {
-        if ty == t::HASH_LISTPACK_EX {
-            self.src.skip(8, "a hash minimum expiry")?;
+        let prefix = self.blob_prefix(ty).unwrap_or(0);
+        if prefix > 0 {
+            self.src.skip(prefix as u64, "a hash minimum expiry")?;
         }
         self.skip_string("an encoded value")
+    }
+
+    /// `Some(prefix bytes)` for types whose whole value is one string after a fixed prefix.
+    fn blob_prefix(&self, ty: u8) -> Option<u8> {
+        let h = self.header?;
+        match t::info(ty, h)?.layout {
+            Layout::Blob { prefix } => Some(prefix),
+            Layout::Structured => None,
+        }
     }
 
     fn nonempty_count(&mut self, what: &'static str) -> Result<u64> {
@@ -719,12 +1050,17 @@ impl<R: Read> RdbParser<R> {
         let at = self.src.offset();
         let chunk = match state {
             ValueState::Done => return Ok(None),
-            ValueState::Start if self.skipping && is_blob_type(ty) => {
+            ValueState::Start if self.skipping && self.blob_prefix(ty).is_some() => {
                 self.skip_blob(ty)?;
                 self.set_state(ValueState::Done);
                 Some(Chunk::Items(Vec::new()))
             }
             ValueState::Start => match ty {
+                t::VALKEY_PATH_HASH if magic == Magic::Valkey => {
+                    let n = self.nonempty_count("path hash path count")?;
+                    self.set_state(ValueState::PathHash { remaining: n });
+                    return self.next_chunk_inner();
+                }
                 t::STRING => {
                     let body = self.string_header("a string value")?;
                     self.set_state(ValueState::String(body));
@@ -887,6 +1223,41 @@ impl<R: Read> RdbParser<R> {
                     });
                     return self.next_chunk_inner();
                 }
+                t::STREAM_LISTPACKS_4 | t::STREAM_LISTPACKS_5 if magic == Magic::Redis => {
+                    let version = if ty == t::STREAM_LISTPACKS_4 { 4 } else { 5 };
+                    let n = self.length("stream listpack count")?;
+                    self.set_state(ValueState::Stream {
+                        version,
+                        phase: StreamPhase::Nodes { remaining: n },
+                    });
+                    return self.next_chunk_inner();
+                }
+                t::ARRAY if magic == Magic::Redis => {
+                    let count = self.nonempty_count("array element count")?;
+                    let insert_idx = match self.length("an array insert-index flag")? {
+                        0 => None,
+                        1 => Some(self.length("an array insert index")?),
+                        f => {
+                            return Err(RdbError::corrupt(
+                                format!("array insert-index flag is {f}, expected 0 or 1"),
+                                at,
+                            ))
+                        }
+                    };
+                    self.set_state(ValueState::Array { remaining: count });
+                    // Carries no element itself: not subject to the empty-chunk check below.
+                    return Ok(Some(Chunk::ArrayHeader { count, insert_idx }));
+                }
+                t::HASH_TMPL_LP
+                | t::HASH_TMPL_LP_REF
+                | t::HASH_TMPL_ARRAY
+                | t::HASH_TMPL_ARRAY_REF
+                    if magic == Magic::Redis =>
+                {
+                    let fields = self.template_hash(ty, at)?;
+                    self.set_state(ValueState::Done);
+                    Some(Chunk::Fields(fields))
+                }
                 t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => {
                     let version = match ty {
                         t::STREAM_LISTPACKS => 1,
@@ -1014,6 +1385,36 @@ impl<R: Read> RdbParser<R> {
             }
             ValueState::Stream { version, phase } => return self.stream_step(version, phase, at),
             ValueState::String(body) => return self.string_step(body, at),
+            ValueState::Array { remaining: 0 } | ValueState::PathHash { remaining: 0 } => {
+                self.set_state(ValueState::Done);
+                return Ok(None);
+            }
+            ValueState::Array { remaining } => {
+                let n = remaining.min(self.opts.chunk_elements as u64);
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(self.array_elem()?);
+                }
+                self.set_state(ValueState::Array {
+                    remaining: remaining - n,
+                });
+                Some(Chunk::ArrayElems(v))
+            }
+            ValueState::PathHash { remaining } => {
+                let path = self.string("a path hash path")?;
+                let n = self.nonempty_count("path hash field count")?;
+                let mut fields =
+                    Vec::with_capacity(n.min(self.opts.chunk_elements as u64) as usize);
+                for _ in 0..n {
+                    let f = self.string("a path hash field")?;
+                    let v = self.string("a path hash value")?;
+                    fields.push((f, v));
+                }
+                self.set_state(ValueState::PathHash {
+                    remaining: remaining - 1,
+                });
+                Some(Chunk::PathFields { path, fields })
+            }
         };
         if let Some(c) = &chunk {
             let n = c.elements() as u64;
@@ -1365,9 +1766,33 @@ impl<R: Read> RdbParser<R> {
                     groups,
                 })))
             }
+            StreamPhase::Groups { remaining: 0 } if version >= 4 => {
+                self.set_state(next(StreamPhase::Idmp));
+                self.next_chunk_inner()
+            }
             StreamPhase::Groups { remaining: 0 } => {
                 self.set_state(ValueState::Done);
                 Ok(None)
+            }
+            StreamPhase::Idmp => {
+                let idmp = self.stream_idmp()?;
+                self.set_state(ValueState::Done);
+                Ok(Some(Chunk::StreamIdmp(idmp)))
+            }
+            StreamPhase::Nacks { groups_left } => {
+                let n = self.length("a consumer group NACK count")?;
+                let mut ids = Vec::with_capacity(n.min(self.opts.chunk_elements as u64) as usize);
+                for _ in 0..n {
+                    ids.push(self.stream_id_raw("a NACKed id")?);
+                }
+                self.set_state(next(StreamPhase::Groups {
+                    remaining: groups_left,
+                }));
+                if ids.is_empty() {
+                    self.next_chunk_inner()
+                } else {
+                    Ok(Some(Chunk::StreamNacked(ids)))
+                }
             }
             StreamPhase::Groups { remaining } => {
                 let name = self.string("a consumer group name")?;
@@ -1430,8 +1855,12 @@ impl<R: Read> RdbParser<R> {
                 groups_left,
                 remaining: 0,
             } => {
-                self.set_state(next(StreamPhase::Groups {
-                    remaining: groups_left,
+                self.set_state(next(if version >= 5 {
+                    StreamPhase::Nacks { groups_left }
+                } else {
+                    StreamPhase::Groups {
+                        remaining: groups_left,
+                    }
                 }));
                 self.next_chunk_inner()
             }
@@ -1467,22 +1896,22 @@ impl<R: Read> RdbParser<R> {
     }
 }
 
-/// Types whose whole value is one string (a compact encoding), possibly after a fixed prefix.
-fn is_blob_type(ty: u8) -> bool {
-    matches!(
-        ty,
-        t::STRING
-            | t::HASH_ZIPMAP
-            | t::LIST_ZIPLIST
-            | t::SET_INTSET
-            | t::ZSET_ZIPLIST
-            | t::HASH_ZIPLIST
-            | t::HASH_LISTPACK
-            | t::ZSET_LISTPACK
-            | t::SET_LISTPACK
-            | t::HASH_LISTPACK_EX_PRE_GA
-            | t::HASH_LISTPACK_EX
-    )
+/// Template field names must be non-empty and strictly ascending, shorter names first, then
+/// bytewise (so no duplicates): what Redis's loader checks.
+fn check_template_fields(fields: &[Vec<u8>]) -> std::result::Result<(), String> {
+    if fields.is_empty() {
+        return Err("hash template has no fields".into());
+    }
+    for w in fields.windows(2) {
+        if (w[0].len(), &w[0]) >= (w[1].len(), &w[1]) {
+            return Err(format!(
+                "hash template fields not strictly sorted: {} before {}",
+                crate::text::quote_bytes(&w[0]),
+                crate::text::quote_bytes(&w[1])
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn empty_collection(at: u64) -> RdbError {
@@ -1490,27 +1919,6 @@ fn empty_collection(at: u64) -> RdbError {
         "empty collection (Redis never writes one; it skips such keys on load)",
         at,
     )
-}
-
-/// The user-visible type of an RDB type byte, or `None` if the byte is not a type this file's
-/// numbering (decided by its magic) defines.
-pub fn value_type_of(ty: u8, h: Header) -> Option<ValueType> {
-    Some(match ty {
-        t::STRING => ValueType::String,
-        t::LIST | t::LIST_ZIPLIST | t::LIST_QUICKLIST | t::LIST_QUICKLIST_2 => ValueType::List,
-        t::SET | t::SET_INTSET | t::SET_LISTPACK => ValueType::Set,
-        t::ZSET | t::ZSET_2 | t::ZSET_ZIPLIST | t::ZSET_LISTPACK => ValueType::Zset,
-        t::HASH | t::HASH_ZIPMAP | t::HASH_ZIPLIST | t::HASH_LISTPACK => ValueType::Hash,
-        t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => ValueType::Stream,
-        t::MODULE_PRE_GA | t::MODULE_2 => ValueType::Module,
-        t::HASH_METADATA_PRE_GA => ValueType::Hash,
-        t::HASH_LISTPACK_EX_PRE_GA | t::HASH_METADATA | t::HASH_LISTPACK_EX
-            if h.magic == Magic::Redis =>
-        {
-            ValueType::Hash
-        }
-        _ => return None,
-    })
 }
 
 /// Decodes the entries of one stream listpack node (the layout of Redis's t_stream.c: a master

@@ -33,8 +33,8 @@ use super::model::{
     Chunk, HashField, Header, KeyHeader, PendingEntry, StreamConsumer, StreamEntry,
     StreamGroupHeader, StreamId, StreamMeta, ValueType,
 };
-use super::parser::value_type_of;
 use super::types as t;
+use super::types::value_type_of;
 use super::writer::{
     len_size, seal_dump_payload, write_binary_double, write_len, write_ms, write_stream_id_lens,
     write_stream_id_raw, write_string, ListpackWriter, TargetFormat,
@@ -84,6 +84,14 @@ pub enum TranscodeError {
     BadChunks { key: Vec<u8>, message: String },
     /// The value is too large for an encoding it needs (a listpack over 4 GiB).
     TooLarge { key: Vec<u8>, message: String },
+    /// The value holds something no encoding the target loads can express (an array on a
+    /// server without arrays, a stream's NACKed entries before Redis 8.8, a key's module
+    /// metadata): refused, naming what.
+    NoEquivalent {
+        key: Vec<u8>,
+        what: String,
+        target: TargetFormat,
+    },
     /// The raw value given to `transcode_value` could not be decoded.
     Decode(RdbError),
 }
@@ -128,6 +136,11 @@ impl fmt::Display for TranscodeError {
             ),
             BadChunks { key, message } => write!(f, "key {}: {message}", quote_bytes(key)),
             TooLarge { key, message } => write!(f, "key {}: {message}", quote_bytes(key)),
+            NoEquivalent { key, what, target } => write!(
+                f,
+                "key {}: {what}, which the target ({target}) has no way to store; use a target of the source's engine and version or newer, or leave the key out",
+                quote_bytes(key)
+            ),
             Decode(e) => write!(f, "{e}"),
         }
     }
@@ -289,10 +302,12 @@ impl Transcoder {
                     t::STREAM_LISTPACKS_2 => 2,
                     _ => 3,
                 };
+                // Redis 8.6/8.8 streams (26/27) hold a listpacks-3 stream plus IDMP state and
+                // NACKs: what is written is the listpacks-3 part (see docs/output-formats.md).
                 let source_version = match key.rdb_type {
                     t::STREAM_LISTPACKS => 1,
                     t::STREAM_LISTPACKS_2 => 2,
-                    t::STREAM_LISTPACKS_3 => 3,
+                    t::STREAM_LISTPACKS_3 | t::STREAM_LISTPACKS_4 | t::STREAM_LISTPACKS_5 => 3,
                     other => {
                         return Err(TranscodeError::BadChunks {
                             key: key.key.clone(),
@@ -319,7 +334,28 @@ impl Transcoder {
                     key: key.key.clone(),
                 })
             }
+            ValueType::Array => {
+                return Err(TranscodeError::NoEquivalent {
+                    key: key.key.clone(),
+                    what: "it is an array (Redis 8.8)".into(),
+                    target: *target,
+                })
+            }
         };
+        if !key.meta.is_empty() {
+            return Err(TranscodeError::NoEquivalent {
+                key: key.key.clone(),
+                what: format!(
+                    "it carries module key metadata ({})",
+                    key.meta
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                target: *target,
+            });
+        }
         let mut out = Vec::with_capacity(HEAD + 256);
         out.resize(HEAD, 0);
         Ok(Transcoder {
@@ -415,6 +451,22 @@ impl Transcoder {
                 | Chunk::StreamPending(_)
                 | Chunk::StreamConsumer(_)),
             ) => self.stream_chunk(chunk),
+            (Kind::Hash(_), Chunk::PathFields { .. }) => Err(TranscodeError::NoEquivalent {
+                key: self.key.clone(),
+                what: "it is a Valkey 9.2 path hash".into(),
+                target: self.target,
+            }),
+            // IDMP producer state has no place in listpacks 3: dropped (documented).
+            (Kind::Stream(_), Chunk::StreamIdmp(_)) => Ok(()),
+            (Kind::Stream(_), Chunk::StreamNacked(ids)) => Err(TranscodeError::NoEquivalent {
+                key: self.key.clone(),
+                what: format!(
+                    "its consumer group holds {} NACKed entries (XNACK, Redis 8.8), first {}",
+                    ids.len(),
+                    ids.first().copied().unwrap_or_default()
+                ),
+                target: self.target,
+            }),
             (_, chunk) => Err(self.bad(format!(
                 "a {} value cannot contain {}",
                 self.value_type,
@@ -911,6 +963,7 @@ pub fn transcode_value(
         idle_s: None,
         freq: None,
         offset: 0,
+        meta: Vec::new(),
     };
     let mut tc = Transcoder::new(target, &header, policy)?;
     let mut p = RdbParser::for_value(raw, source, rdb_type, key, ParserOptions::default())?;
@@ -1015,5 +1068,9 @@ fn chunk_name(c: &Chunk) -> &'static str {
         Chunk::StreamPending(_) => "pending entries",
         Chunk::StreamConsumer(_) => "a consumer",
         Chunk::Module { .. } => "a module value",
+        Chunk::StreamNacked(_) => "NACKed stream ids",
+        Chunk::StreamIdmp(_) => "stream IDMP state",
+        Chunk::ArrayHeader { .. } | Chunk::ArrayElems(_) => "array elements",
+        Chunk::PathFields { .. } => "path hash fields",
     }
 }

@@ -474,13 +474,23 @@ impl TargetFormat {
             return Some(TargetFormat::new(magic, v).with_listpack_backlen(valkey_style));
         }
         if is_valkey {
-            let (major, _) = parse_major_minor(get("valkey_version").or(get("redis_version"))?)?;
-            // Valkey 7.2-8.x kept Redis 7.2's RDB 11; 9.0 moved to VALKEY080 (RDB 80).
-            let v = if major >= 9 { 80 } else { 11 };
+            // Valkey 7.2-8.x kept Redis 7.2's RDB 11; 9.0 moved to VALKEY080 (RDB 80), 9.2 to 81.
+            let (major, minor) =
+                parse_major_minor(get("valkey_version").or(get("redis_version"))?)?;
+            let v = match (major, minor) {
+                (10.., _) | (9, 2..) => 81,
+                (9, _) => 80,
+                _ => 11,
+            };
             return Some(TargetFormat::new(Magic::Valkey, v).with_listpack_backlen(valkey_style));
         }
+        // RDB 13 = Redis 8.6, 14 = 8.8, 15 = 8.10 (librdb's version map).
         let version = match parse_major_minor(get("redis_version")?)? {
-            (m, _) if m >= 8 => 12,
+            (m, _) if m >= 9 => 15,
+            (8, n) if n >= 10 => 15,
+            (8, n) if n >= 8 => 14,
+            (8, n) if n >= 6 => 13,
+            (8, _) => 12,
             (7, n) if n >= 4 => 12,
             (7, 2..) => 11,
             (7, _) => 10,
@@ -496,11 +506,11 @@ impl TargetFormat {
 
     /// The format from the version a server stamps on its own DUMP payloads (`DUMP` of a scratch
     /// key; bytes `len-10..len-8` LE): the probe for servers `from_info` does not recognise.
-    /// 1..=12 are Redis's numbers (Valkey up to 8.x uses 11 too, which has no family-specific
-    /// types), 80 and up Valkey's; 13..=79 are nobody's.
+    /// 1..=15 are Redis's numbers (Valkey up to 8.x uses 11 too, which has no family-specific
+    /// types), 80 and up Valkey's; 16..=79 are nobody's.
     pub fn from_dump_stamp(version: u16) -> Option<TargetFormat> {
         match version {
-            1..=12 => Some(TargetFormat::new(Magic::Redis, version)),
+            1..=15 => Some(TargetFormat::new(Magic::Redis, version)),
             80.. => Some(TargetFormat::new(Magic::Valkey, version)),
             _ => None,
         }
@@ -510,29 +520,16 @@ impl TargetFormat {
     /// `source`'s header as it is, re-stamped with the target's version: the fast path. Types
     /// from 22 on load only between servers of the same family.
     pub fn can_load(&self, source: Header, rdb_type: u8) -> bool {
-        let v = self.rdb_version;
-        match rdb_type {
-            t::STRING | t::LIST | t::SET | t::ZSET | t::HASH => true,
-            t::ZSET_2 | t::MODULE_2 => v >= 8,
-            t::HASH_ZIPMAP
-            | t::LIST_ZIPLIST
-            | t::SET_INTSET
-            | t::ZSET_ZIPLIST
-            | t::HASH_ZIPLIST => true,
-            t::LIST_QUICKLIST => v >= 7,
-            t::STREAM_LISTPACKS => v >= 9,
-            t::HASH_LISTPACK | t::ZSET_LISTPACK | t::LIST_QUICKLIST_2 | t::STREAM_LISTPACKS_2 => {
-                v >= 10
-            }
-            t::SET_LISTPACK | t::STREAM_LISTPACKS_3 => v >= 11,
-            t::HASH_METADATA_PRE_GA..=t::HASH_LISTPACK_EX => match (source.magic, self.magic) {
-                (Magic::Redis, Magic::Redis) => v >= 12,
-                (Magic::Valkey, Magic::Valkey) => rdb_type == t::HASH_METADATA_PRE_GA && v >= 80,
-                _ => false,
-            },
-            // MODULE_PRE_GA (6) loads nowhere; anything else is unknown to us.
-            _ => false,
-        }
+        // The table says which servers load each type; types 30/32 (hash template references)
+        // never travel in a DUMP payload (RESTORE refuses them), whatever the version.
+        t::info(rdb_type, source).is_some_and(|r| {
+            r.decodable
+                && !matches!(
+                    (source.magic, rdb_type),
+                    (Magic::Redis, t::HASH_TMPL_LP_REF | t::HASH_TMPL_ARRAY_REF)
+                )
+                && t::loads(r, self.magic, self.rdb_version)
+        })
     }
 
     /// The newest stream type the target reads: 15 (RDB 9), 19 (RDB 10), 21 (RDB 11 and up);
@@ -935,6 +932,7 @@ mod tests {
                 idle_s: None,
                 freq: None,
                 offset: 0,
+                meta: Vec::new(),
             };
             let mut tc = Transcoder::new(&target, &key, FieldTtlPolicy::Refuse).unwrap();
             let id = StreamId { ms: 1, seq: 1 };
@@ -1082,6 +1080,7 @@ mod tests {
             idle_s: None,
             freq: None,
             offset: 0,
+            meta: Vec::new(),
         }
     }
 

@@ -12,7 +12,7 @@ use std::io::{self, Read, Seek, Write};
 
 use super::json;
 use super::{RdbSink, ValueNeed};
-use crate::rdb::{Chunk, HashField, Header, Item, KeyHeader, ValueType};
+use crate::rdb::{ArrayValue, Chunk, HashField, Header, Item, KeyHeader, ValueType};
 
 /// Fields a hash may hold back while choosing between object and pair form.
 const HASH_HOLD_FIELDS: usize = 65_536;
@@ -38,6 +38,10 @@ enum StreamPart {
     Groups,
     Pending,
     Consumers,
+    /// A group's `nacked` list was written; the group object is still open.
+    Nacked,
+    /// The groups are closed (the IDMP object followed).
+    Closed,
 }
 
 pub struct JsonLinesSink<W: Write> {
@@ -351,6 +355,44 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
                 json::str(l, &format!("{crc64:016x}"));
                 l.push(b'}');
             }
+            Item::SlotImport { name, ranges } => {
+                l.extend_from_slice(b"{\"meta\":\"slot_import\",\"name\":");
+                json::bytes(l, name);
+                l.extend_from_slice(b",\"ranges\":[");
+                for (i, (a, b)) in ranges.iter().enumerate() {
+                    if i > 0 {
+                        l.push(b',');
+                    }
+                    l.push(b'[');
+                    json::uint(l, *a);
+                    l.push(b',');
+                    json::uint(l, *b);
+                    l.push(b']');
+                }
+                l.extend_from_slice(b"]}");
+            }
+            Item::HashTemplate { id, fields } => {
+                l.extend_from_slice(b"{\"meta\":\"hash_template\",\"id\":");
+                json::uint(l, *id);
+                l.extend_from_slice(b",\"fields\":[");
+                for (i, f) in fields.iter().enumerate() {
+                    if i > 0 {
+                        l.push(b',');
+                    }
+                    json::bytes(l, f);
+                }
+                l.extend_from_slice(b"]}");
+            }
+            Item::Update(args) => {
+                l.extend_from_slice(b"{\"meta\":\"update\",\"command\":[");
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        l.push(b',');
+                    }
+                    json::bytes(l, a);
+                }
+                l.extend_from_slice(b"]}");
+            }
             Item::Key(_) => {}
         })
     }
@@ -388,6 +430,22 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
             l.extend_from_slice(b",\"freq\":");
             json::uint(l, freq as u64);
         }
+        if !k.meta.is_empty() {
+            l.extend_from_slice(b",\"key_meta\":[");
+            for (i, m) in k.meta.iter().enumerate() {
+                if i > 0 {
+                    l.push(b',');
+                }
+                l.extend_from_slice(b"{\"class\":");
+                json::str(l, &m.name);
+                l.extend_from_slice(b",\"version\":");
+                json::uint(l, m.version as u64);
+                l.extend_from_slice(b",\"flags\":");
+                json::uint(l, m.flags as u64);
+                l.push(b'}');
+            }
+            l.push(b']');
+        }
         l.extend_from_slice(b",\"value\":");
         match k.value_type {
             ValueType::List | ValueType::Set | ValueType::Zset => l.push(b'['),
@@ -396,7 +454,8 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
                 l.extend_from_slice(b"{\"entries\":[");
                 self.stream = Some(StreamPart::Entries);
             }
-            ValueType::String | ValueType::Module => {}
+            // The array object opens with its header chunk.
+            ValueType::String | ValueType::Module | ValueType::Array => {}
         }
         Ok(())
     }
@@ -476,6 +535,7 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
                         self.line.extend_from_slice(b"],\"consumers\":[]},")
                     }
                     Some(StreamPart::Consumers) => self.line.extend_from_slice(b"]},"),
+                    Some(StreamPart::Nacked) => self.line.extend_from_slice(b"},"),
                     _ => {}
                 }
                 let l = &mut self.line;
@@ -544,6 +604,104 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
                 json::str(l, &base64::engine::general_purpose::STANDARD.encode(&raw));
                 l.extend_from_slice(b"}}");
             }
+            Chunk::StreamNacked(ids) => {
+                let l = &mut self.line;
+                match self.stream {
+                    Some(StreamPart::Pending) => l.extend_from_slice(b"],\"consumers\":[]"),
+                    Some(StreamPart::Consumers) => l.push(b']'),
+                    _ => {}
+                }
+                l.extend_from_slice(b",\"nacked\":[");
+                for (i, x) in ids.iter().enumerate() {
+                    if i > 0 {
+                        l.push(b',');
+                    }
+                    id(l, *x);
+                }
+                l.push(b']');
+                self.stream = Some(StreamPart::Nacked);
+            }
+            Chunk::StreamIdmp(m) => {
+                let l = &mut self.line;
+                match self.stream {
+                    Some(StreamPart::Groups) => l.push(b']'),
+                    Some(StreamPart::Pending) => l.extend_from_slice(b"],\"consumers\":[]}]"),
+                    Some(StreamPart::Consumers) => l.extend_from_slice(b"]}]"),
+                    Some(StreamPart::Nacked) => l.extend_from_slice(b"}]"),
+                    _ => {}
+                }
+                l.extend_from_slice(b",\"idmp\":{\"duration_s\":");
+                json::uint(l, m.duration_s);
+                l.extend_from_slice(b",\"max_entries\":");
+                json::uint(l, m.max_entries);
+                l.extend_from_slice(b",\"producers\":[");
+                for (i, p) in m.producers.iter().enumerate() {
+                    if i > 0 {
+                        l.push(b',');
+                    }
+                    l.extend_from_slice(b"{\"pid\":");
+                    json::bytes(l, &p.pid);
+                    l.extend_from_slice(b",\"iids\":[");
+                    for (j, (iid, sid)) in p.iids.iter().enumerate() {
+                        if j > 0 {
+                            l.push(b',');
+                        }
+                        l.extend_from_slice(b"{\"iid\":");
+                        json::bytes(l, iid);
+                        l.extend_from_slice(b",\"id\":");
+                        id(l, *sid);
+                        l.push(b'}');
+                    }
+                    l.extend_from_slice(b"]}");
+                }
+                l.extend_from_slice(b"],\"iids_added\":");
+                json::uint(l, m.iids_added);
+                l.extend_from_slice(b",\"iids_duplicates\":");
+                json::uint(l, m.iids_duplicates);
+                l.push(b'}');
+                self.stream = Some(StreamPart::Closed);
+            }
+            Chunk::ArrayHeader { count, insert_idx } => {
+                let l = &mut self.line;
+                l.extend_from_slice(b"{\"count\":");
+                json::uint(l, count);
+                if let Some(i) = insert_idx {
+                    l.extend_from_slice(b",\"insert_idx\":");
+                    json::uint(l, i);
+                }
+                l.extend_from_slice(b",\"elements\":[");
+                self.first = true;
+            }
+            Chunk::ArrayElems(elems) => {
+                for e in &elems {
+                    self.comma();
+                    let l = &mut self.line;
+                    l.push(b'[');
+                    json::uint(l, e.index);
+                    l.push(b',');
+                    match &e.value {
+                        ArrayValue::Str(s) => json::bytes(l, s),
+                        ArrayValue::Int(i) => json::int(l, *i),
+                        ArrayValue::Float(f) => json::double(l, *f),
+                    }
+                    l.push(b']');
+                }
+            }
+            Chunk::PathFields { path, fields } => {
+                if self.holding {
+                    // A path hash is a list of paths, each with its fields.
+                    self.holding = false;
+                    self.pairs = true;
+                    self.line.push(b'[');
+                }
+                self.comma();
+                let l = &mut self.line;
+                l.extend_from_slice(b"{\"path\":");
+                json::bytes(l, &path);
+                l.extend_from_slice(b",\"fields\":");
+                entry_fields(l, &fields);
+                l.push(b'}');
+            }
         }
         self.maybe_flush()
     }
@@ -589,10 +747,12 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
                         self.line.extend_from_slice(b"],\"consumers\":[]}]")
                     }
                     Some(StreamPart::Consumers) => self.line.extend_from_slice(b"]}]"),
-                    None => {}
+                    Some(StreamPart::Nacked) => self.line.extend_from_slice(b"}]"),
+                    Some(StreamPart::Closed) | None => {}
                 }
                 self.line.push(b'}');
             }
+            ValueType::Array => self.line.extend_from_slice(b"]}"),
             ValueType::String | ValueType::Module => {}
         }
         self.line.extend_from_slice(b"}\n");

@@ -115,20 +115,44 @@ impl CheckpointKeys {
 
     /// A SCAN MATCH pattern for this link's domain keys.
     pub fn domain_pattern(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(self.base.len() + 2);
-        for &b in self.base.as_bytes() {
-            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-                p.push(b'\\');
-            }
-            p.push(b);
-        }
+        let mut p = glob_escape(self.base.as_bytes());
         p.extend_from_slice(b":*");
         p
+    }
+
+    /// A SCAN MATCH pattern for the keys of every link named `<sync>/...` (a cluster source's
+    /// links), and the low-water key names among what it finds, with their link names.
+    pub fn links_pattern(sync: &str) -> Vec<u8> {
+        let mut p = glob_escape(
+            format!("{}checkpoint:{sync}/", String::from_utf8_lossy(KEY_PREFIX)).as_bytes(),
+        );
+        p.push(b'*');
+        p
+    }
+
+    /// The link name of a low-water key of a link named `<sync>/<suffix>` (suffixes have no
+    /// `:`; domain keys add `:<domain>`).
+    pub fn low_water_link(sync: &str, key: &[u8]) -> Option<String> {
+        let head = format!("{}checkpoint:{sync}/", String::from_utf8_lossy(KEY_PREFIX));
+        let rest = key.strip_prefix(head.as_bytes())?;
+        (!rest.is_empty() && !rest.contains(&b':'))
+            .then(|| format!("{sync}/{}", String::from_utf8_lossy(rest)))
     }
 
     pub fn is_cluster(&self) -> bool {
         self.cluster
     }
+}
+
+fn glob_escape(s: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(s.len() + 2);
+    for &b in s {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            p.push(b'\\');
+        }
+        p.push(b);
+    }
+    p
 }
 
 /// A checkpoint value: the source's replication id and the offset of the last applied byte;

@@ -50,6 +50,8 @@ pub struct LinkSpec {
     pub first_slot: Option<u16>,
     /// Nodes to ask for the cluster's topology.
     pub source_nodes: Vec<Endpoint>,
+    /// A cluster source's link: its place among its siblings (see [`super::handover`]).
+    pub handover: Option<super::handover::Handle>,
 }
 
 type Status = Arc<Mutex<ShardStatus>>;
@@ -117,24 +119,60 @@ pub async fn run_link(
     }
 }
 
-/// The source master to replicate from now: the seed, or for a cluster shard whoever serves
-/// its first slot (a failover moves it).
-async fn resolve_source(spec: &LinkSpec, settings: &SyncSettings) -> Result<Endpoint, SyncError> {
+/// The source master to replicate from now. For a cluster shard: the master whose replication
+/// history holds the one this link last streamed (after a failover the new master keeps the old
+/// id as `master_replid2`), whatever slots it owns now — slots move between masters, so a slot
+/// does not name a shard. Without a known history: the seed while it is a master, else whoever
+/// serves the shard's first slot.
+async fn resolve_source(
+    spec: &LinkSpec,
+    settings: &SyncSettings,
+    status: &Status,
+) -> Result<Endpoint, SyncError> {
     let Some(slot) = spec.first_slot else {
         return Ok(spec.seed.clone());
     };
+    let known = status.lock().map(|s| s.replid.clone()).unwrap_or_default();
     let mut last = None;
     for node in std::iter::once(&spec.seed).chain(spec.source_nodes.iter()) {
-        match Connection::connect(node, &settings.connect).await {
+        let topo = match Connection::connect(node, &settings.connect).await {
             Ok(mut conn) => match Topology::fetch(&mut conn).await {
-                Ok(t) => {
-                    if let Some(m) = t.master_for_slot(slot) {
-                        return Ok(m.clone());
-                    }
+                Ok(t) => t,
+                Err(e) => {
+                    last = Some(e.to_string());
+                    continue;
                 }
-                Err(e) => last = Some(e.to_string()),
             },
-            Err(e) => last = Some(e.to_string()),
+            Err(e) => {
+                last = Some(e.to_string());
+                continue;
+            }
+        };
+        if !known.is_empty() && known != "?" {
+            for m in topo.masters() {
+                let Ok(mut c) = Connection::connect(m, &settings.connect).await else {
+                    continue;
+                };
+                let Ok(info) = c.info("replication").await else {
+                    continue;
+                };
+                if ["master_replid", "master_replid2"]
+                    .iter()
+                    .any(|k| info.get(*k) == Some(&known))
+                {
+                    return Ok(m.clone());
+                }
+            }
+        }
+        if topo
+            .masters()
+            .iter()
+            .any(|m| m.address() == spec.seed.address())
+        {
+            return Ok(spec.seed.clone());
+        }
+        if let Some(m) = topo.master_for_slot(slot) {
+            return Ok(m.clone());
         }
     }
     Err(SyncError::Target(format!(
@@ -170,7 +208,7 @@ fn as_vec(r: &Reply) -> Vec<Vec<u8>> {
 }
 
 /// Every key matching `pattern` on one node's database `db`.
-async fn scan_keys(
+pub(crate) async fn scan_keys(
     conn: &mut Connection,
     db: u64,
     pattern: &[u8],
@@ -500,8 +538,11 @@ async fn session(
     full_synced: &mut bool,
 ) -> Result<(), SyncError> {
     update(status, |s| s.phase = Phase::Handshake);
-    let source = resolve_source(spec, settings).await?;
+    let source = resolve_source(spec, settings, status).await?;
     update(status, |s| s.source = source.address());
+    if let Some(h) = &spec.handover {
+        h.set_source(&source);
+    }
     let mut target = connect_stream_target(settings).await?;
     if !target.is_cluster() {
         target
@@ -569,6 +610,9 @@ async fn session(
                 ),
                 None => log(settings, &spec.name, &format!("full sync from {source}")),
             }
+            if let Some(h) = &spec.handover {
+                h.full_sync();
+            }
             update(status, |s| {
                 s.phase = Phase::FullSync;
                 s.full_syncs += 1;
@@ -617,6 +661,9 @@ async fn session(
             };
             *full_synced = true;
             let offset = stream.offset();
+            if let Some(h) = &spec.handover {
+                h.applied(offset);
+            }
             let lw = keys.low_water();
             // A source that starts a full sync re-emits SELECT before its next command, so the
             // database here is a placeholder the stream overrides.
@@ -674,6 +721,9 @@ async fn session(
         (start, start_db),
         applied,
     )?;
+    if let Some(h) = &spec.handover {
+        applier.set_handover(h.clone());
+    }
     stream_loop(
         spec,
         settings,
@@ -738,6 +788,7 @@ async fn stream_loop(
     let mut pending_since: Option<Instant> = None;
     loop {
         let mut ack = false;
+        applier.note_received(end + stream.buffer().len() as u64);
         loop {
             let mut need = 0;
             let parsed = parse_command_needing(&stream.buffer()[..], MAX_ARGS, MAX_BULK, &mut need)
@@ -773,6 +824,9 @@ async fn stream_loop(
         }
         applier.write_low_water(false).await?;
         let lw = applier.low_water();
+        if let Some(h) = &spec.handover {
+            h.applied(lw);
+        }
         if lw > stream.offset() {
             stream.advance(lw - stream.offset());
         }

@@ -3,6 +3,7 @@
 //!
 //! - [`checkpoint`]: the checkpoint keys on the target, their values, reading them back;
 //! - [`stream`]: applying the command stream in transactions that carry the checkpoint;
+//! - [`handover`]: the order between a cluster source's links when keys migrate between masters;
 //! - [`link`]: one replication link (one source master): connect, resume or full sync, stream,
 //!   and start over from the checkpoint after any fault;
 //! - this module: the whole sync, one link per source master, status, stopping.
@@ -11,6 +12,7 @@
 //! the target client is [`crate::client`]. None of that is repeated here.
 
 pub mod checkpoint;
+pub mod handover;
 pub mod link;
 pub mod stream;
 
@@ -146,6 +148,7 @@ pub async fn plan_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
             seed: s.source.clone(),
             first_slot: None,
             source_nodes: vec![s.source.clone()],
+            handover: None,
         }]);
     }
     let topo = Topology::fetch(&mut conn)
@@ -160,9 +163,94 @@ pub async fn plan_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
             seed: m.clone(),
             first_slot: Some(first),
             source_nodes: masters.clone(),
+            handover: None,
         });
     }
+    name_by_history(s, &mut links).await?;
     Ok(links)
+}
+
+/// A cluster source's link keeps its name while slots move: on a start, each master takes the
+/// name of the checkpoint whose replication id is in its history (`master_replid`, or
+/// `master_replid2` after a failover), whatever its first slot is now. A master without one
+/// takes `<name>/<first slot>`, or `<name>/<node id>` when another master holds that name.
+async fn name_by_history(s: &SyncSettings, links: &mut [LinkSpec]) -> Result<(), SyncError> {
+    let target = link::connect_stream_target(s).await?;
+    let (masters, cluster) = (target.masters(), target.is_cluster());
+    drop(target);
+    let db = if cluster { 0 } else { s.stream.checkpoint_db };
+    let pattern = checkpoint::CheckpointKeys::links_pattern(&s.checkpoint_name);
+    // Existing links: name -> replication id.
+    let mut existing: Vec<(String, String)> = Vec::new();
+    for node in &masters {
+        let mut conn = Connection::connect(node, &s.connect)
+            .await
+            .map_err(SyncError::from_net)?;
+        for k in link::scan_keys(&mut conn, db, &pattern).await? {
+            let Some(name) = checkpoint::CheckpointKeys::low_water_link(&s.checkpoint_name, &k)
+            else {
+                continue;
+            };
+            let r = conn
+                .request(&[&b"GET"[..], &k])
+                .await
+                .map_err(SyncError::from_net)?;
+            if let Some(c) = r
+                .as_bytes()
+                .and_then(|v| checkpoint::Checkpoint::parse(v).ok())
+            {
+                existing.push((name, c.replid));
+            }
+        }
+    }
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let mut taken: Vec<String> = Vec::new();
+    let mut unnamed = Vec::new();
+    for (i, spec) in links.iter_mut().enumerate() {
+        let mut conn = Connection::connect(&spec.seed, &s.connect)
+            .await
+            .map_err(|e| SyncError::Fatal(format!("source: {e}")))?;
+        let info = conn
+            .info("replication")
+            .await
+            .map_err(|e| SyncError::Fatal(format!("source {}: {e}", spec.seed)))?;
+        let history: Vec<&String> = ["master_replid", "master_replid2"]
+            .iter()
+            .filter_map(|k| info.get(*k))
+            .collect();
+        let found = existing
+            .iter()
+            .find(|(n, r)| history.contains(&r) && !taken.contains(n));
+        match found {
+            Some((n, _)) => {
+                spec.name = n.clone();
+                taken.push(n.clone());
+            }
+            None => unnamed.push((i, conn)),
+        }
+    }
+    for (i, mut conn) in unnamed {
+        if taken.contains(&links[i].name) {
+            let r = conn
+                .request(&[&b"CLUSTER"[..], b"MYID"])
+                .await
+                .map_err(|e| SyncError::Fatal(format!("source {}: {e}", links[i].seed)))?;
+            let id = r
+                .as_bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned());
+            let Some(id) = id else {
+                return Err(SyncError::Fatal(format!(
+                    "source {}: CLUSTER MYID answered {r:?}",
+                    links[i].seed
+                )));
+            };
+            links[i].name = format!("{}/{id}", s.checkpoint_name);
+        }
+        taken.push(links[i].name.clone());
+    }
+    Ok(())
 }
 
 /// Runs the sync until `stop` turns true (then drains, checkpoints and returns) or a link fails
@@ -186,12 +274,21 @@ pub async fn run(
             let _ = tx.send(true);
         })
     };
+    let order = (links.len() > 1)
+        .then(|| handover::Board::new(settings.connect.clone(), inner_stop.clone()));
     let mut handles = Vec::new();
-    for spec in links {
+    for mut spec in links {
+        if let Some(b) = &order {
+            spec.handover = Some(b.register(&spec.name));
+        }
         let status = board.add(ShardStatus::new(&spec.name, &spec.seed.address()));
         let (settings, stop, tx) = (settings.clone(), inner_stop.clone(), inner_stop_tx.clone());
         handles.push(tokio::spawn(async move {
+            let handle = spec.handover.clone();
             let r = link::run_link(spec, settings, status.clone(), stop).await;
+            if let Some(h) = handle {
+                h.ended();
+            }
             if let Ok(mut st) = status.lock() {
                 st.phase = if r.is_ok() {
                     Phase::Stopped

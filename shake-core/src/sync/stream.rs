@@ -145,7 +145,18 @@ pub struct Applier {
     started: Instant,
     sent: u64,
     warned: HashSet<&'static str>,
+    /// A cluster source's links wait for each other when keys migrate (see [`super::handover`]).
+    handover: Option<Handover>,
+    /// Offset of the last byte received from the source so far.
+    received: u64,
     pub stats: StreamStats,
+}
+
+struct Handover {
+    handle: super::handover::Handle,
+    conns: HashMap<String, crate::net::Connection>,
+    /// Commands received up to here were read before the last barrier's probes: covered.
+    covered: u64,
 }
 
 impl Applier {
@@ -189,8 +200,54 @@ impl Applier {
             started: Instant::now(),
             sent: 0,
             warned: HashSet::new(),
+            handover: None,
+            received: start,
             stats: StreamStats::default(),
         })
+    }
+
+    /// Takes part in the handover barrier of a cluster source's links.
+    pub fn set_handover(&mut self, handle: super::handover::Handle) {
+        self.handover = Some(Handover {
+            handle,
+            conns: HashMap::new(),
+            covered: 0,
+        });
+    }
+
+    /// The stream has been received up to `offset` (what the next barrier will cover).
+    pub fn note_received(&mut self, offset: u64) {
+        self.received = self.received.max(offset);
+    }
+
+    /// Before a `RESTORE-ASKING` (a key migrating into this link's master) of `domain` that
+    /// ends at `end` and is `len` bytes long: what this link holds is written out, then the
+    /// other links apply what their masters ran before it (see [`super::handover`]).
+    async fn handover_barrier(
+        &mut self,
+        domain: Domain,
+        len: usize,
+        end: u64,
+    ) -> Result<(), SyncError> {
+        let Some(h) = &self.handover else {
+            return Ok(());
+        };
+        if end <= h.covered || (end <= self.horizon && self.applied.holds(domain, end)) {
+            return Ok(());
+        }
+        // Written out is everything before this command, not the command itself.
+        let saved = self.processed;
+        self.processed = end.saturating_sub(len as u64);
+        let settled = self.settle().await;
+        self.processed = saved;
+        settled?;
+        let Some(h) = &mut self.handover else {
+            return Ok(());
+        };
+        h.handle.applied(self.low_water);
+        h.handle.barrier(&mut h.conns).await?;
+        h.covered = self.received;
+        Ok(())
     }
 
     /// Offset up to which every command is on the target.
@@ -366,6 +423,12 @@ impl Applier {
             )));
         }
         match kind {
+            // Administration: never propagated as data. Valkey >= 8 masters propagate their slot
+            // states (`CLUSTER SETSLOT`) to their replicas; the target has its own topology.
+            Kind::Other if info.is_some() => {
+                self.stats.skipped += 1;
+                return Ok(None);
+            }
             Kind::Publish => {
                 if !self.opts.forward_publish {
                     self.stats.skipped += 1;
@@ -533,6 +596,16 @@ impl Applier {
             Kind::Copy => self.map_copy_db(argv, frame, db, end)?,
             _ => frame.clone(),
         };
+
+        // Only MIGRATE sends RESTORE-ASKING: a key arriving from another source master.
+        if argv[0].eq_ignore_ascii_case(b"RESTORE-ASKING") && self.handover.is_some() {
+            let domain = if self.cluster {
+                Domain::Slot(slot_of(first))
+            } else {
+                Domain::Single
+            };
+            self.handover_barrier(domain, frame.len(), end).await?;
+        }
 
         if !self.cluster {
             return Ok(self

@@ -258,7 +258,7 @@ impl Entry {
     }
 
     /// Extra decoder arguments the file needs: versions newer than the decoder knows (REDIS
-    /// 1-12, VALKEY 80-81) are read only with `--relaxed-version`, as Valkey loads them only
+    /// 1-15, VALKEY 80-81) are read only with `--relaxed-version`, as Valkey loads them only
     /// with `rdb-version-check relaxed`.
     pub fn decode_args(&self) -> &'static [&'static str] {
         if self.needs_relaxed_version() {
@@ -272,7 +272,7 @@ impl Entry {
         let v = self.rdb_version.unwrap_or(0);
         match self.magic.as_deref() {
             Some("VALKEY") => v > 81,
-            _ => v > 12,
+            _ => v > 15,
         }
     }
 

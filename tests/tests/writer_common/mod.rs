@@ -20,7 +20,7 @@ pub struct Caps {
     pub listpack_sets: bool,
     /// 7.0+: XSETID ENTRIESADDED/MAXDELETEDID, XGROUP CREATE ... ENTRIESREAD.
     pub v7: bool,
-    /// Valkey 9+: hash field TTLs.
+    /// Valkey 9+ and Redis 7.4+ (8.2 here): hash field TTLs.
     pub field_ttl: bool,
 }
 
@@ -28,9 +28,9 @@ impl Caps {
     pub fn of(f: Flavor) -> Caps {
         Caps {
             ziplist: f == Flavor::Redis62,
-            listpack_sets: f.is_valkey(),
+            listpack_sets: f.is_valkey() || f == Flavor::Redis82,
             v7: f.is_7_0_or_later(),
-            field_ttl: f == Flavor::Valkey91,
+            field_ttl: f.has_field_ttls(),
         }
     }
     fn conf(&self, pattern: &str) -> String {
@@ -664,7 +664,7 @@ fn fill_streams(con: &mut redis::Connection, caps: Caps) {
 pub fn project(src: &Snapshot, target: Flavor) -> Snapshot {
     let mut out = src.clone();
     out.ttl_exact = src.ttl_exact && target != Flavor::Redis62;
-    let target_field_ttls = target == Flavor::Valkey91;
+    let target_field_ttls = target.has_field_ttls();
     for st in out.keys.values_mut() {
         if !target_field_ttls {
             st.field_expire_at_ms = BTreeMap::new();
@@ -679,8 +679,8 @@ pub fn project(src: &Snapshot, target: Flavor) -> Snapshot {
                     g.entries_read = EntriesRead::NotStored;
                 }
             }
-            if !target.is_valkey() {
-                // Active time: stored from type 21 and shown by XINFO from 7.2 (Valkey here).
+            if !target.is_valkey() && target != Flavor::Redis82 {
+                // Active time: stored from type 21 and shown by XINFO from 7.2 (Valkey, 8.2 here).
                 for g in s.groups.values_mut() {
                     for c in g.consumers.values_mut() {
                         c.active_time_ms = None;
