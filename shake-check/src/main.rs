@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use shake_core::apply::DbMap;
-use shake_core::cli::{ConnArgs, FilterArgs, LogArgs, PreflightArgs};
+use shake_core::cli::{ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs};
 use shake_core::compare::{self, CompareOptions, Mode, SourceSpec};
 use shake_core::net::Endpoint;
 
@@ -112,6 +112,9 @@ struct Args {
     /// Read RDB versions newer than the known ones; unknown types still fail
     #[arg(long)]
     relaxed_version: bool,
+
+    #[command(flatten)]
+    shard: ShardArgs,
 
     #[command(flatten)]
     conn: ConnArgs,
@@ -231,5 +234,6 @@ fn options(args: &Args) -> Result<CompareOptions, String> {
     o.relaxed_version = args.relaxed_version;
     o.quiet = args.log.quiet;
     o.log_every = args.log.every();
+    o.shard = args.shard.to_shard()?;
     Ok(o)
 }

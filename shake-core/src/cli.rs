@@ -165,6 +165,44 @@ pub struct PreflightArgs {
     pub json: bool,
 }
 
+/// `--shard K/N`, or `--shard-from-hostname` with `--shards N`: this process takes only its
+/// share of the source's masters (see `crate::shard`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShardArgs {
+    /// Take only shard K of N of the source's masters: those whose first slot is in the Kth of
+    /// N equal slot ranges (a standalone source is shard 0's). The other shards run elsewhere
+    #[arg(
+        long,
+        value_name = "K/N",
+        env = "SHAKE_SHARD",
+        conflicts_with = "shard_from_hostname"
+    )]
+    pub shard: Option<String>,
+
+    /// Take shard K of --shards N, K from SHAKE_SHARD_INDEX (the manifests set it from the
+    /// pod-index label) or else from the hostname NAME-K (a StatefulSet ordinal)
+    #[arg(long, requires = "shards")]
+    pub shard_from_hostname: bool,
+
+    /// N, for --shard-from-hostname
+    #[arg(long, value_name = "N", env = "SHAKE_SHARDS")]
+    pub shards: Option<u32>,
+}
+
+impl ShardArgs {
+    pub fn to_shard(&self) -> Result<crate::shard::Shard, String> {
+        use crate::shard::{hostname, Shard, INDEX_ENV};
+        match (&self.shard, self.shard_from_hostname, self.shards) {
+            (Some(s), _, _) => Shard::parse(s),
+            (None, true, Some(n)) => {
+                Shard::from_hostname(n, std::env::var(INDEX_ENV).ok().as_deref(), &hostname())
+            }
+            (None, true, None) => Err("--shard-from-hostname needs --shards N".into()),
+            (None, false, _) => Ok(Shard::WHOLE),
+        }
+    }
+}
+
 /// `--cluster` / `--no-cluster` as the `Option<bool>` the clients take (`None`: detect).
 pub fn cluster_mode(cluster: bool, no_cluster: bool) -> Option<bool> {
     if cluster {

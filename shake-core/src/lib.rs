@@ -21,6 +21,7 @@ pub mod rebuild;
 pub mod repl;
 pub mod resp;
 pub mod scan;
+pub mod shard;
 pub mod sink;
 pub mod sync;
 pub mod text;

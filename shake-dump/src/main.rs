@@ -14,14 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use shake_core::cli::PreflightArgs;
-use shake_core::client::{discover_masters, is_cluster};
+use shake_core::cli::{PreflightArgs, ShardArgs};
+use shake_core::client::{discover_share, is_cluster};
 use shake_core::net::{ConnectOptions, Connection, Endpoint, TlsOptions};
 use shake_core::observe::Progress;
 use shake_core::part_file::PartFile;
 use shake_core::preflight::Preflight;
 use shake_core::rdb::ChecksumStatus;
 use shake_core::repl::{full_sync, RdbSummary, ReplOptions};
+use shake_core::shard::Shard;
 
 /// Where the source's password may come from instead of the URL (keeps it out of `ps`).
 const PASSWORD_ENV: &str = "SHAKE_SOURCE_PASSWORD";
@@ -106,6 +107,9 @@ struct Args {
     /// Seconds between status lines on stderr when it is not a terminal (0 turns them off)
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     log_interval: u64,
+
+    #[command(flatten)]
+    shard: ShardArgs,
 
     // --preflight checks the source only: reachable, AUTH/ACL, TLS, PSYNC (or --psync-command)
     // allowed without starting a sync, backlog, output buffer, keyspace.
@@ -264,8 +268,9 @@ async fn run(args: Args) -> Result<(), Failure> {
     let log_every = (args.log_interval > 0).then(|| Duration::from_secs(args.log_interval));
 
     // Standalone or cluster? The first connection is kept for a standalone dump.
+    let shard = args.shard.to_shard().map_err(Failure::Usage)?;
     let (first, masters) = if args.cluster {
-        (None, Some(masters_of(&endpoint, &copts).await?))
+        (None, Some(masters_of(&endpoint, &copts, shard).await?))
     } else {
         let mut conn = Connection::connect(&endpoint, &copts)
             .await
@@ -281,13 +286,19 @@ async fn run(args: Args) -> Result<(), Failure> {
             })?
         {
             drop(conn);
-            (None, Some(masters_of(&endpoint, &copts).await?))
+            (None, Some(masters_of(&endpoint, &copts, shard).await?))
+        } else if !shard.takes(None) {
+            eprintln!("shake-dump: {}", shard.nothing_to_do(1));
+            return Ok(());
         } else {
             (Some(conn), None)
         }
     };
 
     let started = Instant::now();
+    if masters.as_ref().is_some_and(|m| m.is_empty()) {
+        return Ok(());
+    }
     match masters {
         None => {
             let dest = match &output {
@@ -341,10 +352,19 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-async fn masters_of(endpoint: &Endpoint, copts: &ConnectOptions) -> Result<Vec<Endpoint>, Failure> {
-    discover_masters(endpoint, copts)
+/// The cluster's masters of this `--shard` (none, after saying so, when it has nothing to do).
+async fn masters_of(
+    endpoint: &Endpoint,
+    copts: &ConnectOptions,
+    shard: Shard,
+) -> Result<Vec<Endpoint>, Failure> {
+    let (share, all) = discover_share(endpoint, copts, shard)
         .await
-        .map_err(|e| Failure::Run(explain(e.to_string())))
+        .map_err(|e| Failure::Run(explain(e.to_string())))?;
+    if share.is_empty() {
+        eprintln!("shake-dump: {}", shard.nothing_to_do(all));
+    }
+    Ok(share)
 }
 
 /// Adds the fix to messages whose cause is a missing or wrong password.

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use shake_core::cli::{cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs};
+use shake_core::cli::{
+    cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs,
+};
 use shake_core::net::Endpoint;
 use shake_core::rdb::ValueType;
 use shake_core::scan::copy::{rump, RumpOutput, RumpSettings};
@@ -121,6 +123,9 @@ struct Args {
 
     #[command(flatten)]
     filter: FilterArgs,
+
+    #[command(flatten)]
+    shard: ShardArgs,
 
     #[command(flatten)]
     conn: ConnArgs,
@@ -263,5 +268,6 @@ fn settings(args: &Args) -> Result<RumpSettings, String> {
         follow: args.follow,
         quiet: args.log.quiet,
         log_interval: args.log.every(),
+        shard: args.shard.to_shard()?,
     })
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use shake_core::cli::{ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs};
+use shake_core::cli::{ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs};
 use shake_core::net::Endpoint;
 use shake_core::observe::status::StatusBoard;
 use shake_core::repl::ReplOptions;
@@ -118,6 +118,9 @@ struct Args {
     relaxed_version: bool,
 
     #[command(flatten)]
+    shard: ShardArgs,
+
+    #[command(flatten)]
     conn: ConnArgs,
 
     #[command(flatten)]
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
 
 async fn run(settings: SyncSettings) -> ExitCode {
     let board = StatusBoard::default();
+    board.set_shard(&settings.shard.label());
     if let Some(addr) = settings.status_addr {
         match shake_core::observe::status::serve(addr, board.clone()).await {
             Ok(bound) => {
@@ -306,6 +310,10 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         );
     }
     let filter = args.filter.to_filter()?;
+    let shard = args.shard.to_shard()?;
+    if args.flush_target && !shard.is_whole() {
+        return Err(format!("--flush-target with --shard {shard}: each shard would empty the whole target, the other shards' keys included; empty the target once (FLUSHALL on each master) before starting the shards, without --flush-target"));
+    }
     if args.flush_target && (!filter.is_everything() || !args.apply.db_map.is_empty()) {
         return Err("--flush-target empties the whole target, which filters or --db-map say this sync does not fully own; drop one or the other".into());
     }
@@ -362,6 +370,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         quiet: args.log.quiet,
         log_interval: args.log.every(),
         relaxed_version: args.relaxed_version,
+        shard,
     })
 }
 

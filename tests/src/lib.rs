@@ -250,6 +250,24 @@ pub fn require_tool(tool: &str, extra_dirs: &[PathBuf], how: &str) -> Option<Pat
     None
 }
 
+/// A loopback TCP port free right now (for a tool's `--status-addr`).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// The body of `GET path` from a tool's status server on the loopback `port`, or `None` while
+/// it does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
+}
+
 /// The workspace's root directory (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -651,6 +669,14 @@ impl Server {
         parse_info(&text)
     }
 
+    /// A counter of `INFO stats` (`sync_full`, `sync_partial_ok`, ...), 0 when absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.info("stats")
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The server's version: `valkey_version` for Valkey (whose `redis_version` is a fixed
     /// 7.2.4 kept for client compatibility), `redis_version` for Redis.
     pub fn version(&self) -> String {
@@ -873,20 +899,24 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra configuration directives for every node (see
     /// [`Server::start_with`]).
     pub fn start_with(flavor: Flavor, config: &[(&str, &str)]) -> Cluster {
+        Cluster::start_masters(flavor, 3, config)
+    }
+
+    /// A cluster of `n` masters, each owning an equal range of the slots in order
+    /// ([`Cluster::ranges`]; for three, [`CLUSTER_SLOT_RANGES`]).
+    pub fn start_masters(flavor: Flavor, n: usize, config: &[(&str, &str)]) -> Cluster {
         let mut node_config: Vec<(&str, &str)> = vec![
             ("cluster-enabled", "yes"),
             ("cluster-config-file", "nodes.conf"), // relative to the node's own dir
             ("cluster-node-timeout", "5000"),
         ];
         node_config.extend_from_slice(config);
-        let masters: Vec<Server> = (0..3)
+        let masters: Vec<Server> = (0..n)
             .map(|_| Server::start_with(flavor, &node_config))
             .collect();
         let cluster = Cluster { masters };
 
-        for (i, (node, &(first, last))) in
-            cluster.masters.iter().zip(&CLUSTER_SLOT_RANGES).enumerate()
-        {
+        for (i, (node, (first, last))) in cluster.masters.iter().zip(cluster.ranges()).enumerate() {
             let mut con = node.client();
             // Distinct config epochs up front, as `redis-cli --cluster create` does, instead of
             // leaving three masters at epoch 0 to resolve the collision among themselves.
@@ -975,7 +1005,7 @@ impl Cluster {
                 });
                 let ok = field("cluster_state") == "ok"
                     && field("cluster_slots_ok") == "16384"
-                    && field("cluster_known_nodes") == "3"
+                    && field("cluster_known_nodes") == self.masters.len().to_string()
                     && settled;
                 if !ok {
                     all_ok = false;
@@ -1055,10 +1085,19 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("CLUSTER KEYSLOT on {} failed: {e}", self.url()))
     }
 
+    /// The slot range of each master, in order: `n` equal ranges of 0..=16383, rounded as
+    /// `redis-cli --cluster create` does (for three, [`CLUSTER_SLOT_RANGES`]).
+    pub fn ranges(&self) -> Vec<(u16, u16)> {
+        let n = self.masters.len();
+        let at = |i: usize| ((2 * i * 16384 + n) / (2 * n)) as u16;
+        (0..n).map(|i| (at(i), at(i + 1) - 1)).collect()
+    }
+
     /// The master that owns `key`'s slot.
     pub fn master_for_key(&self, key: &[u8]) -> &Server {
         let slot = self.slot(key);
-        let index = CLUSTER_SLOT_RANGES
+        let index = self
+            .ranges()
             .iter()
             .position(|&(first, last)| (first..=last).contains(&slot))
             .expect("the slot ranges cover 0..=16383");

@@ -17,14 +17,13 @@
 #[path = "live_common/mod.rs"]
 mod live_common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use live_common::{compare, snapshot, Profile, Snapshot};
-use shake_tests::{require, require_tool, workspace_root, Flavor, Server};
+use shake_tests::{free_port, http_get, require, require_tool, workspace_root, Flavor, Server};
 
 const TOOLS: [&str; 6] = [
     "shake-dump",
@@ -344,21 +343,6 @@ fn wait_equal(ctx: &str, a: &Server, b: &Server, limit: Duration) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 /// Polls `/status` until `pred` holds for its body; the body then.
 fn wait_status(port: u16, child: &mut Child, what: &str, pred: &dyn Fn(&str) -> bool) -> String {
     let t = Instant::now();
@@ -376,14 +360,6 @@ fn wait_status(port: u16, child: &mut Child, what: &str, pred: &dyn Fn(&str) -> 
         sleep(Duration::from_millis(100));
     }
     panic!("no {what} within 60 s: {last}");
-}
-
-fn stat(server: &Server, name: &str) -> u64 {
-    server
-        .info("stats")
-        .get(name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -508,9 +484,9 @@ fn image_dump_restore_and_sync_resume() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The dump was one full sync; the sync's first start another; the resume none.
-    assert_eq!(stat(&src, "sync_full"), 2, "full syncs on the source");
+    assert_eq!(src.stat("sync_full"), 2, "full syncs on the source");
     assert!(
-        stat(&src, "sync_partial_ok") >= 1,
+        src.stat("sync_partial_ok") >= 1,
         "no partial resync on the source"
     );
 }

@@ -1726,3 +1726,73 @@ fn restore_stdin_and_several_files() {
     }
     assert_no_diffs("stdin and several files", &problems);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11 item 3: an interrupted big key never survives truncated.
+
+/// A big list (as command batches, slowed by --qps) with a TTL: the restore is killed mid-key.
+/// The key itself is never visible incomplete (it is built under a temporary name and renamed
+/// into place), so a rerun with `--on-conflict ignore` writes it whole, with its TTL, and
+/// removes the leftover.
+#[test]
+fn restore_interrupted_big_key_rerun_with_ignore() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let tmp = tempdir();
+    let src = Server::start(flavor);
+    let mut con = src.client();
+    const N: usize = 60_000;
+    for start in (0..N).step_by(10_000) {
+        let mut c = redis::cmd("RPUSH");
+        c.arg("big");
+        for i in start..start + 10_000 {
+            c.arg(i);
+        }
+        let _: () = q(&mut con, &c);
+    }
+    let _: () = q(&mut con, redis::cmd("PEXPIRE").arg("big").arg(3_600_000));
+    let rdb = save_copy(&src, tmp.path(), "big.rdb");
+    let dst = start_target(flavor);
+    let args = ["--big-key-bytes", "1024", "--qps", "10"];
+    let mut c = restore_cmd(&dst.url(), &args, &[&rdb]);
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null());
+    let mut child = c.spawn().expect("spawn shake-restore");
+    let mut watch = dst.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Mid-key: some elements are on the target.
+    while dbsize(&mut watch) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the restore did not start writing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "shake-restore ended early"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let visible: i64 = q(&mut watch, redis::cmd("EXISTS").arg("big"));
+    assert_eq!(visible, 0, "the key is visible while incomplete");
+
+    restore_ok(
+        "rerun",
+        &dst.url(),
+        &["--on-conflict", "ignore", "--big-key-bytes", "1024"],
+        &[&rdb],
+    );
+    let len: usize = q(&mut watch, redis::cmd("LLEN").arg("big"));
+    assert_eq!(len, N, "the rerun kept a truncated key");
+    let ttl: i64 = q(&mut watch, redis::cmd("PTTL").arg("big"));
+    assert!(ttl > 3_000_000, "TTL after the rerun: {ttl}");
+    let keys: Vec<String> = q(&mut watch, redis::cmd("KEYS").arg("*"));
+    assert_eq!(keys, vec!["big".to_string()], "leftovers of the killed run");
+    let first: Vec<String> = q(&mut watch, redis::cmd("LRANGE").arg("big").arg(0).arg(2));
+    assert_eq!(first, ["0", "1", "2"]);
+}

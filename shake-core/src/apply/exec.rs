@@ -121,6 +121,9 @@ impl<'a> Exec<'a> {
                     self.stats.written += 1;
                 }
             }
+            // The final RENAME found no building key: its TTL passed while it was written
+            // (PEXPIREAT of a past time deletes it), so the key is expired, as on the source.
+            (Tag::Command { last: true, .. }, Some(e)) if e.starts_with("ERR no such key") => {}
             (Tag::Exists { .. }, None) => {}
             (Tag::Delete { .. }, None) => self.stats.deleted += 1,
             (
@@ -223,35 +226,33 @@ impl<'a> Exec<'a> {
             } => {
                 self.select(db)?;
                 if first {
-                    match self.opts.conflict {
-                        ConflictPolicy::Rewrite => {
-                            let mut b = CommandBuilder::new();
-                            b.arg("DEL").arg(&key);
-                            let mut cmd = Vec::new();
-                            b.finish_into(&mut cmd);
-                            self.submit(
-                                &key,
-                                cmd,
-                                Idempotent::Yes,
-                                Tag::Command {
-                                    key: key.clone(),
-                                    last: false,
-                                },
-                            )
-                            .await?;
+                    // Under rewrite the final RENAME replaces the key; otherwise an existing
+                    // key is a conflict.
+                    if self.opts.conflict != ConflictPolicy::Rewrite && self.exists(&key).await? {
+                        if self.opts.conflict == ConflictPolicy::Panic {
+                            return Err(ApplyError::Conflict {
+                                key,
+                                target: self.target_name(),
+                            });
                         }
-                        policy => {
-                            if self.exists(&key).await? {
-                                if policy == ConflictPolicy::Panic {
-                                    return Err(ApplyError::Conflict {
-                                        key,
-                                        target: self.target_name(),
-                                    });
-                                }
-                                self.stats.conflicts += 1;
-                                self.skipping = Some(key.clone());
-                            }
-                        }
+                        self.stats.conflicts += 1;
+                        self.skipping = Some(key.clone());
+                    } else {
+                        // What an interrupted run left under the building name goes first.
+                        let mut b = CommandBuilder::new();
+                        b.arg("DEL").arg(super::building_name(&key));
+                        let mut cmd = Vec::new();
+                        b.finish_into(&mut cmd);
+                        self.submit(
+                            &key,
+                            cmd,
+                            Idempotent::Yes,
+                            Tag::Command {
+                                key: key.clone(),
+                                last: false,
+                            },
+                        )
+                        .await?;
                     }
                 }
                 if self.skipping.as_deref() == Some(&key[..]) {

@@ -6,6 +6,11 @@
 //! The work is split in two halves joined by a bounded queue: `plan` runs with the parser on a
 //! blocking thread and decides how each value travels; `exec` runs on the async runtime and
 //! drives the target client, checking every reply.
+//!
+//! A big key is built under [`building_name`] and renamed into place by its last command (its TTL
+//! set before), so it is never visible incomplete: a run interrupted mid-key leaves the real key
+//! as it was (absent, or the older value) and only the temporary one behind, which the next run
+//! deletes before building the key again, whatever `--on-conflict` says.
 
 pub mod exec;
 pub mod plan;
@@ -29,6 +34,21 @@ use crate::rdb::{ChecksumStatus, KeyHeader, RdbError};
 /// 8 MiB at 31 MiB. 8 MiB keeps the restore under the 64 MiB memory bound; a bigger value goes as
 /// commands, which costs little (about 2x the time of one RESTORE for that key).
 pub const DEFAULT_BIG_KEY_BYTES: usize = 8 << 20;
+
+/// The temporary name a big key is built under before the RENAME into place. It starts with a
+/// hash tag that routes to the key's own slot, so on a cluster both names share a slot (RENAME
+/// needs that), and it is an ordinary key for every other tool: a run killed mid-key leaves it
+/// visible for what it is (shake-check reports it), and a chained sync replicates the build and
+/// the RENAME like any other commands.
+pub fn building_name(key: &[u8]) -> Vec<u8> {
+    let tag = &crate::sync::checkpoint::slot_tags()[crate::client::slot_of(key) as usize];
+    let mut out = Vec::with_capacity(key.len() + tag.len() + 20);
+    out.extend_from_slice(b"shake-building:{");
+    out.extend_from_slice(tag.as_bytes());
+    out.extend_from_slice(b"}:");
+    out.extend_from_slice(key);
+    out
+}
 
 /// What to do when a key being written already exists on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +173,9 @@ impl Default for ApplyOptions {
 pub enum Work {
     /// One RESTORE command, built by the planner (so the payload is copied once), for `key`.
     Restore { db: u64, key: Vec<u8>, cmd: Vec<u8> },
-    /// A batch of commands (each RESP-encoded) for one big key; `first` before any command of
-    /// the key has been sent, `last` with the final one (its TTL included).
+    /// A batch of commands (each RESP-encoded) for one big key, written to its
+    /// [`building_name`]; `first` before any command of the key has been sent, `last` with the
+    /// final one (its TTL, then the RENAME into place).
     Commands {
         db: u64,
         key: Vec<u8>,
@@ -340,6 +361,16 @@ fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn building_names_share_the_slot() {
+        use crate::client::slot_of;
+        for key in [&b"list"[..], b"{user}:1", b"a{}b", b"", b"\xff{x"] {
+            let b = building_name(key);
+            assert_eq!(slot_of(&b), slot_of(key), "{key:?}");
+            assert!(b.ends_with(key) && b.starts_with(b"shake-building:{"));
+        }
+    }
 
     #[test]
     fn db_map_rules() {

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 
-use super::{restore_command, ApplyError, ApplyOptions, Work};
+use super::{building_name, restore_command, ApplyError, ApplyOptions, Work};
 use crate::observe::Progress;
 use crate::rdb::types as t;
 use crate::rdb::writer::{
@@ -498,10 +498,12 @@ fn chunk_bytes(c: &Chunk) -> usize {
     }
 }
 
-/// A big key on its way out as batches of commands.
+/// A big key on its way out as batches of commands, built under its [`building_name`].
 struct Commands {
     db: u64,
     key: Vec<u8>,
+    /// The key's header with the building name: what the commands write.
+    build: KeyHeader,
     rebuild: CommandRebuilder,
     batch: Vec<Vec<u8>>,
     batch_len: usize,
@@ -534,6 +536,10 @@ impl Commands {
         Commands {
             db,
             key: k.key.clone(),
+            build: KeyHeader {
+                key: building_name(&k.key),
+                ..k.clone()
+            },
             rebuild,
             batch: Vec::new(),
             batch_len: 0,
@@ -634,23 +640,30 @@ impl Commands {
         if self.batch_len >= self.batch_bytes {
             self.flush(false, emit)?;
         }
+        let b = &self.build;
         if !self.begun {
             self.begun = true;
             self.rebuild
-                .begin(k, &mut Self::push(&mut self.batch, &mut self.batch_len));
+                .begin(b, &mut Self::push(&mut self.batch, &mut self.batch_len));
         }
         self.rebuild
-            .chunk(k, c, &mut Self::push(&mut self.batch, &mut self.batch_len));
+            .chunk(b, c, &mut Self::push(&mut self.batch, &mut self.batch_len));
         Ok(())
     }
 
     fn finish(mut self, k: &KeyHeader, emit: Emit<'_>) -> Result<(), ApplyError> {
+        let b = &self.build;
         if !self.begun {
             self.rebuild
-                .begin(k, &mut Self::push(&mut self.batch, &mut self.batch_len));
+                .begin(b, &mut Self::push(&mut self.batch, &mut self.batch_len));
         }
+        // The TTL goes on the building key, and RENAME keeps it.
         self.rebuild
-            .end(k, &mut Self::push(&mut self.batch, &mut self.batch_len));
+            .end(b, &mut Self::push(&mut self.batch, &mut self.batch_len));
+        let mut rename = Vec::new();
+        crate::resp::encode_command(&mut rename, &[&b"RENAME"[..], &b.key, &k.key]);
+        self.batch_len += rename.len();
+        self.batch.push(rename);
         self.flush(true, emit)
     }
 }

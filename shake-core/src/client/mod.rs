@@ -41,7 +41,7 @@ pub mod topology;
 pub use crate::resp::describe_command;
 pub use pipeline::{Pipeline, PipelineOptions};
 pub use target::{Idempotent, RetryPolicy, Target, TargetOptions, TargetStats};
-pub use topology::{discover_masters, is_cluster, Topology, SLOTS};
+pub use topology::{discover_masters, discover_share, is_cluster, Topology, SLOTS};
 
 use crate::net::NetError;
 

@@ -195,6 +195,22 @@ impl Topology {
         self.slot_owner.iter().filter(|&&o| o != UNASSIGNED).count()
     }
 
+    /// The first slot the `i`th master serves.
+    pub fn first_slot(&self, i: usize) -> Option<u16> {
+        self.slot_owner
+            .iter()
+            .position(|&o| o as usize == i)
+            .map(|s| s as u16)
+    }
+
+    /// The masters `shard` takes (see [`crate::shard`]), ordered by their first slot.
+    pub fn share(&self, shard: crate::shard::Shard) -> Vec<Endpoint> {
+        (0..self.masters.len())
+            .filter(|&i| shard.takes(self.first_slot(i)))
+            .map(|i| self.masters[i].clone())
+            .collect()
+    }
+
     /// The slot ranges of the `i`th master.
     pub fn ranges_of(&self, i: usize) -> Vec<(u16, u16)> {
         let mut out: Vec<(u16, u16)> = Vec::new();
@@ -325,6 +341,17 @@ pub async fn discover_masters(
     seed: &Endpoint,
     opts: &ConnectOptions,
 ) -> Result<Vec<Endpoint>, ClientError> {
+    Ok(discover_share(seed, opts, crate::shard::Shard::WHOLE)
+        .await?
+        .0)
+}
+
+/// [`discover_masters`], of `shard`'s share only; with the number of masters in the cluster.
+pub async fn discover_share(
+    seed: &Endpoint,
+    opts: &ConnectOptions,
+    shard: crate::shard::Shard,
+) -> Result<(Vec<Endpoint>, usize), ClientError> {
     let mut conn = Connection::connect(seed, opts).await?;
     let topo = Topology::fetch(&mut conn).await?;
     if topo.masters.is_empty() {
@@ -333,7 +360,7 @@ pub async fn discover_masters(
             message: "the cluster has no master serving any slot".into(),
         });
     }
-    Ok(topo.masters)
+    Ok((topo.share(shard), topo.masters.len()))
 }
 
 #[cfg(test)]

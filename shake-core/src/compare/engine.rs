@@ -31,6 +31,9 @@ pub struct SideInfo {
     pub seed: Endpoint,
     pub cluster: bool,
     pub masters: Vec<Endpoint>,
+    /// The source under `--shard`: per hash slot, whether a master of this shard serves it
+    /// (target keys of the other slots are the other shards' to look up). `None`: every slot.
+    pub share: Option<Arc<Vec<bool>>>,
 }
 
 /// Which side an error or a command belongs to.
@@ -138,6 +141,7 @@ impl Plan {
             seed: seed.clone(),
             cluster: t.is_cluster(),
             masters: t.masters(),
+            share: None,
         };
         let tgt_space = keyspace(&mut t, Side::Target).await?;
         let mut db_map = opts.db_map.clone();
@@ -154,10 +158,32 @@ impl Plan {
                         .await
                         .map_err(|e| Side::Source.err(e))?;
                 let space = keyspace(&mut s, Side::Source).await?;
+                let shard = opts.shard;
+                let (masters, share) = if shard.is_whole() {
+                    (s.masters(), None)
+                } else if s.is_cluster() {
+                    let topo = s.topology();
+                    let masters = topo.share(shard);
+                    let slots = (0..crate::client::SLOTS as u16)
+                        .map(|slot| {
+                            topo.master_for_slot(slot)
+                                .is_some_and(|m| masters.contains(m))
+                        })
+                        .collect();
+                    (masters, Some(Arc::new(slots)))
+                } else {
+                    let ours = shard.takes(None);
+                    let masters = if ours { s.masters() } else { Vec::new() };
+                    (masters, Some(Arc::new(vec![ours; crate::client::SLOTS])))
+                };
+                if masters.is_empty() && !opts.quiet {
+                    eprintln!("shake-check: {}", shard.nothing_to_do(s.masters().len()));
+                }
                 let info = SideInfo {
                     seed,
                     cluster: s.is_cluster(),
-                    masters: s.masters(),
+                    masters,
+                    share,
                 };
                 if info.cluster && endpoint.db.is_some_and(|d| d != 0) {
                     return Err(CompareError::Setup(format!(
@@ -165,6 +191,12 @@ impl Plan {
                     )));
                 }
                 (Some(info), space, endpoint.db)
+            }
+            SourceSpec::Rdb(path) if !opts.shard.is_whole() => {
+                return Err(CompareError::Setup(format!(
+                    "--shard {}: an RDB file as the source has no masters to share; check it whole",
+                    opts.shard
+                )));
             }
             SourceSpec::Rdb(path) => {
                 let meta = std::fs::metadata(path).map_err(|e| {
@@ -326,7 +358,9 @@ impl Plan {
                 });
             }
         }
+        // Functions are the same on every master: shard 0 compares them, not every shard.
         if matches!(opts.source, SourceSpec::Live { .. })
+            && opts.shard.index == 0
             && (everything || recheck.is_some_and(|r| r.functions))
         {
             let ctx = ctx.clone();
@@ -556,7 +590,18 @@ async fn scan(
                 side.name()
             ))
         })?;
-        batch.extend(page.into_iter().filter(|k| opts.wants_key(k)));
+        // Under --shard, a target key is looked up by the shard whose source master serves
+        // its slot.
+        let share = match side {
+            Side::Target => ctx.source.as_ref().and_then(|s| s.share.clone()),
+            Side::Source => None,
+        };
+        batch.extend(page.into_iter().filter(|k| {
+            opts.wants_key(k)
+                && share
+                    .as_ref()
+                    .map_or(true, |m| m[crate::client::slot_of(k) as usize])
+        }));
         if batch.len() >= opts.scan_count || (next == 0 && !batch.is_empty()) {
             let keys = std::mem::replace(&mut batch, Vec::with_capacity(opts.scan_count + 64));
             let job = match side {

@@ -124,6 +124,9 @@ pub struct CompareOptions {
     pub relaxed_version: bool,
     pub quiet: bool,
     pub log_every: Option<Duration>,
+    /// `--shard K/N`: only the source masters of this shard, and the target keys whose slot
+    /// they serve (see [`crate::shard`]); a live source only.
+    pub shard: crate::shard::Shard,
 }
 
 impl CompareOptions {
@@ -147,6 +150,7 @@ impl CompareOptions {
             relaxed_version: false,
             quiet: true,
             log_every: None,
+            shard: crate::shard::Shard::WHOLE,
         }
     }
 

@@ -24,6 +24,15 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Handshake,
+        Phase::FullSync,
+        Phase::Incremental,
+        Phase::Reconnecting,
+        Phase::Stopped,
+        Phase::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Handshake => "handshake",
@@ -98,6 +107,8 @@ impl ShardStatus {
 #[derive(Debug, Clone, Default)]
 pub struct StatusBoard {
     shards: Arc<Mutex<Vec<Arc<Mutex<ShardStatus>>>>>,
+    /// The `shard` label of every metric (see [`StatusBoard::set_shard`]).
+    shard: Arc<Mutex<String>>,
 }
 
 impl StatusBoard {
@@ -123,130 +134,89 @@ impl StatusBoard {
         serde_json::json!({ "shards": self.snapshot() }).to_string()
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The label every metric of this process carries as `shard`: the index K of `--shard K/N`,
+    /// "0" for a sync that is not sharded. Set once, before the links start.
+    pub fn set_shard(&self, shard: &str) {
+        if let Ok(mut l) = self.shard.lock() {
+            *l = shard.to_string();
+        }
+    }
+
+    /// The Prometheus text of `/metrics`. Every series carries `shard` (this process's shard),
+    /// `link` (the link's checkpoint name: one source master, stable across its failovers) and
+    /// `source` (the master replicated from now), so a dashboard sums over shards and masters.
+    /// Names and types follow Prometheus' conventions (`promtool check metrics` passes):
+    /// counters end in `_total`, durations are in seconds, sizes in bytes.
     pub fn to_prometheus(&self) -> String {
         let shards = self.snapshot();
+        let shard = self.shard.lock().map(|l| l.clone()).unwrap_or_default();
+        let shard = if shard.is_empty() {
+            "0".to_string()
+        } else {
+            shard
+        };
+        let labels = |s: &ShardStatus| {
+            format!(
+                "shard=\"{}\",link=\"{}\",source=\"{}\"",
+                escape(&shard),
+                escape(&s.name),
+                escape(&s.source)
+            )
+        };
         let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&ShardStatus) -> f64| {
+        let mut metric = |name: &str, kind: &str, help: &str, f: &dyn Fn(&ShardStatus) -> f64| {
             let _ = writeln!(out, "# HELP shake_sync_{name} {help}");
-            let _ = writeln!(out, "# TYPE shake_sync_{name} gauge");
+            let _ = writeln!(out, "# TYPE shake_sync_{name} {kind}");
             for s in &shards {
-                let _ = writeln!(
-                    out,
-                    "shake_sync_{name}{{shard=\"{}\",source=\"{}\"}} {}",
-                    escape(&s.name),
-                    escape(&s.source),
-                    f(s)
-                );
+                let _ = writeln!(out, "shake_sync_{name}{{{}}} {}", labels(s), f(s));
             }
         };
+        use Kind::{Counter, Gauge};
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Gauge,
+            Counter,
+        }
+        let table: [(&str, Kind, &str, &dyn Fn(&ShardStatus) -> f64); 15] = [
+            ("rdb_bytes_received", Gauge, "RDB bytes received in the current or last full sync", &|s| s.rdb_bytes_received as f64),
+            ("rdb_bytes_applied", Gauge, "RDB bytes applied to the target in the current or last full sync", &|s| s.rdb_bytes_applied as f64),
+            ("rdb_keys_applied", Gauge, "keys applied in the current or last full sync", &|s| s.rdb_keys_applied as f64),
+            ("source_offset", Gauge, "the source master's replication offset (master_repl_offset), bytes", &|s| s.source_offset as f64),
+            ("received_offset", Gauge, "the last command-stream offset read from the source, bytes", &|s| s.received_offset as f64),
+            ("applied_offset", Gauge, "the offset up to which the target holds every command (the checkpoint), bytes", &|s| s.applied_offset as f64),
+            ("lag_bytes", Gauge, "source offset minus applied offset", &|s| s.lag_bytes as f64),
+            ("lag_seconds", Gauge, "age of the oldest byte received and not yet applied (0 when caught up)", &|s| s.lag_ms as f64 / 1000.0),
+            ("ops_per_second", Gauge, "commands applied per second over the last interval", &|s| s.ops_per_sec),
+            ("commands_applied_total", Counter, "commands of the stream written to the target", &|s| s.commands_applied as f64),
+            ("errors_total", Counter, "error replies from the target inside applied transactions", &|s| s.errors as f64),
+            ("reconnects_total", Counter, "link sessions started over after a fault", &|s| s.reconnects as f64),
+            ("full_syncs_total", Counter, "full synchronisations", &|s| s.full_syncs as f64),
+            ("partial_syncs_total", Counter, "partial resynchronisations (+CONTINUE)", &|s| s.partial_syncs as f64),
+            ("up", Gauge, "1 while the link runs (handshake, full sync, incremental, reconnecting), 0 stopped or failed", &|s| (!matches!(s.phase, Phase::Stopped | Phase::Failed)) as u8 as f64),
+        ];
+        for (name, kind, help, f) in table {
+            let kind = match kind {
+                Gauge => "gauge",
+                Counter => "counter",
+            };
+            metric(name, kind, help, f);
+        }
         let _ = writeln!(
             out,
-            "# HELP shake_sync_phase 1 for the phase the shard is in"
+            "# HELP shake_sync_phase 1 for the phase the link is in, 0 for the others"
         );
         let _ = writeln!(out, "# TYPE shake_sync_phase gauge");
         for s in &shards {
-            for p in [
-                Phase::Handshake,
-                Phase::FullSync,
-                Phase::Incremental,
-                Phase::Reconnecting,
-                Phase::Stopped,
-                Phase::Failed,
-            ] {
+            for p in Phase::ALL {
                 let _ = writeln!(
                     out,
-                    "shake_sync_phase{{shard=\"{}\",phase=\"{}\"}} {}",
-                    escape(&s.name),
+                    "shake_sync_phase{{{},phase=\"{}\"}} {}",
+                    labels(s),
                     p.as_str(),
                     (s.phase == p) as u8
                 );
             }
         }
-        gauge(
-            &mut out,
-            "rdb_bytes_received",
-            "full-sync RDB bytes received",
-            &|s| s.rdb_bytes_received as f64,
-        );
-        gauge(
-            &mut out,
-            "rdb_bytes_applied",
-            "full-sync RDB bytes applied to the target",
-            &|s| s.rdb_bytes_applied as f64,
-        );
-        gauge(
-            &mut out,
-            "rdb_keys_applied",
-            "full-sync keys applied",
-            &|s| s.rdb_keys_applied as f64,
-        );
-        gauge(
-            &mut out,
-            "source_offset",
-            "the source's replication offset",
-            &|s| s.source_offset as f64,
-        );
-        gauge(
-            &mut out,
-            "received_offset",
-            "last command-stream offset read",
-            &|s| s.received_offset as f64,
-        );
-        gauge(
-            &mut out,
-            "applied_offset",
-            "offset up to which the target holds every command",
-            &|s| s.applied_offset as f64,
-        );
-        gauge(
-            &mut out,
-            "lag_bytes",
-            "source offset minus applied offset",
-            &|s| s.lag_bytes as f64,
-        );
-        gauge(
-            &mut out,
-            "lag_milliseconds",
-            "age of the oldest byte not yet applied",
-            &|s| s.lag_ms as f64,
-        );
-        gauge(
-            &mut out,
-            "commands_applied_total",
-            "commands written to the target",
-            &|s| s.commands_applied as f64,
-        );
-        gauge(
-            &mut out,
-            "ops_per_second",
-            "commands applied per second, recent",
-            &|s| s.ops_per_sec,
-        );
-        gauge(
-            &mut out,
-            "errors_total",
-            "error replies from the target",
-            &|s| s.errors as f64,
-        );
-        gauge(
-            &mut out,
-            "reconnects_total",
-            "sessions restarted after a fault",
-            &|s| s.reconnects as f64,
-        );
-        gauge(
-            &mut out,
-            "full_syncs_total",
-            "full synchronisations",
-            &|s| s.full_syncs as f64,
-        );
-        gauge(
-            &mut out,
-            "partial_syncs_total",
-            "partial resynchronisations (+CONTINUE)",
-            &|s| s.partial_syncs as f64,
-        );
         out
     }
 

@@ -983,6 +983,10 @@ mod tests {
         assert_eq!(r("7.2.4"), Some(TargetFormat::new(Magic::Redis, 11)));
         assert_eq!(r("7.4.1"), Some(TargetFormat::new(Magic::Redis, 12)));
         assert_eq!(r("8.2.0"), Some(TargetFormat::new(Magic::Redis, 12)));
+        assert_eq!(r("8.6.0"), Some(TargetFormat::new(Magic::Redis, 13)));
+        assert_eq!(r("8.8.1"), Some(TargetFormat::new(Magic::Redis, 14)));
+        assert_eq!(r("8.10.0"), Some(TargetFormat::new(Magic::Redis, 15)));
+        assert_eq!(r("9.0.0"), Some(TargetFormat::new(Magic::Redis, 15)));
         assert_eq!(r("5.0.7"), Some(TargetFormat::new(Magic::Redis, 9)));
         assert_eq!(r("2.4.0"), None);
         assert_eq!(r("garbage"), None);
@@ -1001,10 +1005,14 @@ mod tests {
             vk("9.1.2"),
             Some(TargetFormat::new(Magic::Valkey, 80).with_listpack_backlen(minimal))
         );
-        assert_eq!(
-            vk("10.0.0"),
-            Some(TargetFormat::new(Magic::Valkey, 80).with_listpack_backlen(minimal))
-        );
+        // Valkey 9.2 writes RDB 81; a newer release maps to the newest format known.
+        for v in ["9.2.0", "10.0.0"] {
+            assert_eq!(
+                vk(v),
+                Some(TargetFormat::new(Magic::Valkey, 81).with_listpack_backlen(minimal)),
+                "{v}"
+            );
+        }
         assert_eq!(
             TargetFormat::from_info(&info(&[("redis_version", "7.2.4"), ("rdb_version", "80")])),
             Some(TargetFormat::new(Magic::Valkey, 80))

@@ -24,7 +24,7 @@ use crate::apply::{
     connect_target, prepare_target, run_exec, work_queue, ApplyError, ApplyOptions, ConflictPolicy,
     Work,
 };
-use crate::client::{discover_masters, is_cluster, Pipeline, PipelineOptions};
+use crate::client::{discover_share, is_cluster, Pipeline, PipelineOptions};
 use crate::net::{ConnectOptions, Connection, Endpoint};
 use crate::observe::Progress;
 use crate::rdb::file_writer::{functions_from_dump, RdbFileWriter};
@@ -61,6 +61,8 @@ pub struct RumpSettings {
     pub follow: bool,
     pub quiet: bool,
     pub log_interval: Option<Duration>,
+    /// `--shard K/N`: only this shard's source masters (see [`crate::shard`]).
+    pub shard: crate::shard::Shard,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -172,13 +174,18 @@ async fn plan_source(s: &RumpSettings) -> Result<SourcePlan, String> {
             }
         })?,
     };
-    let masters = if cluster {
-        discover_masters(&s.source, &s.connect)
+    let (masters, all) = if cluster {
+        discover_share(&s.source, &s.connect, s.shard)
             .await
             .map_err(net_err)?
+    } else if s.shard.takes(None) {
+        (vec![s.source.clone()], 1)
     } else {
-        vec![s.source.clone()]
+        (Vec::new(), 1)
     };
+    if masters.is_empty() && !s.shard.is_whole() {
+        eprintln!("shake-rump: {}", s.shard.nothing_to_do(all));
+    }
     let mut plan = SourcePlan {
         nodes: Vec::new(),
         total_keys: 0,
@@ -312,10 +319,14 @@ async fn node_task(
 pub async fn rump(s: RumpSettings, stop: CancellationToken) -> Result<RumpSummary, String> {
     let started = Instant::now();
     let plan = plan_source(&s).await?;
+    if plan.nodes.is_empty() && !s.shard.is_whole() {
+        return Ok(RumpSummary::default());
+    }
     if plan.nodes.is_empty() {
         return Err(format!("{}: no master to read", s.source));
     }
-    let (functions, fn_stamp) = if s.functions {
+    // Functions live on every master alike: one shard copies them, not N.
+    let (functions, fn_stamp) = if s.functions && s.shard.index == 0 {
         source_functions(&s, &plan.nodes[0].endpoint).await?
     } else {
         (Vec::new(), None)

@@ -57,6 +57,8 @@ pub struct SyncSettings {
     pub quiet: bool,
     pub log_interval: Option<Duration>,
     pub relaxed_version: bool,
+    /// `--shard K/N`: only the links of this shard's source masters (see [`crate::shard`]).
+    pub shard: crate::shard::Shard,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,8 +133,15 @@ pub struct SyncSummary {
     pub seconds: f64,
 }
 
-/// The links of a sync: one for a standalone source, one per master of a cluster source.
+/// The links of a sync: one for a standalone source, one per master of a cluster source; of
+/// those, the ones of this process's shard (`--shard`).
 pub async fn plan_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
+    let mut links = all_links(s).await?;
+    links.retain(|l| s.shard.takes(l.first_slot));
+    Ok(links)
+}
+
+async fn all_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
     let mut conn = Connection::connect(&s.source, &s.connect)
         .await
         .map_err(|e| SyncError::Fatal(format!("source: {e}")))?;
@@ -262,6 +271,18 @@ pub async fn run(
 ) -> Result<SyncSummary, SyncError> {
     let started = Instant::now();
     let links = plan_links(&s).await?;
+    if links.is_empty() {
+        // More shards than masters: this one idles (serving /status) until it is stopped, so
+        // a StatefulSet of any N stays up; the other shards do the work.
+        let masters = all_links(&s).await.map(|l| l.len()).unwrap_or(0);
+        eprintln!("shake-sync: {}", s.shard.nothing_to_do(masters));
+        let mut stop = stop;
+        let _ = stop.wait_for(|v| *v).await;
+        return Ok(SyncSummary {
+            shards: Vec::new(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     let settings = Arc::new(s);
     let (inner_stop_tx, inner_stop) = watch::channel(false);
     // The outside stop reaches the links through our own switch, which a failing link also
