@@ -44,6 +44,23 @@ impl FilterArgs {
     }
 }
 
+/// `--on-target-error`: what a live copy (shake-sync, shake-rump --follow) does when the target
+/// refuses a write the source made.
+#[derive(Args, Debug, Clone)]
+pub struct TargetErrorArgs {
+    /// When the target refuses a command the source executed (WRONGTYPE, BUSYKEY, OOM, a script
+    /// error): repair (re-copy the key from the source, counted as repaired) or stop (exit
+    /// naming the key)
+    #[arg(long, default_value = "repair", value_parser = ["repair", "stop"])]
+    pub on_target_error: String,
+}
+
+impl TargetErrorArgs {
+    pub fn policy(&self) -> Result<crate::apply::OnTargetError, String> {
+        crate::apply::OnTargetError::parse(&self.on_target_error)
+    }
+}
+
 /// How values are written to a target: conflict policy, database mapping, big keys, LRU,
 /// field TTLs, rate cap, pipeline depth.
 #[derive(Args, Debug, Clone)]
@@ -54,7 +71,8 @@ pub struct ApplyArgs {
     pub on_conflict: String,
 
     /// Map source database SRC to target database DST (repeatable); `*=0` merges every
-    /// database, which a cluster target needs for a multi-database source. Without it, keys
+    /// database, which a cluster target needs for a multi-database source (unless it has the
+    /// databases: Valkey 9 `cluster-databases`). Without it, keys
     /// keep their database, or all go to the database named in the target URL (redis://host/3)
     #[arg(long = "db-map", value_name = "SRC=DST")]
     pub db_map: Vec<String>,

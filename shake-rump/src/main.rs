@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use shake_core::cli::{
     cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs,
+    TargetErrorArgs,
 };
 use shake_core::net::Endpoint;
 use shake_core::rdb::ValueType;
@@ -39,7 +40,9 @@ use tokio_util::sync::CancellationToken;
 /// --follow: subscribes to keyevent notifications on every master before the scan starts (so no
 /// change is lost between scan and follow), then keeps re-reading every key an event names until
 /// SIGINT/SIGTERM: a key present is written with RESTORE REPLACE, a key gone is deleted on the
-/// target. The source must publish keyspace events: notify-keyspace-events must include E and A
+/// target. A write the target refuses (OOM, WRONGTYPE...) is repaired: the key is read from the
+/// source again and rewritten, up to five attempts, then the copy stops naming it
+/// (--on-target-error stop: at once). The source must publish keyspace events: notify-keyspace-events must include E and A
 /// (e.g. KEA); shake-rump turns them on with CONFIG SET where allowed (and puts the old value
 /// back at the end), else it stops and says what to set.
 ///
@@ -123,6 +126,9 @@ struct Args {
 
     #[command(flatten)]
     filter: FilterArgs,
+
+    #[command(flatten)]
+    target_error: TargetErrorArgs,
 
     #[command(flatten)]
     shard: ShardArgs,
@@ -266,6 +272,7 @@ fn settings(args: &Args) -> Result<RumpSettings, String> {
         },
         functions: !args.no_functions,
         follow: args.follow,
+        on_target_error: args.target_error.policy()?,
         quiet: args.log.quiet,
         log_interval: args.log.every(),
         shard: args.shard.to_shard()?,

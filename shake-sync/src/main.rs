@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use shake_core::cli::{ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs};
+use shake_core::cli::{
+    ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs, TargetErrorArgs,
+};
 use shake_core::net::Endpoint;
 use shake_core::observe::status::StatusBoard;
 use shake_core::repl::ReplOptions;
@@ -78,6 +80,9 @@ struct Args {
 
     #[command(flatten)]
     filter: FilterArgs,
+
+    #[command(flatten)]
+    target_error: TargetErrorArgs,
 
     /// Also write PUBLISH/SPUBLISH to the target (default: messages are not data, skipped)
     #[arg(long)]
@@ -222,8 +227,8 @@ async fn run(settings: SyncSettings) -> ExitCode {
         Ok(summary) => {
             for s in &summary.shards {
                 eprintln!(
-                    "shake-sync: {} stopped at offset {} ({} commands applied, {} full syncs, {} partial resyncs, {} reconnects, {} errors) after {:.1}s",
-                    s.name, s.applied_offset, s.commands_applied, s.full_syncs, s.partial_syncs, s.reconnects, s.errors, summary.seconds
+                    "shake-sync: {} stopped at offset {} ({} commands applied, {} full syncs, {} partial resyncs, {} reconnects, {} errors, {} keys repaired) after {:.1}s",
+                    s.name, s.applied_offset, s.commands_applied, s.full_syncs, s.partial_syncs, s.reconnects, s.errors, s.repaired_keys, summary.seconds
                 );
             }
             ExitCode::SUCCESS
@@ -360,6 +365,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
             split_transactions: args.split_transactions,
             checkpoint_db,
             qps: args.apply.qps,
+            on_target_error: args.target_error.policy()?,
             ..StreamOptions::default()
         },
         apply,

@@ -994,3 +994,133 @@ fn rump_counts_vanished_keys() {
     }
     panic!("no key vanished in four attempts: the deleter never overlapped the copy");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. Writes the target refuses (issue 12)
+
+/// shake-rump --follow with stderr in a file, to watch while it runs.
+fn follow_logged(src: &Server, dst: &Server, extra: &[&str]) -> (Child, tempfile::NamedTempFile) {
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut cmd = Command::new(bin("shake-rump"));
+    cmd.args([
+        "--source",
+        &src.url(),
+        "--target",
+        &dst.url(),
+        "--follow",
+        "--quiet",
+    ])
+    .args(extra);
+    prepare(&mut cmd);
+    cmd.stderr(log.reopen().expect("log"));
+    (cmd.spawn().expect("run shake-rump --follow"), log)
+}
+
+fn read_log(f: &tempfile::NamedTempFile) -> String {
+    std::fs::read_to_string(f.path()).unwrap_or_default()
+}
+
+/// Waits until `dst` has `key` with `value`.
+fn wait_value(dst: &Server, key: &str, value: &str, what: &str, log: &tempfile::NamedTempFile) {
+    let t = Instant::now();
+    let mut con = dst.client();
+    loop {
+        let v: Option<String> = q(&mut con, redis::cmd("GET").arg(key));
+        if v.as_deref() == Some(value) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{what}: {key} is {v:?}; shake-rump's log:\n{}",
+            read_log(log)
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// `--follow`: a write the target refuses (out of memory for a moment) is repaired — read from
+/// the source again and rewritten once the target takes it — and counted in the summary; with
+/// `--on-target-error stop` the copy ends at the first refusal, naming the key and the cause.
+#[test]
+fn rump_follow_repairs_what_the_target_refused() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Server::start(flavor);
+    let dst = Server::start(flavor);
+    let mut scon = src.client();
+    let mut dcon = dst.client();
+    let _: () = q(&mut scon, redis::cmd("SET").arg("first").arg("1"));
+    let (mut child, log) = follow_logged(&src, &dst, &[]);
+    wait_value(&dst, "first", "1", "the scan", &log);
+    let _: () = q(
+        &mut dcon,
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1"),
+    );
+    let _: () = q(&mut scon, redis::cmd("SET").arg("oom:k").arg("v1"));
+    let t = Instant::now();
+    while !read_log(&log).contains("repairing key \"oom:k\"") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no repair attempt:\n{}",
+            read_log(&log)
+        );
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "exited:\n{}",
+            read_log(&log)
+        );
+        sleep(Duration::from_millis(20));
+    }
+    let _: () = q(
+        &mut dcon,
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0"),
+    );
+    wait_value(&dst, "oom:k", "v1", "the repair", &log);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let code = wait_limited(
+        &mut child,
+        Duration::from_secs(20),
+        "shake-rump after SIGINT",
+    );
+    let out = Out {
+        code,
+        stdout: Vec::new(),
+        stderr: read_log(&log),
+    };
+    assert_eq!(code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stat("keys repaired"), 1, "{}", out.summary());
+
+    // stop: the first refusal ends the copy, naming the key.
+    let _: () = q(&mut scon, redis::cmd("SET").arg("second").arg("2"));
+    let (mut child, log) = follow_logged(
+        &src,
+        &dst,
+        &["--on-conflict", "rewrite", "--on-target-error", "stop"],
+    );
+    wait_value(&dst, "second", "2", "the scan", &log);
+    let _: () = q(
+        &mut dcon,
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1"),
+    );
+    let _: () = q(&mut scon, redis::cmd("SET").arg("oom:k2").arg("v2"));
+    let code = wait_limited(
+        &mut child,
+        Duration::from_secs(20),
+        "shake-rump --on-target-error stop",
+    );
+    let _: () = q(
+        &mut dcon,
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0"),
+    );
+    let stderr = read_log(&log);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        last.contains("\"oom:k2\"") && last.contains("OOM"),
+        "the last line does not name the key and the cause:\n{stderr}"
+    );
+}

@@ -1084,6 +1084,316 @@ fn sync_preflight_checkpoint() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Valkey 9 clusters: several databases (`cluster-databases`), atomic slot migration.
+
+/// Valkey 9 cluster nodes with four databases (the snapshot reads `databases`, the cluster
+/// serves `cluster-databases`).
+const FOUR_DBS: [(&str, &str); 2] = [("databases", "4"), ("cluster-databases", "4")];
+
+/// Runs `cmd` in database `db` on the master serving `key` (a cluster connection of the test
+/// client cannot SELECT). Only for the rig's initial slot layout.
+fn on_db(c: &Cluster, db: u32, key: &str, cmds: &[redis::Cmd]) {
+    let mut con = c.master_for_key(key.as_bytes()).client();
+    let mut pipe = redis::pipe();
+    pipe.cmd("SELECT").arg(db).ignore();
+    for cmd in cmds {
+        pipe.add_command(cmd.clone()).ignore();
+    }
+    pipe.query::<()>(&mut con)
+        .unwrap_or_else(|e| panic!("db {db} {key}: {e}"));
+}
+
+fn flush_cluster(c: &Cluster) {
+    for m in c.masters() {
+        let _: () = redis::cmd("FLUSHALL").query(&mut m.client()).unwrap();
+    }
+}
+
+/// A snapshot with database numbers renamed by `map` (a --db-map).
+fn remap(s: Snapshot, map: &[(u32, u32)]) -> Snapshot {
+    Snapshot {
+        keys: s
+            .keys
+            .into_iter()
+            .map(|((db, k), v)| {
+                let to = map.iter().find(|(a, _)| *a as i64 == db as i64).map(|&(_, b)| b);
+                ((to.map_or(db, |b| b as _), k), v)
+            })
+            .collect(),
+        ..s
+    }
+}
+
+#[test]
+fn sync_valkey91_cluster_databases() {
+    let flavor = Flavor::Valkey91;
+    if !require(flavor) {
+        return;
+    }
+    let mut conf = FOUR_DBS.to_vec();
+    conf.push(BACKLOG);
+    let src = Cluster::start_with(flavor, &conf);
+    let dst = Cluster::start_with(flavor, &FOUR_DBS);
+    for i in 0..60u32 {
+        let k = format!("pre:{i}");
+        on_db(&src, i % 4, &k, &[redis::cmd("SET").arg(&k).arg(i).clone()]);
+    }
+    // Full sync and stream: every database keeps its number.
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    for i in 0..60u32 {
+        let (db, c, l) = ((i % 3) + 1, format!("c:{i}"), format!("l:{i}"));
+        on_db(
+            &src,
+            db,
+            &c,
+            &[
+                redis::cmd("INCR").arg(&c).clone(),
+                redis::cmd("SET").arg(format!("{{{c}}}t")).arg(i).arg("PX").arg(600_000).clone(),
+            ],
+        );
+        on_db(
+            &src,
+            db,
+            &l,
+            &[
+                redis::cmd("MULTI").clone(),
+                redis::cmd("RPUSH").arg(&l).arg(i).clone(),
+                redis::cmd("RPUSH").arg(&l).arg(i + 1).clone(),
+                redis::cmd("EXEC").clone(),
+            ],
+        );
+        if i % 5 == 0 {
+            let k = format!("pre:{}", i + 1);
+            on_db(&src, (i + 1) % 4, &k, &[redis::cmd("DEL").arg(&k).clone()]);
+        }
+    }
+    let src_snap = || cluster_snapshot(&src);
+    converge(
+        "valkey 9.1 cluster-databases -> same",
+        &src_snap,
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    assert!(
+        src_snap().keys.keys().any(|(db, _)| *db == 3),
+        "the test writes database 3"
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let check = |extra: &[&str]| {
+        let o = Command::new(bin("shake-check"))
+            .args(["--source", &src.url(), "--target", &dst.url(), "--quiet"])
+            .args(extra)
+            .output()
+            .expect("run shake-check");
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (code, out) = check(&[]);
+    assert_eq!(code, Some(0), "shake-check of a multi-db cluster pair:\n{out}");
+
+    // --db-map between the databases of two such clusters (sync, then check with the map).
+    flush_cluster(&dst);
+    let map = ["--db-map", "1=2", "--db-map", "2=1"];
+    let mut sync = Sync::start(&src.url(), &dst.url(), &map);
+    sync.wait_incremental(Duration::from_secs(60));
+    on_db(&src, 1, "late", &[redis::cmd("SET").arg("late").arg("in-1").clone()]);
+    converge(
+        "valkey 9.1 cluster-databases --db-map 1=2 2=1",
+        &|| remap(cluster_snapshot(&src), &[(1, 2), (2, 1)]),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let (code, out) = check(&map);
+    assert_eq!(code, Some(0), "shake-check --db-map:\n{out}");
+
+    // shake-rump of such a cluster, and shake-restore of one master's RDB.
+    flush_cluster(&dst);
+    let o = Command::new(bin("shake-rump"))
+        .args(["--source", &src.url(), "--target", &dst.url(), "--quiet"])
+        .output()
+        .expect("run shake-rump");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // Rump re-creates TTLs from PTTL: a millisecond off is its documented precision.
+    converge(
+        "shake-rump of a multi-db cluster",
+        &src_snap,
+        &|| Snapshot {
+            ttl_exact: false,
+            ..cluster_snapshot(&dst)
+        },
+        Duration::from_secs(10),
+    );
+    flush_cluster(&dst);
+    let m0 = &src.masters()[0];
+    let rdb = m0.save();
+    let o = Command::new(bin("shake-restore"))
+        .args(["--target", &dst.url(), "--quiet"])
+        .arg(&rdb)
+        .output()
+        .expect("run shake-restore");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    converge(
+        "shake-restore into a multi-db cluster",
+        &|| standalone_snapshot(m0),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(10),
+    );
+    // A database the target cluster does not have is refused, naming cluster-databases.
+    let one = Cluster::start_with(flavor, &[("databases", "4")]);
+    let o = Command::new(bin("shake-restore"))
+        .args(["--target", &one.url()])
+        .arg(&rdb)
+        .output()
+        .expect("run shake-restore");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("only database 0") && err.contains("--db-map"), "{err}");
+}
+
+/// Starts `CLUSTER MIGRATESLOTS` of `slots` from `from` to node `to` and waits for the job to
+/// end on `from`; returns its final state.
+fn migrate_slots(from: &Server, slots: (u16, u16), to: &str, wait: bool) -> String {
+    let mut con = from.client();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("MIGRATESLOTS")
+        .arg("SLOTSRANGE")
+        .arg(slots.0)
+        .arg(slots.1)
+        .arg("NODE")
+        .arg(to)
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("MIGRATESLOTS on {}: {e}", from.url()));
+    if !wait {
+        return String::new();
+    }
+    migration_state(from, &["success", "failed", "cancelled"])
+}
+
+/// Waits until the newest job on `node` is in one of `states`.
+fn migration_state(node: &Server, states: &[&str]) -> String {
+    let t = Instant::now();
+    let mut con = node.client();
+    loop {
+        let jobs: Vec<Vec<String>> = redis::cmd("CLUSTER")
+            .arg("GETSLOTMIGRATIONS")
+            .query(&mut con)
+            .unwrap();
+        // Newest first.
+        let state = jobs.first().and_then(|j| {
+            j.chunks(2).find(|kv| kv[0] == "state").map(|kv| kv[1].clone())
+        });
+        if let Some(s) = state.filter(|s| states.contains(&s.as_str())) {
+            return s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "migration on {} not in {states:?}: {jobs:?}",
+            node.url()
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sync_valkey91_atomic_slot_migration() {
+    let flavor = Flavor::Valkey91;
+    if !require(flavor) {
+        return;
+    }
+    let src = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+    let dst = Cluster::start_with(flavor, &[ONE_DB]);
+    let ids: Vec<String> = src
+        .masters()
+        .iter()
+        .map(|m| redis::cmd("CLUSTER").arg("MYID").query(&mut m.client()).unwrap())
+        .collect();
+    let mut ccon = src.connection();
+    for i in 0..400 {
+        let _: () = redis::cmd("SET").arg(format!("pre:{i}")).arg(i).query(&mut ccon).unwrap();
+        let _: () = redis::cmd("RPUSH")
+            .arg(format!("pl:{i}"))
+            .arg(i)
+            .arg(i + 1)
+            .query(&mut ccon)
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut wcon = src.connection();
+    let writer = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let k = i % 211;
+            let _: redis::RedisResult<()> = redis::cmd("INCR").arg(format!("c:{k}")).query(&mut wcon);
+            let _: redis::RedisResult<()> =
+                redis::cmd("RPUSH").arg(format!("l:{k}")).arg(i).query(&mut wcon);
+            let _: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(format!("t:{k}"))
+                .arg(i)
+                .arg("PX")
+                .arg(600_000)
+                .query(&mut wcon);
+            if i % 7 == 0 {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("DEL").arg(format!("pre:{}", i % 400)).query(&mut wcon);
+            }
+            i += 1;
+        }
+    });
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    sleep(Duration::from_millis(500));
+    let m = src.masters();
+    // Slots 0-2000 to the second master and back, under the write load.
+    assert_eq!(migrate_slots(&m[0], (0, 2000), &ids[1], true), "success");
+    assert_eq!(migrate_slots(&m[1], (0, 2000), &ids[0], true), "success");
+    // One cancelled half way: the importer's snapshot and its cleanup are dropped alike.
+    let _: () = redis::cmd("DEBUG")
+        .arg("SLOTMIGRATION")
+        .arg("PREVENT-PAUSE")
+        .arg(1)
+        .query(&mut m[0].client())
+        .unwrap();
+    migrate_slots(&m[0], (3000, 4000), &ids[2], false);
+    migration_state(&m[0], &["streaming", "waiting-to-pause"]);
+    sleep(Duration::from_millis(300));
+    let _: () = redis::cmd("CLUSTER")
+        .arg("CANCELSLOTMIGRATIONS")
+        .query(&mut m[0].client())
+        .unwrap();
+    let _: () = redis::cmd("DEBUG")
+        .arg("SLOTMIGRATION")
+        .arg("PREVENT-PAUSE")
+        .arg(0)
+        .query(&mut m[0].client())
+        .unwrap();
+    assert_eq!(migration_state(&m[0], &["cancelled", "failed"]), "cancelled");
+    // And 10923-12000 from the third master to the second, for a third pair of links.
+    assert_eq!(migrate_slots(&m[2], (10923, 12000), &ids[1], true), "success");
+    sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    converge(
+        "valkey 9.1 atomic slot migrations on the source",
+        &|| cluster_snapshot(&src),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    assert!(sync.running(), "shake-sync stopped:\n{}", sync.stderr());
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        log.matches("full sync from").count(),
+        3,
+        "no full sync beyond the first of each master:\n{log}"
+    );
+    assert!(!log.contains("warning"), "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Topology changes of a cluster source (issue 12): resharding under a write load.
 
 /// Writes to a cluster through direct connections, following MOVED and ASK itself (so that a
@@ -1762,6 +2072,337 @@ fn sync_reads_old_checkpoints() {
         "{log}"
     );
     assert_eq!(stat(&src, "sync_full"), 2, "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 12: clusters with function libraries, and repairs of what the target refused.
+
+/// Runs `cmd` through a cluster connection, panicking on an error.
+fn cq(con: &mut redis::cluster::ClusterConnection, cmd: &redis::Cmd) {
+    let r: redis::RedisResult<redis::Value> = cmd.query(con);
+    if let Err(e) = r {
+        panic!("a command on the source cluster failed: {e}");
+    }
+}
+
+/// Runs `cmd` on every master of `c` (what an operator does for FUNCTION LOAD on a cluster).
+fn on_every_master(c: &Cluster, cmd: &redis::Cmd) {
+    for m in c.masters() {
+        let _: redis::Value = q(&mut m.client(), cmd);
+    }
+}
+
+/// The libraries of every master of `c`, one list per master.
+fn cluster_libraries(c: &Cluster) -> Vec<Vec<String>> {
+    c.masters()
+        .iter()
+        .map(|m| function_libraries(&mut m.client()))
+        .collect()
+}
+
+/// Polls until every master of `dst` holds exactly the libraries of `src`'s first master.
+fn converge_libraries(ctx: &str, src: &Cluster, dst: &Cluster) {
+    let want = function_libraries(&mut src.masters()[0].client());
+    let t = Instant::now();
+    loop {
+        let got = cluster_libraries(dst);
+        if got.iter().all(|l| *l == want) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "[{ctx}] libraries differ: source {want:?}, target masters {got:?}"
+        );
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// A small write load on a cluster (INCR, RPUSH, a hash with a TTL, MULTI/EXEC on one slot).
+fn prefixed_cluster_load(c: &Cluster, prefix: &str) -> (Arc<AtomicBool>, JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut con = c.connection();
+    // Transactions go to the master of their slot (a cluster client pipelines no MULTI).
+    let mut txcon = c
+        .master_for_key(format!("{{{prefix}tx}}").as_bytes())
+        .client();
+    let p = prefix.to_string();
+    let h = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let k = i % 41;
+            let _: redis::RedisResult<()> =
+                redis::cmd("INCR").arg(format!("{p}c:{k}")).query(&mut con);
+            let _: redis::RedisResult<()> = redis::cmd("RPUSH")
+                .arg(format!("{p}l:{k}"))
+                .arg(i)
+                .query(&mut con);
+            let _: redis::RedisResult<()> = redis::pipe()
+                .cmd("HSET")
+                .arg(format!("{p}h:{k}"))
+                .arg("f")
+                .arg(i)
+                .cmd("PEXPIRE")
+                .arg(format!("{p}h:{k}"))
+                .arg(600_000)
+                .query(&mut con);
+            if i % 7 == 0 {
+                let _: redis::RedisResult<()> = redis::pipe()
+                    .atomic()
+                    .cmd("INCRBY")
+                    .arg(format!("{{{p}tx}}:n"))
+                    .arg(3)
+                    .cmd("LPUSH")
+                    .arg(format!("{{{p}tx}}:l"))
+                    .arg(i)
+                    .query(&mut txcon);
+            }
+            i += 1;
+        }
+    });
+    (stop, h)
+}
+
+fn stop_load(l: (Arc<AtomicBool>, JoinHandle<()>)) {
+    l.0.store(true, Ordering::Relaxed);
+    let _ = l.1.join();
+}
+
+const LIB_A: &str = "#!lua name=drlib\nredis.register_function('drfn', function() return 1 end)";
+const LIB_A_OTHER: &str =
+    "#!lua name=drlib\nredis.register_function('drfn', function() return 2 end)";
+const LIB_B: &str = "#!lua name=streamlib\nredis.register_function('sfn', function() return 3 end)";
+
+/// The DR drill on 3-master clusters with function libraries on every master, default flags at
+/// every step: a library of the same name and code arriving from each source master (and found
+/// on the target) is no conflict; the same name with other code is, naming the library.
+#[test]
+fn sync_cluster_dr_drill_with_functions() {
+    for flavor in [Flavor::Redis70, Flavor::Valkey91] {
+        if !require(flavor) {
+            continue;
+        }
+        let a = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+        let b = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+        let snap_a = || cluster_snapshot(&a);
+        let snap_b = || cluster_snapshot(&b);
+        on_every_master(&a, redis::cmd("FUNCTION").arg("LOAD").arg(LIB_A));
+        let mut acon = a.connection();
+        for i in 0..200 {
+            cq(&mut acon, redis::cmd("SET").arg(format!("pre:{i}")).arg(i));
+        }
+
+        // The target holds the library's name with other code: refused, the library named.
+        on_every_master(&b, redis::cmd("FUNCTION").arg("LOAD").arg(LIB_A_OTHER));
+        let mut s = Sync::start(&a.url(), &b.url(), &[]);
+        let t = Instant::now();
+        while s.running() && t.elapsed() < Duration::from_secs(60) {
+            sleep(Duration::from_millis(100));
+        }
+        let log = s.stderr();
+        assert!(
+            !s.running(),
+            "{flavor:?}: other code under the same name went through:\n{log}"
+        );
+        assert!(
+            log.contains("\"drlib\"") && log.contains("other code") && log.contains("return 2"),
+            "{flavor:?}: the refusal does not name the library and both sides:\n{log}"
+        );
+        drop(s);
+        on_every_master(&b, redis::cmd("FUNCTION").arg("FLUSH"));
+        on_every_master(&b, &redis::cmd("FLUSHALL"));
+
+        // 1. A -> B under writes; a library loaded on every source master mid-stream too.
+        let load = prefixed_cluster_load(&a, "");
+        let mut ab = Sync::start(&a.url(), &b.url(), &[]);
+        ab.wait_incremental(Duration::from_secs(60));
+        on_every_master(&a, redis::cmd("FUNCTION").arg("LOAD").arg(LIB_B));
+        sleep(Duration::from_secs(1));
+        stop_load(load);
+        converge("drill 1: A -> B", &snap_a, &snap_b, Duration::from_secs(30));
+        converge_libraries("drill 1: A -> B", &a, &b);
+        let (code, log) = ab.stop();
+        assert_eq!(code, Some(0), "{flavor:?} drill 1:\n{log}");
+
+        // 2. A is lost (its data and libraries gone); writes go to B.
+        on_every_master(&a, &redis::cmd("FLUSHALL"));
+        on_every_master(&a, redis::cmd("FUNCTION").arg("FLUSH"));
+        let load = prefixed_cluster_load(&b, "b-");
+
+        // 3. B -> A into the empty A.
+        let mut ba = Sync::start(&b.url(), &a.url(), &[]);
+        ba.wait_incremental(Duration::from_secs(60));
+        sleep(Duration::from_secs(1));
+        stop_load(load);
+        converge("drill 3: B -> A", &snap_b, &snap_a, Duration::from_secs(30));
+        converge_libraries("drill 3: B -> A", &b, &a);
+        let (code, log) = ba.stop();
+        assert_eq!(code, Some(0), "{flavor:?} drill 3:\n{log}");
+
+        // 4. The original direction again, with writes on A.
+        let load = prefixed_cluster_load(&a, "a2-");
+        let mut ab = Sync::start(&a.url(), &b.url(), &[]);
+        ab.wait_incremental(Duration::from_secs(60));
+        sleep(Duration::from_secs(1));
+        stop_load(load);
+        converge(
+            "drill 4: A -> B again",
+            &snap_a,
+            &snap_b,
+            Duration::from_secs(30),
+        );
+        converge_libraries("drill 4: A -> B again", &a, &b);
+        let (code, log) = ab.stop();
+        assert_eq!(code, Some(0), "{flavor:?} drill 4:\n{log}");
+    }
+}
+
+/// The sum of `"repaired_keys":N` over the shards of a `/status` body.
+fn repaired_in_status(body: &str) -> u64 {
+    body.split("\"repaired_keys\":")
+        .skip(1)
+        .filter_map(|s| {
+            s.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The sum of the `shake_sync_repaired_keys_total` samples of a `/metrics` body.
+fn repaired_in_metrics(body: &str) -> u64 {
+    body.lines()
+        .filter(|l| l.starts_with("shake_sync_repaired_keys_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A command the target refuses (its key made another type on the target) while the source
+/// keeps writing the key: re-copied from the source, exactly once (no element doubled), counted
+/// in the status line, `/status`, `/metrics` and the summary; also inside a source MULTI/EXEC.
+/// With `--on-target-error stop` the sync stops naming the key.
+#[test]
+fn sync_repairs_what_the_target_refused() {
+    for flavor in [Flavor::Redis70, Flavor::Valkey91] {
+        if !require(flavor) {
+            continue;
+        }
+        let a = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+        let b = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+        let mut acon = a.connection();
+        cq(&mut acon, redis::cmd("RPUSH").arg("victim").arg("v0"));
+        cq(&mut acon, redis::cmd("RPUSH").arg("{tx}:victim").arg("t0"));
+        cq(&mut acon, redis::cmd("RPUSH").arg("victim2").arg("w0"));
+        let port = free_port();
+        let status = format!("127.0.0.1:{port}");
+        let mut s = Sync::start(&a.url(), &b.url(), &["--status-addr", &status]);
+        s.wait_incremental(Duration::from_secs(60));
+        converge(
+            "repair: caught up",
+            &|| cluster_snapshot(&a),
+            &|| cluster_snapshot(&b),
+            Duration::from_secs(30),
+        );
+
+        // The target's copies become strings; the source goes on writing the lists, also
+        // from a thread, so commands on the key keep coming while it is repaired.
+        let mut bv = b.master_for_key(b"victim").client();
+        let _: () = q(&mut bv, redis::cmd("SET").arg("victim").arg("not a list"));
+        let mut bt = b.master_for_key(b"{tx}:victim").client();
+        let _: () = q(
+            &mut bt,
+            redis::cmd("SET").arg("{tx}:victim").arg("not a list"),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let mut wcon = a.connection();
+        let writer = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop2.load(Ordering::Relaxed) && i < 3000 {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("RPUSH").arg("victim").arg(i).query(&mut wcon);
+                let _: redis::RedisResult<()> = redis::cmd("INCR")
+                    .arg(format!("n:{}", i % 13))
+                    .query(&mut wcon);
+                i += 1;
+            }
+        });
+        // A source transaction (on the slot's master) with the refused command in it.
+        let _: redis::Value = redis::pipe()
+            .atomic()
+            .cmd("RPUSH")
+            .arg("{tx}:victim")
+            .arg("t1")
+            .cmd("INCR")
+            .arg("{tx}:n")
+            .query(&mut a.master_for_key(b"{tx}:victim").client())
+            .expect("MULTI/EXEC on the source");
+        sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        let _ = writer.join();
+        converge(
+            &format!("{flavor:?} repaired"),
+            &|| cluster_snapshot(&a),
+            &|| cluster_snapshot(&b),
+            Duration::from_secs(30),
+        );
+        let t = Instant::now();
+        let (mut st, mut me) = (0, 0);
+        while t.elapsed() < Duration::from_secs(10) {
+            st = repaired_in_status(&http_get(port, "/status"));
+            me = repaired_in_metrics(&http_get(port, "/metrics"));
+            if st >= 2 && me >= 2 && s.stderr().contains("keys repaired") {
+                break;
+            }
+            sleep(Duration::from_millis(200));
+        }
+        assert!(
+            st >= 2 && me >= 2,
+            "{flavor:?}: repairs not counted: /status {st}, /metrics {me}\n{}",
+            s.stderr()
+        );
+        assert!(
+            http_get(port, "/metrics").contains("# TYPE shake_sync_repaired_keys_total counter"),
+            "not a counter"
+        );
+        let (code, log) = s.stop();
+        assert_eq!(code, Some(0), "{log}");
+        let summed: u64 = log
+            .lines()
+            .filter(|l| l.contains("stopped at offset"))
+            .filter_map(|l| {
+                let i = l.find(" keys repaired")?;
+                l[..i].rsplit(' ').next()?.parse::<u64>().ok()
+            })
+            .sum();
+        assert!(
+            summed >= 2,
+            "{flavor:?}: the summary does not count the repairs:\n{log}"
+        );
+
+        // --on-target-error stop: the sync ends, naming the key.
+        let mut s = Sync::start(&a.url(), &b.url(), &["--on-target-error", "stop"]);
+        s.wait_incremental(Duration::from_secs(60));
+        let mut bw = b.master_for_key(b"victim2").client();
+        let _: () = q(&mut bw, redis::cmd("SET").arg("victim2").arg("not a list"));
+        cq(&mut acon, redis::cmd("RPUSH").arg("victim2").arg("w1"));
+        let t = Instant::now();
+        while s.running() && t.elapsed() < Duration::from_secs(30) {
+            sleep(Duration::from_millis(100));
+        }
+        let log = s.stderr();
+        assert!(
+            !s.running(),
+            "{flavor:?}: still running after a refusal under stop:\n{log}"
+        );
+        assert!(
+            log.lines().any(|l| l.contains("\"victim2\"")
+                && l.contains("WRONGTYPE")
+                && l.contains("--on-target-error stop")),
+            "{flavor:?}: no line names the key and the cause:\n{log}"
+        );
+    }
 }
 
 /// The target cluster resharded while shake-sync writes into it (MOVED/ASK/TRYAGAIN on the

@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 use super::{ApplyError, ApplyOptions, ConflictPolicy, Work};
 use crate::client::{ClientError, Idempotent, Target};
 use crate::resp::{CommandBuilder, Reply};
-use crate::text::quote_bytes;
 
 /// What a command was for, to judge its reply.
 #[derive(Debug)]
 pub enum Tag {
-    Restore { key: Vec<u8> },
-    Command { key: Vec<u8>, last: bool },
+    Restore { db: u64, key: Vec<u8> },
+    Command { db: u64, key: Vec<u8>, last: bool },
     Exists { key: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Delete { db: u64, key: Vec<u8> },
 }
 
 /// What the target said.
@@ -28,8 +27,21 @@ pub struct ExecStats {
     pub commands: u64,
     pub functions_loaded: u64,
     pub functions_kept: u64,
+    /// Target masters that already held a library with the same code (not a conflict).
+    pub functions_identical: u64,
     /// Keys deleted because they were gone from the source (`Work::Delete`).
     pub deleted: u64,
+    /// Keys re-copied from the source after the target refused a write (shake-rump).
+    pub repaired: u64,
+}
+
+/// A write of a key the target refused (kept when [`Exec::collect_refusals`] is on).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The target database.
+    pub db: u64,
+    pub key: Vec<u8>,
+    pub error: String,
 }
 
 pub struct Exec<'a> {
@@ -39,6 +51,11 @@ pub struct Exec<'a> {
     /// A big key being skipped because it existed (`ignore`).
     skipping: Option<Vec<u8>>,
     started: Instant,
+    /// Where the data comes from, as messages name it ("the source" unless told).
+    pub source: String,
+    /// Keep refused writes in `refused` for the caller to repair, instead of failing.
+    pub collect_refusals: bool,
+    pub refused: Vec<Refusal>,
 }
 
 fn is_busykey(e: &str) -> bool {
@@ -53,18 +70,25 @@ impl<'a> Exec<'a> {
             stats: ExecStats::default(),
             skipping: None,
             started: Instant::now(),
+            source: "the source".into(),
+            collect_refusals: false,
+            refused: Vec::new(),
         }
     }
 
-    fn target_name(&self) -> String {
+    pub fn target_name(&self) -> String {
         self.target.seed().to_string()
     }
 
     fn client_err(&self, e: ClientError) -> ApplyError {
         match e {
-            ClientError::ClusterDb { endpoint, db } => ApplyError::Unsupported(format!(
-                "{endpoint} is a cluster, which has only database 0, and the input has keys for database {db}: \
-                 map databases with --db-map (e.g. --db-map '*=0' to merge them all)"
+            ClientError::ClusterDb {
+                endpoint,
+                db,
+                databases,
+            } => ApplyError::Unsupported(format!(
+                "the input has keys for database {db}: {}",
+                crate::client::cluster_db_message(&endpoint, db, databases)
             )),
             other => ApplyError::Client(other.to_string()),
         }
@@ -107,7 +131,7 @@ impl<'a> Exec<'a> {
     fn judge(&mut self, tag: Tag, reply: Reply) -> Result<(), ApplyError> {
         match (tag, reply.error()) {
             (Tag::Restore { .. }, None) => self.stats.written += 1,
-            (Tag::Restore { key }, Some(e)) if is_busykey(e) => match self.opts.conflict {
+            (Tag::Restore { key, .. }, Some(e)) if is_busykey(e) => match self.opts.conflict {
                 ConflictPolicy::Ignore => self.stats.conflicts += 1,
                 _ => {
                     return Err(ApplyError::Conflict {
@@ -127,10 +151,18 @@ impl<'a> Exec<'a> {
             (Tag::Exists { .. }, None) => {}
             (Tag::Delete { .. }, None) => self.stats.deleted += 1,
             (
-                Tag::Restore { key }
+                Tag::Restore { db, key } | Tag::Command { db, key, .. } | Tag::Delete { db, key },
+                Some(e),
+            ) if self.collect_refusals => self.refused.push(Refusal {
+                db,
+                key,
+                error: e.to_string(),
+            }),
+            (
+                Tag::Restore { key, .. }
                 | Tag::Command { key, .. }
                 | Tag::Exists { key }
-                | Tag::Delete { key },
+                | Tag::Delete { key, .. },
                 Some(e),
             ) => {
                 return Err(ApplyError::Target {
@@ -206,12 +238,12 @@ impl<'a> Exec<'a> {
                 let r = if self.target.is_cluster() {
                     let slot = crate::client::slot_of(&key);
                     self.target
-                        .submit_to_slot(slot, cmd, idem, Tag::Restore { key })
+                        .submit_to_slot(slot, cmd, idem, Tag::Restore { db, key })
                         .await
                 } else {
                     // One server: no slot to compute.
                     self.target
-                        .submit(None, cmd, idem, Tag::Restore { key })
+                        .submit(None, cmd, idem, Tag::Restore { db, key })
                         .await
                 };
                 r.map_err(|e| self.client_err(e))?;
@@ -248,6 +280,7 @@ impl<'a> Exec<'a> {
                             cmd,
                             Idempotent::Yes,
                             Tag::Command {
+                                db,
                                 key: key.clone(),
                                 last: false,
                             },
@@ -269,6 +302,7 @@ impl<'a> Exec<'a> {
                         cmd,
                         Idempotent::No,
                         Tag::Command {
+                            db,
                             key: key.clone(),
                             last: is_last,
                         },
@@ -283,50 +317,34 @@ impl<'a> Exec<'a> {
                 b.arg("DEL").arg(&key);
                 let mut cmd = Vec::new();
                 b.finish_into(&mut cmd);
-                self.submit(&key.clone(), cmd, Idempotent::Yes, Tag::Delete { key })
+                self.submit(&key.clone(), cmd, Idempotent::Yes, Tag::Delete { db, key })
                     .await
             }
             Work::Function { code } => {
-                let replace = self.opts.conflict == ConflictPolicy::Rewrite;
-                let argv: Vec<&[u8]> = if replace {
-                    vec![b"FUNCTION", b"LOAD", b"REPLACE", &code]
-                } else {
-                    vec![b"FUNCTION", b"LOAD", &code]
-                };
-                let replies = self
-                    .target
-                    .broadcast(&argv)
-                    .await
-                    .map_err(|e| self.client_err(e))?;
                 self.collect()?;
-                for (node, reply) in replies {
-                    match reply.error() {
-                        None => self.stats.functions_loaded += 1,
-                        Some(e) if e.contains("already exists") && self.opts.conflict == ConflictPolicy::Ignore => {
-                            self.stats.functions_kept += 1
-                        }
-                        Some(e) if e.contains("already exists") => {
-                            return Err(ApplyError::Target {
-                                key: None,
-                                target: node.to_string(),
-                                message: format!(
-                                    "function library exists ({e}); use --on-conflict rewrite to replace it or ignore to keep it"
-                                ),
-                            })
-                        }
-                        Some(e) => {
-                            return Err(ApplyError::Target {
-                                key: None,
-                                target: node.to_string(),
-                                message: format!("FUNCTION LOAD failed: {e} (library {})", library_name(&code)),
-                            })
-                        }
-                    }
-                }
-                Ok(())
+                let r = super::functions::load_library(
+                    self.target,
+                    &code,
+                    self.opts.conflict,
+                    &self.source,
+                )
+                .await?;
+                self.stats.functions_loaded += r.loaded;
+                self.stats.functions_kept += r.kept;
+                self.stats.functions_identical += r.identical;
+                self.collect()
             }
             Work::End { .. } => Ok(()),
         }
+    }
+
+    /// Sends what is buffered, waits for the answers and judges them.
+    pub async fn settle(&mut self) -> Result<(), ApplyError> {
+        self.target
+            .flush_all()
+            .await
+            .map_err(|e| self.client_err(e))?;
+        self.collect()
     }
 
     /// Waits for every reply and judges it.
@@ -337,9 +355,4 @@ impl<'a> Exec<'a> {
         }
         Ok(())
     }
-}
-
-fn library_name(code: &[u8]) -> String {
-    let first = code.split(|&b| b == b'\n').next().unwrap_or_default();
-    quote_bytes(first)
 }

@@ -13,6 +13,7 @@
 //! deletes before building the key again, whatever `--on-conflict` says.
 
 pub mod exec;
+pub mod functions;
 pub mod plan;
 mod restore;
 
@@ -69,6 +70,29 @@ impl ConflictPolicy {
             "ignore" => Ok(ConflictPolicy::Ignore),
             _ => Err(format!(
                 "unknown conflict policy {s:?}: expected panic, rewrite or ignore"
+            )),
+        }
+    }
+}
+
+/// `--on-target-error`: what a refusal of the target leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTargetError {
+    /// Re-copy the key from the source and go on (counted as repaired): see
+    /// `sync::repair` and `scan::copy`.
+    #[default]
+    Repair,
+    /// Stop, naming the key.
+    Stop,
+}
+
+impl OnTargetError {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "repair" => Ok(OnTargetError::Repair),
+            "stop" => Ok(OnTargetError::Stop),
+            _ => Err(format!(
+                "unknown --on-target-error {s:?}: expected repair or stop"
             )),
         }
     }

@@ -66,8 +66,8 @@ impl fmt::Display for RestoreSummary {
         let e = &self.exec;
         write!(
             f,
-            "{} keys written ({} transcoded for {}, {} big keys as commands), {} filtered, {} expired skipped, {} conflicts kept, {} functions loaded ({} kept), {} bytes read in {:.1}s",
-            e.written, p.transcoded, self.target_format, p.big_keys, p.filtered, p.expired, e.conflicts, e.functions_loaded, e.functions_kept, self.bytes, self.seconds
+            "{} keys written ({} transcoded for {}, {} big keys as commands), {} filtered, {} expired skipped, {} conflicts kept, {} functions loaded ({} kept), {} identical already there, {} bytes read in {:.1}s",
+            e.written, p.transcoded, self.target_format, p.big_keys, p.filtered, p.expired, e.conflicts, e.functions_loaded, e.functions_kept, e.functions_identical, self.bytes, self.seconds
         )?;
         if p.dropped_field_ttls > 0 {
             write!(
@@ -403,12 +403,11 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
             })
             .await
             .map_err(|e| ApplyError::Client(format!("checking {input} failed: {e}")))??;
-            if target.is_cluster() {
-                if let Some(db) = dbs.iter().find(|&&d| d != 0) {
+            if let Some(databases) = target.cluster_databases() {
+                if let Some(&db) = dbs.iter().find(|&&d| !target.has_db(d)) {
                     return Err(ApplyError::Unsupported(format!(
-                        "{input} has keys for database {db}, but {} is a cluster, which has only database 0: \
-                         map databases with --db-map (e.g. --db-map '*=0' to merge them all, or --db 0 to take only database 0); nothing was written",
-                        s.target
+                        "{input} has keys for database {db}: {}; nothing was written",
+                        crate::client::cluster_db_message(&s.target.to_string(), db, databases)
                     )));
                 }
             }
@@ -421,6 +420,7 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
     };
     let mut exec = Exec::new(&mut target, apply);
     for input in &s.inputs {
+        exec.source = format!("the input {input}");
         let (reader, total) = open(input)?;
         let progress = Progress::new("shake-restore", total, s.quiet, s.log_interval);
         let (plan, bytes) = apply_rdb(&mut exec, reader, &prepared, &parser_opts, progress)

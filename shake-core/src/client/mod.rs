@@ -41,7 +41,9 @@ pub mod topology;
 pub use crate::resp::describe_command;
 pub use pipeline::{Pipeline, PipelineOptions};
 pub use target::{Idempotent, RetryPolicy, Target, TargetOptions, TargetStats};
-pub use topology::{discover_masters, discover_share, is_cluster, Topology, SLOTS};
+pub use topology::{
+    cluster_databases, discover_masters, discover_share, is_cluster, Topology, SLOTS,
+};
 
 use crate::net::NetError;
 
@@ -62,8 +64,13 @@ pub enum ClientError {
     NotStandalone { endpoint: String, error: String },
     #[error("{endpoint}: cannot read the cluster topology: {message}")]
     Topology { endpoint: String, message: String },
-    #[error("{endpoint}: a cluster has only database 0, not {db} (map databases to 0)")]
-    ClusterDb { endpoint: String, db: u64 },
+    #[error("{}", cluster_db_message(endpoint, *db, *databases))]
+    ClusterDb {
+        endpoint: String,
+        db: u64,
+        /// How many databases the cluster has (`cluster-databases`; 1 but on Valkey 9+).
+        databases: u64,
+    },
     #[error("{endpoint}: SELECT {db} failed: {error}")]
     Select {
         endpoint: String,
@@ -114,4 +121,13 @@ pub enum ClientError {
     },
     #[error("target {endpoint} is unusable after an earlier error: {error}")]
     Failed { endpoint: String, error: String },
+}
+
+/// The one phrasing of "this cluster has no database `db`", for every tool.
+pub fn cluster_db_message(endpoint: &str, db: u64, databases: u64) -> String {
+    if databases <= 1 {
+        format!("{endpoint} is a cluster, which has only database 0, not {db}: map databases with --db-map (e.g. --db-map '*=0' to merge them all, or --db 0 to take only database 0)")
+    } else {
+        format!("{endpoint} is a cluster with databases 0-{} (cluster-databases {databases}), not {db}: map databases with --db-map", databases - 1)
+    }
 }

@@ -50,7 +50,7 @@ use crate::net::{Backoff, ConnectOptions, Connection, Endpoint, NetError};
 use crate::resp::{encode_command, Reply};
 
 use super::pipeline::{Pipeline, PipelineOptions};
-use super::topology::{is_cluster, Topology, SLOTS};
+use super::topology::{cluster_databases, is_cluster, Topology, SLOTS};
 use super::{describe_command, slot_of, ClientError};
 
 /// The topology is re-read at most this often, however many MOVED replies arrive: the MOVED
@@ -243,6 +243,9 @@ pub struct Target<T> {
     dom_node: Vec<u32>,
     done: VecDeque<(T, Reply)>,
     db: u64,
+    /// Databases the target offers (standalone: not limited here, the server judges SELECT; a
+    /// cluster: `cluster-databases`, 1 but on Valkey 9+).
+    databases: u64,
     seq: u64,
     stale: bool,
     last_refresh: Option<Instant>,
@@ -292,6 +295,7 @@ impl<T: Send> Target<T> {
             dom_node: vec![0; domains],
             done: VecDeque::new(),
             db,
+            databases: u64::MAX,
             seq: 0,
             stale: false,
             last_refresh: None,
@@ -302,10 +306,12 @@ impl<T: Send> Target<T> {
             opts,
         };
         if cluster {
-            if db != 0 {
+            t.databases = cluster_databases(&mut conn).await?;
+            if db >= t.databases {
                 return Err(ClientError::ClusterDb {
                     endpoint: seed.to_string(),
                     db,
+                    databases: t.databases,
                 });
             }
             t.topology = Topology::fetch(&mut conn).await?;
@@ -357,13 +363,27 @@ impl<T: Send> Target<T> {
         self.stats
     }
 
-    /// The database later commands go to (standalone only; a cluster has only database 0). The
+    /// Whether database `db` exists on the target as far as the client can tell: on a cluster,
+    /// those below `cluster-databases` (only 0 but on Valkey 9+); a standalone server judges
+    /// SELECT itself.
+    pub fn has_db(&self, db: u64) -> bool {
+        db < self.databases
+    }
+
+    /// How many databases a cluster target has (`cluster-databases`); `None` for a standalone
+    /// server.
+    pub fn cluster_databases(&self) -> Option<u64> {
+        self.cluster.then_some(self.databases)
+    }
+
+    /// The database later commands go to (on a cluster, one below `cluster-databases`). The
     /// target sends SELECT itself, on each connection, when needed, also after a reconnect.
     pub fn select(&mut self, db: u64) -> Result<(), ClientError> {
-        if self.cluster && db != 0 {
+        if !self.has_db(db) {
             return Err(ClientError::ClusterDb {
                 endpoint: self.seed.to_string(),
                 db,
+                databases: self.databases,
             });
         }
         self.db = db;
@@ -1176,7 +1196,7 @@ async fn request_on<A: AsRef<[u8]>>(
     loop {
         let attempt = async {
             let mut conn = Connection::connect(ep, &opts.connect).await?;
-            if !cluster && db != 0 {
+            if db != 0 {
                 conn.request_ok(&["SELECT".to_string(), db.to_string()])
                     .await?;
             }

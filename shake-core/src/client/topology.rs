@@ -334,6 +334,20 @@ pub async fn is_cluster(conn: &mut Connection) -> Result<bool, NetError> {
     Ok(info.get("cluster_enabled").map(String::as_str) == Some("1"))
 }
 
+/// How many databases a cluster node offers: Valkey 9's `cluster-databases` (`CONFIG GET`), 1
+/// where the setting does not exist (Redis, Valkey before 9) or CONFIG is refused (renamed or
+/// disabled on managed services: then only database 0 is assumed, which is always there).
+pub async fn cluster_databases(conn: &mut Connection) -> Result<u64, NetError> {
+    let reply = conn.request(&["CONFIG", "GET", "cluster-databases"]).await?;
+    let n = match &reply {
+        Reply::Array(items) => items.get(1).and_then(Reply::as_text),
+        _ => None,
+    };
+    Ok(n.and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1))
+}
+
 /// Every master of the cluster that `seed` belongs to, each with the seed's login (user,
 /// password, TLS), ordered by the first slot it serves. Masters that serve no slot hold no data
 /// and are left out. Fails with [`ClientError::NotCluster`] when the seed is not a cluster node.

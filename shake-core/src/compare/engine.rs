@@ -185,9 +185,14 @@ impl Plan {
                     masters,
                     share,
                 };
-                if info.cluster && endpoint.db.is_some_and(|d| d != 0) {
+                if let Some(d) = endpoint.db.filter(|&d| !s.has_db(d)) {
                     return Err(CompareError::Setup(format!(
-                        "source {endpoint} is a cluster, which has only database 0"
+                        "source: {}",
+                        crate::client::cluster_db_message(
+                            &endpoint.to_string(),
+                            d,
+                            s.cluster_databases().unwrap_or(1)
+                        )
                     )));
                 }
                 (Some(info), space, endpoint.db)
@@ -212,11 +217,10 @@ impl Plan {
             }
         };
         total += src_space.values().sum::<u64>();
-        let src_cluster = source.as_ref().is_some_and(|s| s.cluster);
         let allowed = |d: &u64| opts.filter.db_allowed(*d);
-        let forward_dbs: Vec<u64> = if src_cluster {
-            vec![0]
-        } else if let Some(d) = src_db {
+        // A cluster reports its databases in INFO keyspace like a standalone server (only db0
+        // but on Valkey 9 with `cluster-databases`).
+        let forward_dbs: Vec<u64> = if let Some(d) = src_db {
             vec![d]
         } else {
             src_space.keys().copied().collect()
@@ -226,9 +230,7 @@ impl Plan {
         .collect();
         // Source databases whose keys may sit on the target: the named ones, else every number
         // up to the highest database either side uses.
-        let candidates: Vec<u64> = if src_cluster {
-            vec![0]
-        } else if let Some(d) = src_db {
+        let candidates: Vec<u64> = if let Some(d) = src_db {
             vec![d]
         } else {
             let top = src_space
@@ -1619,41 +1621,18 @@ async fn libraries(
         .request(&["FUNCTION", "LIST", "WITHCODE"])
         .await
         .map_err(|e| side.err(e))?;
-    let mut out = HashMap::new();
     if let Some(e) = r.error() {
         if unknown_command(e) {
-            return Ok(out);
+            return Ok(HashMap::new());
         }
         return Err(CompareError::Setup(format!(
             "{} {node}: FUNCTION LIST failed: {e}",
             side.name()
         )));
     }
-    for lib in r.as_array().unwrap_or_default() {
-        let Some(items) = lib.as_array() else {
-            continue;
-        };
-        let field = |name: &str| {
-            items
-                .chunks(2)
-                .find(|kv| kv[0].as_bytes() == Some(name.as_bytes()))
-                .and_then(|kv| kv.get(1))
-                .and_then(Reply::as_bytes)
-                .map(Bytes::copy_from_slice)
-        };
-        if let (Some(name), Some(code)) = (field("library_name"), field("library_code")) {
-            out.insert(name, code);
-        }
-    }
-    Ok(out)
-}
-
-/// The library name a `#!lua name=...` source declares.
-pub(crate) fn library_name(code: &[u8]) -> Option<Bytes> {
-    let first = code.split(|&b| b == b'\n').next()?;
-    let s = std::str::from_utf8(first).ok()?;
-    let name = s.split_whitespace().find_map(|w| w.strip_prefix("name="))?;
-    Some(Bytes::copy_from_slice(name.as_bytes()))
+    Ok(crate::apply::functions::list_libraries(&r)
+        .into_iter()
+        .collect())
 }
 
 /// Compares the function libraries: the source's first master (or `from_file`) against the

@@ -233,11 +233,9 @@ fn read_file(
     while let Some(item) = parser.next_item().map_err(rdb_err)? {
         let h = match item {
             Item::Function(f) => {
-                let name = f
-                    .name
-                    .clone()
-                    .map(Bytes::from)
-                    .or_else(|| super::engine::library_name(&f.code));
+                let name = f.name.clone().map(Bytes::from).or_else(|| {
+                    crate::apply::functions::library_name(&f.code).map(Bytes::copy_from_slice)
+                });
                 if let Some(name) = name {
                     out.functions.insert(name, Bytes::from(f.code));
                 }

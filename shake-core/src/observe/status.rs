@@ -71,6 +71,9 @@ pub struct ShardStatus {
     pub commands_applied: u64,
     pub ops_per_sec: f64,
     pub errors: u64,
+    /// Keys re-copied from the source after the target refused a command (`--on-target-error
+    /// repair`).
+    pub repaired_keys: u64,
     pub reconnects: u64,
     pub full_syncs: u64,
     pub partial_syncs: u64,
@@ -95,6 +98,7 @@ impl ShardStatus {
             commands_applied: 0,
             ops_per_sec: 0.0,
             errors: 0,
+            repaired_keys: 0,
             reconnects: 0,
             full_syncs: 0,
             partial_syncs: 0,
@@ -177,7 +181,7 @@ impl StatusBoard {
             Gauge,
             Counter,
         }
-        let table: [(&str, Kind, &str, &dyn Fn(&ShardStatus) -> f64); 15] = [
+        let table: [(&str, Kind, &str, &dyn Fn(&ShardStatus) -> f64); 16] = [
             ("rdb_bytes_received", Gauge, "RDB bytes received in the current or last full sync", &|s| s.rdb_bytes_received as f64),
             ("rdb_bytes_applied", Gauge, "RDB bytes applied to the target in the current or last full sync", &|s| s.rdb_bytes_applied as f64),
             ("rdb_keys_applied", Gauge, "keys applied in the current or last full sync", &|s| s.rdb_keys_applied as f64),
@@ -192,6 +196,7 @@ impl StatusBoard {
             ("reconnects_total", Counter, "link sessions started over after a fault", &|s| s.reconnects as f64),
             ("full_syncs_total", Counter, "full synchronisations", &|s| s.full_syncs as f64),
             ("partial_syncs_total", Counter, "partial resynchronisations (+CONTINUE)", &|s| s.partial_syncs as f64),
+            ("repaired_keys_total", Counter, "keys re-copied from the source after the target refused a command", &|s| s.repaired_keys as f64),
             ("up", Gauge, "1 while the link runs (handshake, full sync, incremental, reconnecting), 0 stopped or failed", &|s| (!matches!(s.phase, Phase::Stopped | Phase::Failed)) as u8 as f64),
         ];
         for (name, kind, help, f) in table {
@@ -230,7 +235,7 @@ impl StatusBoard {
                     s.name, s.source, s.rdb_bytes_received, s.rdb_keys_applied
                 ),
                 _ => format!(
-                    "{} <- {}: {}, applied offset {}, lag {} bytes / {} ms, {:.0} ops/s, {} commands, {} errors, {} reconnects",
+                    "{} <- {}: {}, applied offset {}, lag {} bytes / {} ms, {:.0} ops/s, {} commands, {} errors, {} keys repaired, {} reconnects",
                     s.name,
                     s.source,
                     s.phase.as_str(),
@@ -240,6 +245,7 @@ impl StatusBoard {
                     s.ops_per_sec,
                     s.commands_applied,
                     s.errors,
+                    s.repaired_keys,
                     s.reconnects
                 ),
             })

@@ -896,40 +896,44 @@ pub(crate) async fn databases(
         .map(|(a, b, k)| format!("db{a} -> db{b} ({k} keys)"))
         .collect::<Vec<_>>()
         .join(", ");
-    if side.cluster {
-        let bad: Vec<String> = mapped
-            .iter()
-            .filter(|m| m.1 != 0)
-            .map(|m| format!("db{}", m.0))
-            .collect();
+    // A cluster: `cluster-databases` (Valkey 9+), only database 0 where it does not exist.
+    let setting = if side.cluster {
+        "cluster-databases"
+    } else {
+        "databases"
+    };
+    let count = side.nodes[0]
+        .config(setting)
+        .await
+        .ok()
+        .and_then(|d| v::parse_u64(&d))
+        .or(side.cluster.then_some(1));
+    if let Some(count) = count {
+        let over: Vec<&(u64, u64, u64)> = mapped.iter().filter(|m| m.1 >= count).collect();
+        let bad: Vec<String> = over.iter().map(|m| format!("db{}", m.1)).collect();
+        let bad_src: Vec<String> = over.iter().map(|m| format!("db{}", m.0)).collect();
         if !bad.is_empty() {
+            let (what, fix) = if side.cluster && count <= 1 {
+                (
+                    "a cluster has only database 0".to_string(),
+                    "map them: --db-map '*=0' merges every database into 0 (keys with the same name collide), or --db 0 copies only database 0 (Valkey 9 clusters can have more: cluster-databases)",
+                )
+            } else {
+                (
+                    format!("the target has only {count} databases (no {})", bad.join(", ")),
+                    "map them into existing databases with --db-map, or raise `databases` (a cluster: `cluster-databases`) in the target's config",
+                )
+            };
             report.push(Check::fail(
                 "pair.databases",
-                format!("{} has keys in {} (mapped: {desc}), but a cluster has only database 0", src.what, bad.join(", ")),
-                "map them: --db-map '*=0' merges every database into 0 (keys with the same name collide), or --db 0 copies only database 0",
+                format!(
+                    "{} has keys in {} (mapped: {desc}), but {what}",
+                    src.what,
+                    bad_src.join(", ")
+                ),
+                fix,
             ));
             return;
-        }
-    } else {
-        let count = side.nodes[0]
-            .config("databases")
-            .await
-            .ok()
-            .and_then(|d| v::parse_u64(&d));
-        if let Some(count) = count {
-            let bad: Vec<String> = mapped
-                .iter()
-                .filter(|m| m.1 >= count)
-                .map(|m| format!("db{}", m.1))
-                .collect();
-            if !bad.is_empty() {
-                report.push(Check::fail(
-                    "pair.databases",
-                    format!("{desc}, but the target has only {count} databases (no {})", bad.join(", ")),
-                    "map them into existing databases with --db-map, or raise `databases` in the target's config",
-                ));
-                return;
-            }
         }
     }
     report.push(Check::ok("pair.databases", desc));

@@ -21,8 +21,8 @@ use super::{
 use crate::apply::exec::{Exec, ExecStats};
 use crate::apply::plan::{PlanStats, Planner};
 use crate::apply::{
-    connect_target, prepare_target, run_exec, work_queue, ApplyError, ApplyOptions, ConflictPolicy,
-    Work,
+    connect_target, prepare_target, work_queue, ApplyError, ApplyOptions, ConflictPolicy,
+    OnTargetError, Work,
 };
 use crate::client::{discover_share, is_cluster, Pipeline, PipelineOptions};
 use crate::net::{ConnectOptions, Connection, Endpoint};
@@ -31,6 +31,7 @@ use crate::rdb::file_writer::{functions_from_dump, RdbFileWriter};
 use crate::rdb::value_type_of;
 use crate::rdb::writer::{parse_dump_payload, TargetFormat};
 use crate::resp::Reply;
+use crate::text::quote_bytes;
 
 /// Where the copy goes.
 #[derive(Debug, Clone)]
@@ -59,6 +60,8 @@ pub struct RumpSettings {
     pub functions: bool,
     /// Keep copying the keys named by keyspace events until `stop`.
     pub follow: bool,
+    /// A write the target refuses: re-copy the key from the source, or stop.
+    pub on_target_error: crate::apply::OnTargetError,
     pub quiet: bool,
     pub log_interval: Option<Duration>,
     /// `--shard K/N`: only this shard's source masters (see [`crate::shard`]).
@@ -98,8 +101,8 @@ impl fmt::Display for RumpSummary {
         } else {
             write!(
                 f,
-                "{} keys copied ({} transcoded for {}, {} big keys as commands), {} vanished skipped, {} filtered, {} expired skipped, {} conflicts kept, {} functions loaded ({} kept), {} keys scanned, {} DUMPed alone (big), {:.1}s",
-                e.written, p.transcoded, self.target_format, p.big_keys, self.vanished, p.filtered, p.expired, e.conflicts, e.functions_loaded, e.functions_kept, self.scanned, self.dumped_alone, self.seconds
+                "{} keys copied ({} transcoded for {}, {} big keys as commands), {} vanished skipped, {} filtered, {} expired skipped, {} conflicts kept, {} functions loaded ({} kept), {} identical already there, {} keys scanned, {} DUMPed alone (big), {:.1}s",
+                e.written, p.transcoded, self.target_format, p.big_keys, self.vanished, p.filtered, p.expired, e.conflicts, e.functions_loaded, e.functions_kept, e.functions_identical, self.scanned, self.dumped_alone, self.seconds
             )?;
         }
         if self.follow {
@@ -107,6 +110,13 @@ impl fmt::Display for RumpSummary {
                 f,
                 "; follow: {} events, {} keys re-copied, {} deleted",
                 self.events, self.recopied, e.deleted
+            )?;
+        }
+        if e.repaired > 0 || self.follow {
+            write!(
+                f,
+                "; {} keys repaired (re-copied after the target refused a write)",
+                e.repaired
             )?;
         }
         if p.dropped_field_ttls > 0 {
@@ -119,6 +129,9 @@ impl fmt::Display for RumpSummary {
         Ok(())
     }
 }
+
+/// How long the writer waits for more work before it sends what it buffered.
+const IDLE_FLUSH: Duration = Duration::from_millis(20);
 
 /// How much found data (payloads) may wait between the walkers and the writer.
 const FOUND_QUEUE_BYTES: usize = 32 << 20;
@@ -152,6 +165,7 @@ async fn dbsize(conn: &mut Connection, db: u64) -> u64 {
 
 /// What the source is made of, learned before anything is copied.
 struct SourcePlan {
+    cluster: bool,
     nodes: Vec<Node>,
     total_keys: u64,
     /// The RDB version the source stamps (INFO server), the newest among the masters.
@@ -187,6 +201,7 @@ async fn plan_source(s: &RumpSettings) -> Result<SourcePlan, String> {
         eprintln!("shake-rump: {}", s.shard.nothing_to_do(all));
     }
     let mut plan = SourcePlan {
+        cluster,
         nodes: Vec::new(),
         total_keys: 0,
         rdb_version: None,
@@ -194,11 +209,14 @@ async fn plan_source(s: &RumpSettings) -> Result<SourcePlan, String> {
     };
     for m in masters {
         let mut conn = Connection::connect(&m, &s.connect).await.map_err(net_err)?;
-        let mut dbs = if cluster {
-            vec![0]
-        } else {
-            conn.databases_with_keys().await
-        };
+        let mut dbs = conn.databases_with_keys().await;
+        if cluster {
+            // Only 0 but on Valkey 9 clusters with cluster-databases.
+            let n = crate::client::cluster_databases(&mut conn)
+                .await
+                .unwrap_or(1);
+            dbs.retain(|&d| d < n);
+        }
         dbs.retain(|d| s.apply.filter.db_allowed(*d));
         for &db in &dbs {
             plan.total_keys += dbsize(&mut conn, db).await;
@@ -406,6 +424,7 @@ async fn run(
         .iter()
         .flat_map(|n| n.dbs.iter().copied())
         .collect();
+    let source_cluster = plan.cluster;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let writer = match &s.output {
         RumpOutput::Target {
@@ -415,6 +434,7 @@ async fn run(
         } => {
             let (endpoint, cluster, pipeline) = (endpoint.clone(), *cluster, *pipeline);
             let s2 = s.clone();
+            let writer_stop = stop.clone();
             Writer::Target(tokio::spawn(async move {
                 let setup = async {
                     let mut target = connect_target(&endpoint, cluster, &s2.connect, pipeline)
@@ -423,13 +443,18 @@ async fn run(
                     let prepared = prepare_target(&mut target, &s2.apply)
                         .await
                         .map_err(|e| e.to_string())?;
-                    if target.is_cluster() {
-                        if let Some(db) = dbs
-                            .iter()
-                            .find(|&&d| prepared.apply.db_map.map(d).is_some_and(|t| t != 0))
-                        {
+                    if let Some(databases) = target.cluster_databases() {
+                        if let Some((db, t)) = dbs.iter().find_map(|&d| {
+                            prepared
+                                .apply
+                                .db_map
+                                .map(d)
+                                .filter(|&t| !target.has_db(t))
+                                .map(|t| (d, t))
+                        }) {
                             return Err(format!(
-                                "the source has keys in database {db}, but {endpoint} is a cluster, which has only database 0: map databases with --db-map (e.g. --db-map '*=0' to merge them all, or --db 0 to take only database 0); nothing was written"
+                                "the source has keys in database {db} (target database {t}): {}; nothing was written",
+                                crate::client::cluster_db_message(&endpoint.to_string(), t, databases)
                             ));
                         }
                     }
@@ -445,7 +470,20 @@ async fn run(
                         return Err(e);
                     }
                 };
-                write_target(&mut target, prepared, rx).await
+                let fixer = Fixer {
+                    source: s2.source.clone(),
+                    cluster: source_cluster,
+                    connect: s2.connect.clone(),
+                    dbs: dbs.iter().copied().collect(),
+                    reader: None,
+                    policy: s2.on_target_error,
+                };
+                let written = write_target(&mut target, prepared, rx, fixer).await;
+                if written.is_err() {
+                    // The walkers of --follow wait for events: stop them, the copy is over.
+                    writer_stop.cancel();
+                }
+                written
             }))
         }
         RumpOutput::File(path) => {
@@ -587,6 +625,7 @@ async fn write_target(
     target: &mut crate::client::Target<crate::apply::exec::Tag>,
     prepared: crate::apply::PreparedTarget,
     mut rx: tokio::sync::mpsc::Receiver<(Vec<Found>, tokio::sync::OwnedSemaphorePermit)>,
+    mut fixer: Fixer,
 ) -> Result<(PlanStats, ExecStats, String), String> {
     let format = prepared.format;
     let apply = prepared.apply.clone();
@@ -664,18 +703,217 @@ async fn write_target(
         r.map(|_| (stats, ahead))
     });
     let mut exec = Exec::new(target, &prepared.apply);
-    let failed = run_exec(&mut exec, receiver).await.err();
+    exec.collect_refusals = fixer.policy == OnTargetError::Repair;
+    let mut receiver = receiver;
+    let failed = async {
+        loop {
+            // Nothing more to write for a moment (follow mode trickles): what is buffered goes
+            // out and is answered, rather than waiting for the next event. A bulk copy keeps
+            // its queue busy and its pipeline full.
+            let next = match tokio::time::timeout(IDLE_FLUSH, receiver.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    exec.settle().await.map_err(|e| e.to_string())?;
+                    fixer.fix(&mut exec, &prepared).await?;
+                    receiver.recv().await
+                }
+            };
+            let Some((works, permit)) = next else { break };
+            for w in works {
+                exec.apply(w).await.map_err(|e| e.to_string())?;
+            }
+            drop(permit);
+            fixer.fix(&mut exec, &prepared).await?;
+        }
+        Ok::<(), String>(())
+    }
+    .await
+    .err();
     let planned = planning
         .await
         .map_err(|e| format!("the planner failed: {e}"))?;
     if let Some(e) = failed {
-        return Err(e.to_string());
+        return Err(e);
     }
     let (stats, ahead) = planned.map_err(|e| e.to_string())?;
     exec.finish().await.map_err(|e| e.to_string())?;
+    fixer.fix(&mut exec, &prepared).await?;
     let mut exec_stats = exec.stats.clone();
     exec_stats.deleted = exec_stats.deleted.saturating_sub(ahead);
     Ok((stats, exec_stats, format.to_string()))
+}
+
+/// Repairs of shake-rump: a key whose write the target refused is read from the source again
+/// (DUMP + PTTL, routed to its master) and written with RESTORE REPLACE through the planner,
+/// up to five attempts (200 ms, doubling); then the copy stops naming the key. Re-copies are
+/// whole values, so there is no stream to keep exactly-once against (unlike shake-sync's).
+struct Fixer {
+    source: Endpoint,
+    cluster: bool,
+    connect: ConnectOptions,
+    /// The source databases copied (a refused key's is found through the database map).
+    dbs: Vec<u64>,
+    reader: Option<crate::client::Target<bool>>,
+    policy: OnTargetError,
+}
+
+impl Fixer {
+    /// DUMP and PTTL of `key` in source database `db` (`None`: not there).
+    async fn read(
+        &mut self,
+        db: u64,
+        key: &[u8],
+    ) -> Result<Option<(bytes::Bytes, Option<i64>)>, String> {
+        if self.reader.is_none() {
+            let opts = crate::client::TargetOptions {
+                cluster: Some(self.cluster),
+                connect: self.connect.clone(),
+                ..crate::client::TargetOptions::default()
+            };
+            let t = crate::client::Target::connect(&self.source, opts)
+                .await
+                .map_err(|e| format!("{}: {e}", self.source))?;
+            self.reader = Some(t);
+        }
+        let Some(r) = self.reader.as_mut() else {
+            return Err("no source connection".into());
+        };
+        r.select(db).map_err(|e| e.to_string())?;
+        let mut dump = Vec::new();
+        crate::resp::encode_command(&mut dump, &[&b"DUMP"[..], key]);
+        let mut pttl = Vec::new();
+        crate::resp::encode_command(&mut pttl, &[&b"PTTL"[..], key]);
+        r.submit(Some(key), dump, crate::client::Idempotent::Yes, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        r.submit(Some(key), pttl, crate::client::Idempotent::Yes, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut payload, mut ttl) = (None, None);
+        for (is_dump, reply) in r.drain().await.map_err(|e| e.to_string())? {
+            if let Some(e) = reply.error() {
+                return Err(format!("{}: {e}", self.source));
+            }
+            if is_dump {
+                payload = reply.as_bytes().map(bytes::Bytes::copy_from_slice);
+            } else {
+                ttl = reply.as_int();
+            }
+        }
+        Ok(match (payload, ttl) {
+            (Some(p), Some(t)) if t != -2 => Some((p, (t >= 0).then(|| now_ms() + t))),
+            _ => None,
+        })
+    }
+
+    /// Repairs every refusal `exec` has collected.
+    async fn fix(
+        &mut self,
+        exec: &mut Exec<'_>,
+        prepared: &crate::apply::PreparedTarget,
+    ) -> Result<(), String> {
+        let opts = ApplyOptions {
+            conflict: ConflictPolicy::Rewrite,
+            ..prepared.apply.clone()
+        };
+        while !exec.refused.is_empty() {
+            for r in std::mem::take(&mut exec.refused) {
+                let mut delay = Duration::from_millis(200);
+                let mut attempt = 1;
+                loop {
+                    let why = match self.rewrite(exec, prepared, &opts, &r).await {
+                        Ok(None) => {
+                            exec.stats.repaired += 1;
+                            break;
+                        }
+                        Ok(Some(e)) | Err(e) => e,
+                    };
+                    if attempt >= 5 {
+                        return Err(format!(
+                            "{} refused key {} ({}), and the repair failed: {why}; the key differs from the source's: stopped",
+                            exec.target_name(),
+                            quote_bytes(&r.key),
+                            r.error
+                        ));
+                    }
+                    eprintln!(
+                        "shake-rump: repairing key {} (attempt {attempt} failed: {why}); trying again in {delay:?}",
+                        quote_bytes(&r.key)
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One re-copy of a refused key; `Ok(Some(e))`: the target refused it again.
+    async fn rewrite(
+        &mut self,
+        exec: &mut Exec<'_>,
+        prepared: &crate::apply::PreparedTarget,
+        opts: &ApplyOptions,
+        r: &crate::apply::exec::Refusal,
+    ) -> Result<Option<String>, String> {
+        let mut planner = Planner::new(opts, prepared.format, now_ms());
+        let mut works = Vec::new();
+        let mut found = false;
+        for db in self.dbs.clone() {
+            if opts.db_map.map(db) != Some(r.db) {
+                continue;
+            }
+            if let Some((payload, exp)) = self.read(db, &r.key).await? {
+                planner
+                    .plan_payload(db, r.key.clone(), exp, &payload, &mut |w| {
+                        if let Work::Commands {
+                            db,
+                            key,
+                            first: true,
+                            ..
+                        } = &w
+                        {
+                            works.push(Work::Delete {
+                                db: *db,
+                                key: key.clone(),
+                            });
+                        }
+                        works.push(w);
+                        Ok(())
+                    })
+                    .map_err(|e| e.to_string())?;
+                found = true;
+                break;
+            }
+        }
+        if !found || works.is_empty() {
+            works.push(Work::Delete {
+                db: r.db,
+                key: r.key.clone(),
+            });
+        }
+        // What the re-copy writes is counted as repaired, not again as copied or deleted.
+        let writes = works
+            .iter()
+            .filter(|w| !matches!(w, Work::Delete { .. }))
+            .count() as u64;
+        let deletes = works.len() as u64 - writes;
+        for w in works {
+            exec.apply(w).await.map_err(|e| e.to_string())?;
+        }
+        exec.finish().await.map_err(|e| e.to_string())?;
+        let again = exec
+            .refused
+            .iter()
+            .position(|x| x.key == r.key && x.db == r.db);
+        if let Some(i) = again {
+            return Ok(Some(exec.refused.remove(i).error));
+        }
+        exec.stats.written = exec.stats.written.saturating_sub(writes.min(1));
+        exec.stats.deleted = exec.stats.deleted.saturating_sub(deletes);
+        Ok(None)
+    }
 }
 
 struct FileStats {

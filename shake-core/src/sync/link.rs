@@ -449,6 +449,7 @@ async fn full_sync(
         None,
     );
     let mut exec = Exec::new(&mut target, &prepared.apply);
+    exec.source = format!("the source (link {})", spec.name);
     let pump = async {
         let r = async {
             while let Some(chunk) = transfer.next_chunk().await? {
@@ -713,14 +714,31 @@ async fn session(
         s.replid = replid.clone();
     });
     let start = stream.offset();
+    let history = applied.low_water.as_ref().map(|c| c.replid.clone());
     let mut applier = Applier::new(
         target,
         keys,
         settings.stream.clone(),
-        replid,
+        replid.clone(),
         (start, start_db),
         applied,
     )?;
+    if spec.first_slot.is_some() {
+        applier.attach_source(&source, &settings.connect).await?;
+    }
+    // Repairs read from this session's source master; records of this history stay in force.
+    applier.repairs.set_source(super::repair::RepairSource {
+        endpoint: source.clone(),
+        connect: settings.connect.clone(),
+        apply: crate::apply::ApplyOptions {
+            db_map: settings.stream.db_map.clone(),
+            ..settings.apply.clone()
+        },
+    });
+    let replids: Vec<&str> = std::iter::once(replid.as_str())
+        .chain(history.as_deref())
+        .collect();
+    applier.load_repairs(&settings.connect, &replids).await?;
     if let Some(h) = &spec.handover {
         applier.set_handover(h.clone());
     }
@@ -780,10 +798,10 @@ async fn stream_loop(
     };
     let mut source_offset = end;
     // Counters of earlier sessions, so the figures add up over reconnects.
-    let (base_applied, base_errors) = status
+    let (base_applied, base_errors, base_repaired) = status
         .lock()
-        .map(|s| (s.commands_applied, s.errors))
-        .unwrap_or((0, 0));
+        .map(|s| (s.commands_applied, s.errors, s.repaired_keys))
+        .unwrap_or((0, 0, 0));
     // When the oldest byte not yet applied arrived.
     let mut pending_since: Option<Instant> = None;
     loop {
@@ -849,6 +867,7 @@ async fn stream_loop(
             s.lag_ms = pending_since.map_or(0, |t| t.elapsed().as_millis() as u64);
             s.commands_applied = base_applied + st.applied;
             s.errors = base_errors + st.errors;
+            s.repaired_keys = base_repaired + applier.repairs.repaired;
             if st.last_error.is_some() {
                 s.last_error = st.last_error.clone();
             }
@@ -870,6 +889,7 @@ async fn stream_loop(
     update(status, |s| {
         s.applied_offset = lw;
         s.phase = Phase::Stopped;
+        s.repaired_keys = base_repaired + applier.repairs.repaired;
     });
     log(
         settings,

@@ -3,6 +3,8 @@
 //!
 //! - [`checkpoint`]: the checkpoint keys on the target, their values, reading them back;
 //! - [`stream`]: applying the command stream in transactions that carry the checkpoint;
+//! - [`asm`]: atomic slot migrations on a cluster source (what the links drop, where they wait);
+//! - [`repair`]: keys the target refused, re-copied from the source (`--on-target-error`);
 //! - [`handover`]: the order between a cluster source's links when keys migrate between masters;
 //! - [`link`]: one replication link (one source master): connect, resume or full sync, stream,
 //!   and start over from the checkpoint after any fault;
@@ -11,9 +13,11 @@
 //! The replica side of the protocol is [`crate::repl`]; writing RDB data is [`crate::apply`];
 //! the target client is [`crate::client`]. None of that is repeated here.
 
+pub mod asm;
 pub mod checkpoint;
 pub mod handover;
 pub mod link;
+pub mod repair;
 pub mod stream;
 
 use std::net::SocketAddr;

@@ -29,11 +29,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::asm::{Control, LinkMigrations, MigrationBoard};
 use super::checkpoint::{is_internal_key, Applied, Checkpoint, CheckpointKeys, Domain};
+use super::repair::{keys_of, show_keys, OnTargetError, Repairs, Todo, Verdict};
 use super::SyncError;
 use crate::apply::DbMap;
 use crate::client::{slot_of, Idempotent, Target};
@@ -57,6 +60,10 @@ pub struct StreamOptions {
     pub batch_bytes: usize,
     /// Cap on commands per second (0: none).
     pub qps: u64,
+    /// Shared by the links of one sync (clones share it): atomic slot migrations in progress.
+    pub migrations: Arc<MigrationBoard>,
+    /// What a command the target refuses leads to (see [`super::repair`]).
+    pub on_target_error: OnTargetError,
 }
 
 impl Default for StreamOptions {
@@ -70,6 +77,8 @@ impl Default for StreamOptions {
             batch_commands: 1024,
             batch_bytes: 1 << 20,
             qps: 0,
+            migrations: Arc::default(),
+            on_target_error: OnTargetError::Repair,
         }
     }
 }
@@ -77,8 +86,16 @@ impl Default for StreamOptions {
 /// What a completion was for.
 #[derive(Debug)]
 pub enum GroupTag {
-    /// One transaction of the batch ending at stream offset `end`, holding `commands` commands.
-    Batch { end: u64, commands: u32 },
+    /// One transaction of the batch ending at stream offset `end`, holding `commands` commands;
+    /// `sent[i]` is the stream command behind EXEC's result `i` (`None`: a SELECT or checkpoint
+    /// of ours), to know what a refusal was about.
+    Batch {
+        end: u64,
+        commands: u32,
+        sent: Vec<Option<Sent>>,
+    },
+    /// A repair transaction (see [`super::repair`]).
+    Repair,
     /// A low-water checkpoint write.
     LowWater,
     /// A forwarded PUBLISH (outside any transaction: a message is not data).
@@ -104,6 +121,16 @@ pub struct StreamStats {
 /// A command waiting for its batch to go out.
 struct Pending {
     domain: Domain,
+    db: u64,
+    /// The source database it came from (what a repair reads).
+    src_db: u64,
+    frame: Bytes,
+}
+
+/// A stream command in a transaction sent to the target.
+#[derive(Debug)]
+pub struct Sent {
+    src_db: u64,
     db: u64,
     frame: Bytes,
 }
@@ -145,11 +172,17 @@ pub struct Applier {
     started: Instant,
     sent: u64,
     warned: HashSet<&'static str>,
+    /// Atomic slot migrations as this link sees them.
+    asm: LinkMigrations,
     /// A cluster source's links wait for each other when keys migrate (see [`super::handover`]).
     handover: Option<Handover>,
     /// Offset of the last byte received from the source so far.
     received: u64,
     pub stats: StreamStats,
+    /// Keys re-copied after a refusal, and the rule for the commands after them.
+    pub repairs: Repairs,
+    /// Keyless commands of a batch the target refused (judged once the reply is in).
+    refused_keyless: Vec<(Bytes, String, u64)>,
 }
 
 struct Handover {
@@ -179,7 +212,11 @@ impl Applier {
                 .map_err(|e| SyncError::Target(e.to_string()))?;
         }
         let horizon = applied.horizon();
+        let asm = LinkMigrations::new(opts.migrations.clone());
+        let repairs = Repairs::new(opts.on_target_error, &keys.low_water());
         Ok(Applier {
+            repairs,
+            refused_keyless: Vec::new(),
             target,
             keys,
             cluster,
@@ -200,6 +237,7 @@ impl Applier {
             started: Instant::now(),
             sent: 0,
             warned: HashSet::new(),
+            asm,
             handover: None,
             received: start,
             stats: StreamStats::default(),
@@ -260,6 +298,16 @@ impl Applier {
         self.processed
     }
 
+    /// Tells the applier which master the stream comes from (a cluster source: atomic slot
+    /// migrations involving it are recognised, see [`super::asm`]).
+    pub async fn attach_source(
+        &mut self,
+        source: &crate::net::Endpoint,
+        opts: &crate::net::ConnectOptions,
+    ) -> Result<(), SyncError> {
+        self.asm.attach(source, opts).await
+    }
+
     pub fn set_replid(&mut self, replid: &str) {
         self.replid = replid.to_string();
     }
@@ -294,6 +342,11 @@ impl Applier {
         args: &[Range<usize>],
         end: u64,
     ) -> Result<bool, SyncError> {
+        if self.asm.fence_crossed(end) {
+            // Everything before an atomic migration's hand-off point goes to the target first.
+            self.settle().await?;
+            self.asm.pass(end).await?;
+        }
         self.processed = end;
         let argv: Vec<&[u8]> = args.iter().map(|r| &frame[r.clone()]).collect();
         let Some(name) = argv.first() else {
@@ -336,6 +389,18 @@ impl Applier {
             Kind::Exec => {
                 if let Some(cmds) = self.tx.take() {
                     self.commit_transaction(cmds, end)?;
+                }
+                Ok(false)
+            }
+            _ if name.eq_ignore_ascii_case(b"TRIMSLOTS") => Err(SyncError::Fatal(format!(
+                "TRIMSLOTS at source offset {end}: the source trims slots after a Redis 8.4 atomic slot migration (CLUSTER MIGRATION), which shake-sync does not follow yet (docs/atomic-slot-migration.md); written as it came it would delete the moved keys on the target. Run the migration with MIGRATE-based resharding, or sync again from scratch once it is over"
+            ))),
+            _ if name.eq_ignore_ascii_case(b"CLUSTER") => {
+                // Cluster bus and slot-migration chatter (CLUSTER SYNCSLOTS ...): never data.
+                self.stats.skipped += 1;
+                if let Control::Handoff(h) = self.asm.control(&argv, end).await? {
+                    self.settle().await?;
+                    self.asm.await_handoff(h).await?;
                 }
                 Ok(false)
             }
@@ -387,6 +452,10 @@ impl Applier {
                 self.stats.replayed_skipped += 1;
                 continue;
             }
+            // Judged at the EXEC's offset: a repair read is before or after the whole transaction.
+            if self.repaired_covers(c.db, c.src_db, &c.frame, end) {
+                continue;
+            }
             self.batch_bytes += c.frame.len();
             self.batch.push(c);
         }
@@ -414,12 +483,13 @@ impl Applier {
             self.stats.skipped += 1;
             return Ok(None);
         };
-        if self.cluster && db != 0 {
+        if !self.target.has_db(db) {
+            let databases = self.target.cluster_databases().unwrap_or(1);
             return Err(SyncError::Fatal(format!(
-                "{} at source offset {end} writes database {}, but the target {} is a cluster, which has only database 0: map databases with --db-map (e.g. --db-map '*=0')",
+                "{} at source offset {end} writes database {} (target database {db}): {}",
                 name(),
                 self.src_db,
-                self.target_name()
+                crate::client::cluster_db_message(&self.target_name(), db, databases)
             )));
         }
         match kind {
@@ -553,6 +623,14 @@ impl Applier {
             self.stats.skipped += 1;
             return Ok(None);
         }
+        if !self.asm.idle() {
+            let deletion = key_idx.len() == 1
+                && (argv[0].eq_ignore_ascii_case(b"DEL") || argv[0].eq_ignore_ascii_case(b"UNLINK"));
+            if self.asm.drops(slot_of(first), deletion) {
+                self.stats.skipped += 1;
+                return Ok(None);
+            }
+        }
 
         // Database numbers inside the command.
         let frame = match kind {
@@ -573,7 +651,7 @@ impl Applier {
                         self.stats.skipped += 1;
                         return Ok(None);
                     }
-                    Some(m) if !self.cluster => {
+                    Some(m) if !self.cluster || self.target.has_db(m) => {
                         let mut out = Vec::new();
                         encode_command(&mut out, &[argv[0], argv[1], m.to_string().as_bytes()]);
                         Bytes::from(out)
@@ -615,7 +693,7 @@ impl Applier {
         let slots: Vec<u16> = key_idx.iter().map(|&i| slot_of(argv[i])).collect();
         if slots.iter().all(|&s| s == slots[0]) {
             return Ok(self
-                .pending(Domain::Slot(slots[0]), 0, frame, end)?
+                .pending(Domain::Slot(slots[0]), db, frame, end)?
                 .map(|p| vec![p]));
         }
         // Keys in several slots: only commands that act on each key alone can be split.
@@ -648,7 +726,7 @@ impl Applier {
             let mut all: Vec<&[u8]> = vec![verb];
             all.extend(args);
             encode_command(&mut cmd, &all);
-            if let Some(p) = self.pending(Domain::Slot(slot), 0, Bytes::from(cmd), end)? {
+            if let Some(p) = self.pending(Domain::Slot(slot), db, Bytes::from(cmd), end)? {
                 out.push(p);
             }
         }
@@ -667,7 +745,49 @@ impl Applier {
             self.stats.replayed_skipped += 1;
             return Ok(None);
         }
-        Ok(Some(Pending { domain, db, frame }))
+        if self.tx.is_none() && self.repaired_covers(db, self.src_db, &frame, end) {
+            return Ok(None);
+        }
+        Ok(Some(Pending {
+            domain,
+            db,
+            src_db: self.src_db,
+            frame,
+        }))
+    }
+
+    /// The rule of [`super::repair`] for a command ending at `end`: true when a repaired value
+    /// holds its effect already (then it is not written; if it names other keys too, they are
+    /// all repaired again).
+    fn repaired_covers(&mut self, db: u64, src_db: u64, frame: &Bytes, end: u64) -> bool {
+        if !self.repairs.active() {
+            return false;
+        }
+        let Some(argv) = split_frame(frame) else {
+            return false;
+        };
+        let args: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+        match self.repairs.verdict(db, &keys_of(&args), end) {
+            Verdict::Apply => false,
+            Verdict::Skip => {
+                self.repairs.skipped += 1;
+                true
+            }
+            Verdict::Recopy(keys) => {
+                self.repairs.skipped += 1;
+                self.repairs.push(Todo {
+                    src_db,
+                    db,
+                    keys,
+                    end,
+                    why: format!(
+                        "{} at source offset {end} names a repaired key",
+                        crate::resp::describe_command(frame)
+                    ),
+                });
+                true
+            }
+        }
     }
 
     fn map_copy_db(
@@ -699,9 +819,9 @@ impl Applier {
         let mut args: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
         if m == db {
             args.drain(pos..pos + 2);
-        } else if self.cluster {
+        } else if self.cluster && !self.target.has_db(m) {
             return Err(SyncError::Fatal(format!(
-                "COPY to database {to} at source offset {end} cannot be applied to a cluster target: map the databases with --db-map"
+                "COPY to database {to} at source offset {end} cannot be applied to a cluster target without that database: map the databases with --db-map"
             )));
         } else {
             args[pos + 1] = m.to_string().into_bytes();
@@ -738,13 +858,30 @@ impl Applier {
         self.settle().await?;
         let argv = split_frame(&frame)
             .ok_or_else(|| SyncError::Source(format!("a malformed command at offset {end}")))?;
-        let replies = self
-            .target
-            .broadcast(&argv)
-            .await
-            .map_err(|e| self.client_err(e))?;
+        // FLUSHDB of a database other than 0 (a cluster with `cluster-databases`): in that one.
+        self.target.select(db).map_err(|e| self.client_err(e))?;
+        let replies = self.target.broadcast(&argv).await;
+        self.target.select(0).map_err(|e| self.client_err(e))?;
+        let replies = replies.map_err(|e| self.client_err(e))?;
         for (node, reply) in replies {
             if let Some(e) = reply.error() {
+                // The same FUNCTION command from another link of a cluster source got there
+                // first: its effect is on the target already (see apply::functions).
+                if argv[0].eq_ignore_ascii_case(b"FUNCTION") {
+                    let args: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+                    let noop = crate::apply::functions::stream_refusal_is_noop(
+                        &mut self.target,
+                        &node,
+                        &args,
+                        e,
+                        "the source",
+                    )
+                    .await
+                    .map_err(|e| SyncError::Fatal(format!("{e} (source offset {end})")))?;
+                    if noop {
+                        continue;
+                    }
+                }
                 return Err(SyncError::Fatal(format!(
                     "{node} refused {} (source offset {end}): {e}",
                     crate::resp::describe_command(&frame)
@@ -773,11 +910,20 @@ impl Applier {
         self.batch_bytes = 0;
         // The database the stream is in after `end`: what a resume from here starts with.
         let checkpoint = Checkpoint::at(&self.replid, end, self.src_db);
-        let mut groups: Vec<(Option<u16>, Vec<Bytes>, u32)> = Vec::new();
+        type Group = (Option<u16>, Vec<Bytes>, u32, Vec<Option<Sent>>);
+        let mut groups: Vec<Group> = Vec::new();
+        let sent_of = |p: &Pending| {
+            Some(Sent {
+                src_db: p.src_db,
+                db: p.db,
+                frame: p.frame.clone(),
+            })
+        };
         if !self.cluster {
             let mut n = 0u32;
             if !batch.is_empty() {
                 let mut cmds = Vec::with_capacity(batch.len() + 4);
+                let mut sent = Vec::with_capacity(batch.len() + 3);
                 cmds.push(Bytes::from_static(MULTI));
                 let home = self.opts.checkpoint_db;
                 let mut cur = home;
@@ -787,22 +933,29 @@ impl Applier {
                     }
                     if p.db != cur {
                         cmds.push(select_cmd(p.db));
+                        sent.push(None);
                         cur = p.db;
                     }
+                    sent.push(sent_of(&p));
                     cmds.push(p.frame);
                     n += 1;
                 }
                 if cur != home {
                     cmds.push(select_cmd(home));
+                    sent.push(None);
                 }
                 let key = self.keys.domain_key(Domain::Single);
                 cmds.push(Bytes::from(checkpoint.set_command(&key)));
+                sent.push(None);
                 cmds.push(Bytes::from_static(EXEC));
-                groups.push((None, cmds, n));
+                groups.push((None, cmds, n, sent));
             }
         } else {
+            // Per slot: its commands, how many, and the database its transaction is in (a
+            // cluster with `cluster-databases` > 1 gets SELECTs inside; the checkpoint key lives
+            // in database 0, where each transaction starts and ends).
             let mut order: Vec<u16> = Vec::new();
-            let mut by_slot: HashMap<u16, Vec<Bytes>> = HashMap::new();
+            let mut by_slot: HashMap<u16, (Vec<Bytes>, Vec<Option<Sent>>, u32, u64)> = HashMap::new();
             for p in batch {
                 let Domain::Slot(s) = p.domain else { continue };
                 if p.frame.is_empty() {
@@ -810,37 +963,223 @@ impl Applier {
                 }
                 let v = by_slot.entry(s).or_insert_with(|| {
                     order.push(s);
-                    vec![Bytes::from_static(MULTI)]
+                    (vec![Bytes::from_static(MULTI)], Vec::new(), 0, 0)
                 });
-                v.push(p.frame);
+                if p.db != v.3 {
+                    v.0.push(select_cmd(p.db));
+                    v.1.push(None);
+                    v.3 = p.db;
+                }
+                v.1.push(sent_of(&p));
+                v.0.push(p.frame);
+                v.2 += 1;
             }
             for s in order {
-                let Some(mut cmds) = by_slot.remove(&s) else {
+                let Some((mut cmds, mut sent, n, cur)) = by_slot.remove(&s) else {
                     continue;
                 };
-                let n = (cmds.len() - 1) as u32;
+                if cur != 0 {
+                    cmds.push(select_cmd(0));
+                    sent.push(None);
+                }
                 let key = self.keys.domain_key(Domain::Slot(s));
                 cmds.push(Bytes::from(checkpoint.set_command(&key)));
+                sent.push(None);
                 cmds.push(Bytes::from_static(EXEC));
-                groups.push((Some(s), cmds, n));
+                groups.push((Some(s), cmds, n, sent));
             }
         }
         self.inflight.entry(end).or_insert((0, self.src_db)).0 += groups.len() as u32;
-        for (slot, cmds, n) in groups {
+        for (slot, cmds, n, sent) in groups {
             self.pace(n as u64).await;
             self.target
                 .submit_group(
                     slot,
                     cmds,
                     Idempotent::No,
-                    GroupTag::Batch { end, commands: n },
+                    GroupTag::Batch {
+                        end,
+                        commands: n,
+                        sent,
+                    },
                 )
                 .await
                 .map_err(|e| self.client_err(e))?;
         }
         self.collect()?;
         self.advance_low_water();
+        self.run_repairs().await
+    }
+
+    /// Judges what the target refused (since the last call) and repairs the keys: see
+    /// [`super::repair`]. A repair that keeps failing stops the sync, naming the key.
+    async fn run_repairs(&mut self) -> Result<(), SyncError> {
+        while !self.refused_keyless.is_empty() || self.repairs.has_queue() {
+            for (frame, e, end) in std::mem::take(&mut self.refused_keyless) {
+                let what = crate::resp::describe_command(&frame);
+                let argv = split_frame(&frame).unwrap_or_default();
+                let args: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+                if args
+                    .first()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"FUNCTION"))
+                {
+                    let node = self.target.seed().clone();
+                    let noop = crate::apply::functions::stream_refusal_is_noop(
+                        &mut self.target,
+                        &node,
+                        &args,
+                        &e,
+                        "the source",
+                    )
+                    .await
+                    .map_err(|m| SyncError::Fatal(format!("{m} (source offset {end})")))?;
+                    if noop {
+                        continue;
+                    }
+                }
+                return Err(SyncError::Fatal(format!(
+                    "{} refused {what} (source offset {end}): {e}; a command without a key cannot be re-copied, so the target may differ from the source from here: stopped",
+                    self.target_name()
+                )));
+            }
+            for t in self.repairs.take_queue() {
+                // A repair read at or past this command (one of an earlier refusal) covers it.
+                if self.repairs.verdict(t.db, &t.keys, t.end) == Verdict::Skip {
+                    continue;
+                }
+                self.repair(t).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Re-copies `t`'s keys, retrying a few times (a target out of memory for a moment, a
+    /// source failing over); stops the sync when it cannot.
+    async fn repair(&mut self, t: Todo) -> Result<(), SyncError> {
+        let mut delay = std::time::Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self.try_repair(&t).await? {
+                Ok(()) => return Ok(()),
+                Err(why) if attempt < 5 => {
+                    eprintln!(
+                        "shake-sync: repairing key {} (attempt {attempt} failed: {why}); trying again in {delay:?}",
+                        show_keys(&t.keys)
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(why) => {
+                    return Err(SyncError::Fatal(format!(
+                        "the repair of key {} on {} failed: {why} ({}); the key differs from the source's: stopped",
+                        show_keys(&t.keys),
+                        self.target_name(),
+                        t.why
+                    )))
+                }
+            }
+        }
+    }
+
+    /// One attempt: read from the source, write the values with their record, wait for the
+    /// reply. `Ok(Err)`: this attempt failed (why); `Err`: the sync cannot go on.
+    async fn try_repair(&mut self, t: &Todo) -> Result<Result<(), String>, SyncError> {
+        let (planned, s) = match self.repairs.plan(&mut self.target, t).await {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let records = self
+            .repairs
+            .record_commands(self.cluster, t, &self.replid, s);
+        let home = self.opts.checkpoint_db;
+        let mut groups: Vec<(Option<u16>, Vec<Bytes>)> = Vec::new();
+        for ((key, cmds), record) in planned.into_iter().zip(records) {
+            let slot = self.cluster.then(|| slot_of(&key));
+            let at = match groups.iter().position(|g| g.0 == slot) {
+                Some(i) => i,
+                None => {
+                    groups.push((slot, vec![Bytes::from_static(MULTI)]));
+                    groups.len() - 1
+                }
+            };
+            let g = &mut groups[at].1;
+            if !self.cluster && t.db != home {
+                g.push(select_cmd(t.db));
+            }
+            g.extend(cmds);
+            if !self.cluster && t.db != home {
+                g.push(select_cmd(home));
+            }
+            g.push(record);
+        }
+        for (slot, mut cmds) in groups {
+            cmds.push(Bytes::from_static(EXEC));
+            self.target
+                .submit_group(slot, cmds, Idempotent::No, GroupTag::Repair)
+                .await
+                .map_err(|e| self.client_err(e))?;
+        }
+        self.target
+            .flush_all()
+            .await
+            .map_err(|e| self.client_err(e))?;
+        let mut failure = None;
+        while let Some((tag, reply)) = self.target.try_completion() {
+            match tag {
+                GroupTag::Repair => {
+                    let parts = reply.as_array().unwrap_or_default();
+                    let queued = parts.iter().take(parts.len().saturating_sub(1));
+                    let why = match parts.last() {
+                        Some(Reply::Array(results)) => queued
+                            .chain(results.iter())
+                            .find_map(|r| r.error())
+                            .map(str::to_string),
+                        other => Some(
+                            queued
+                                .filter_map(|r| r.error())
+                                .chain(other.and_then(|r| r.error()))
+                                .next()
+                                .unwrap_or("no reply to EXEC")
+                                .to_string(),
+                        ),
+                    };
+                    if let Some(w) = why {
+                        failure.get_or_insert(format!(
+                            "{} refused the re-copy: {w}",
+                            self.target_name()
+                        ));
+                    }
+                }
+                other => self.judge(other, reply)?,
+            }
+        }
+        self.advance_low_water();
+        match failure {
+            None => {
+                self.repairs.mark(t, s);
+                Ok(Ok(()))
+            }
+            Some(w) => Ok(Err(w)),
+        }
+    }
+
+    /// Reads back the repair records a previous session left (see [`super::repair`]).
+    pub async fn load_repairs(
+        &mut self,
+        connect: &crate::net::ConnectOptions,
+        replids: &[&str],
+    ) -> Result<(), SyncError> {
+        let masters = self.target.masters();
+        let db = if self.cluster {
+            0
+        } else {
+            self.opts.checkpoint_db
+        };
+        self.repairs
+            .load(&masters, connect, db, replids, self.low_water)
+            .await
+            .map_err(SyncError::Target)
     }
 
     async fn pace(&mut self, commands: u64) {
@@ -866,13 +1205,24 @@ impl Applier {
 
     fn judge(&mut self, tag: GroupTag, reply: Reply) -> Result<(), SyncError> {
         match tag {
-            GroupTag::Batch { end, commands } => {
+            GroupTag::Batch {
+                end,
+                commands,
+                sent,
+            } => {
                 let replies = reply.as_array().unwrap_or_default();
                 match replies.last() {
                     Some(Reply::Array(results)) => {
                         // The results of the commands, then the checkpoint SET's.
-                        for r in results.iter().take(results.len().saturating_sub(1)) {
+                        for (i, r) in results
+                            .iter()
+                            .enumerate()
+                            .take(results.len().saturating_sub(1))
+                        {
                             if let Some(e) = r.error() {
+                                if let Some(Some(s)) = sent.get(i) {
+                                    self.refused(s, e, end)?;
+                                }
                                 // SELECTs we added answer OK; only real commands fail.
                                 self.stats.errors += 1;
                                 if self.stats.errors <= 5 {
@@ -917,8 +1267,45 @@ impl Applier {
                     self.stats.errors += 1;
                 }
             }
+            // Judged where it is awaited (`try_repair`).
+            GroupTag::Repair => {}
         }
         Ok(())
+    }
+
+    /// A stream command the target refused (the rest of its batch applied): under
+    /// `--on-target-error stop` the end, naming the key; otherwise its keys are queued for a
+    /// repair (a keyless command is judged by `run_repairs`).
+    fn refused(&mut self, s: &Sent, e: &str, end: u64) -> Result<(), SyncError> {
+        let argv = split_frame(&s.frame).unwrap_or_default();
+        let args: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+        let keys: Vec<Vec<u8>> = keys_of(&args)
+            .into_iter()
+            .filter(|k| !is_internal_key(k))
+            .collect();
+        if keys.is_empty() {
+            self.refused_keyless
+                .push((s.frame.clone(), e.to_string(), end));
+            return Ok(());
+        }
+        let what = crate::resp::describe_command(&s.frame);
+        match self.repairs.policy {
+            OnTargetError::Stop => Err(SyncError::Fatal(format!(
+                "{} refused {what} for key {} (source offset {end}): {e}; stopped (--on-target-error stop): that key differs from the source's on the target and the checkpoint is past the command, so re-copy it (or run with --on-target-error repair) before starting again",
+                self.target_name(),
+                show_keys(&keys)
+            ))),
+            OnTargetError::Repair => {
+                self.repairs.push(Todo {
+                    src_db: s.src_db,
+                    db: s.db,
+                    keys,
+                    end,
+                    why: format!("the target refused {what} at source offset {end}: {e}"),
+                });
+                Ok(())
+            }
+        }
     }
 
     fn advance_low_water(&mut self) {
@@ -941,6 +1328,7 @@ impl Applier {
             self.low_water = self.processed;
             self.low_water_db = self.src_db;
         }
+        self.asm.progress(self.low_water);
     }
 
     /// Waits until every batch sent is answered, then records the low-water mark on the
@@ -952,7 +1340,7 @@ impl Applier {
             .await
             .map_err(|e| self.client_err(e))?;
         self.collect()?;
-        Ok(())
+        self.run_repairs().await
     }
 
     /// Records the low-water mark on the target if it moved and a second has passed (or
@@ -969,6 +1357,13 @@ impl Applier {
             .submit(Some(&key), cmd, Idempotent::Yes, GroupTag::LowWater)
             .await
             .map_err(|e| self.client_err(e))?;
+        // Repair records the stream has passed are of no more use.
+        for (k, hdel) in self.repairs.prune(self.low_water, self.cluster) {
+            self.target
+                .submit(Some(&k), hdel, Idempotent::Yes, GroupTag::LowWater)
+                .await
+                .map_err(|e| self.client_err(e))?;
+        }
         self.written_low_water = self.low_water;
         self.last_low_water_write = Instant::now();
         Ok(())
