@@ -22,6 +22,9 @@
 #                   whether peak RSS grows with the size of one collection;
 #        bigstr.rdb two 64 MiB strings (random bytes; LZF-compressed text): the same for one
 #                   big string;
+#        str512.rdb one 512 MiB string (the Redis maximum; half random bytes, half text, so
+#                   LZF-compressed and not UTF-8): jsonl, resp and memory, peak RSS beside
+#                   the 64 MiB goal;
 #   3. times every tool on the same file with /usr/bin/time (peak RSS, CPU seconds) and a
 #      nanosecond clock, output to /dev/null, and prints a Markdown table with the targets:
 #        shake-decode jsonl >= 10x rdbtools json; keys >= 3x redis-check-rdb (the faster of
@@ -181,6 +184,12 @@ if ((BIG)); then
     fill bigstr
     BIGSTR_KEYS=$(keyspace_keys)
     save "$TMP/bigstr.rdb"
+    log "generating the 512 MiB string file"
+    cli FLUSHALL >/dev/null
+    fill str512
+    [[ "$(cli STRLEN big:string:512 | tr -d '\r')" == 536870912 ]] || die "the 512 MiB string was not built"
+    save "$TMP/str512.rdb"
+    cli FLUSHALL >/dev/null
 fi
 log "data generated in ${SECONDS}s; stopping Redis 6.2"
 cli SHUTDOWN NOSAVE >/dev/null 2>&1 || true
@@ -190,7 +199,7 @@ rm -f "$TMP/dump.rdb"
 if [[ -n "$KEEP" ]]; then
     mkdir -p "$KEEP"
     cp "$TMP/mixed.rdb" "$KEEP/"
-    ((BIG)) && cp "$TMP/big.rdb" "$TMP/bigstr.rdb" "$KEEP/"
+    ((BIG)) && cp "$TMP/big.rdb" "$TMP/bigstr.rdb" "$TMP/str512.rdb" "$KEEP/"
     log "kept the RDB files in $KEEP"
 fi
 
@@ -243,7 +252,7 @@ row() {
 }
 
 cat "$TMP/mixed.rdb" >/dev/null # in the page cache for every tool alike
-((BIG)) && cat "$TMP/big.rdb" "$TMP/bigstr.rdb" >/dev/null
+((BIG)) && cat "$TMP/big.rdb" "$TMP/bigstr.rdb" "$TMP/str512.rdb" >/dev/null
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 M1=$TMP/mixed.rdb
 log "measuring on $(basename "$M1") (shake-decode and redis-check-rdb: best of $RUNS; rdbtools: best of $RDBTOOLS_RUNS)"
@@ -271,6 +280,12 @@ if ((BIG)); then
             row ${f}_rc70 "$B1" "$R70_NAME" "check" "$RUNS" "$R70_CHECK" "$B1"
         fi
     done
+    # One 512 MiB string: the long JSON value waits in a temporary file ($TMPDIR), not in memory.
+    B1=$TMP/str512.rdb
+    log "measuring on str512.rdb"
+    row str512_jsonl "$B1" shake-decode "jsonl" "$RUNS" "$SHAKE" "$B1" --format jsonl -q -o /dev/null
+    row str512_resp "$B1" shake-decode "resp" "$RUNS" "$SHAKE" "$B1" --format resp -q -o /dev/null
+    row str512_mem "$B1" shake-decode "memory" "$RUNS" "$SHAKE" "$B1" --format memory -q -o /dev/null
 fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -312,6 +327,7 @@ echo "- mixed.rdb: $(size_of "$M1"), RDB 9 from Redis 6.2.14, $MIXED_KEYS keys (
 if ((BIG)); then
     echo "- big.rdb: $(size_of "$TMP/big.rdb"), $BIG_KEYS keys: list of 2,000,000 elements, hash of 1,000,000 fields, set and zset of 1,000,000 members"
     echo "- bigstr.rdb: $(size_of "$TMP/bigstr.rdb"), $BIGSTR_KEYS keys: two strings of 64 MiB (random bytes; text, LZF-compressed in the file) and a small one"
+    echo "- str512.rdb: $(size_of "$TMP/str512.rdb"), 1 key: a string of 512 MiB (256 MiB random bytes, then text; LZF-compressed in the file)"
 fi
 echo "- files read from $BENCH_TMPDIR ($(df -PT "$BENCH_TMPDIR" | awk 'NR == 2 {print $2}'))"
 echo "- wall seconds and CPU seconds (user + sys): best of $RUNS runs (rdbtools: best of $RDBTOOLS_RUNS); peak RSS: highest of those runs; output to /dev/null; MB/s = file size / wall seconds"
@@ -328,6 +344,7 @@ rss_line sd "mixed.rdb"
 if ((BIG)); then
     rss_line big "big.rdb (big collections)"
     rss_line bigstr "bigstr.rdb (64 MiB strings)"
+    rss_line str512 "str512.rdb (a 512 MiB string)"
 fi
 echo
 echo "rdbtools 0.1.15's justkeys writes a key once, then once more for every element of a list, set,"

@@ -4,6 +4,7 @@
     python3 scripts/bench_gen.py mixed --keys 1000000 | redis-cli -p PORT --pipe
     python3 scripts/bench_gen.py big | redis-cli -p PORT --pipe
     python3 scripts/bench_gen.py bigstr | redis-cli -p PORT --pipe
+    python3 scripts/bench_gen.py str512 | redis-cli -p PORT --pipe
 
 `mixed` makes exactly --keys keys of mixed types, deterministically (fixed seed), in db 0 and db 1:
 
@@ -26,6 +27,9 @@ zset of 1,000,000 members (all in their large encodings: quicklist, hashtable, s
 
 `bigstr` makes two 64 MiB strings (built with APPEND): one of random bytes (incompressible, not
 UTF-8) and one of words (Redis stores it LZF-compressed), plus one small string.
+
+`str512` makes one string of 512 MiB, the Redis maximum (built with APPEND): 256 MiB of random
+bytes then 256 MiB of words, so the RDB stores it LZF-compressed and it is not UTF-8.
 """
 import argparse
 import random
@@ -198,9 +202,20 @@ def bigstr(out, rng):
     out.cmd(b"SET", b"small:string", b"hello")
 
 
+def str512(out, rng):
+    out.cmd(b"SELECT", b"0")
+    chunk = 1 << 20
+    for _ in range(256):
+        out.cmd(b"APPEND", b"big:string:512", rng.randbytes(chunk))
+    words = rand_words(rng, 300_000)
+    text = (words * (chunk // len(words) + 1))[:chunk]
+    for i in range(256):
+        out.cmd(b"APPEND", b"big:string:512", b"%08d" % i + text[8:])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("kind", choices=["mixed", "big", "bigstr"])
+    ap.add_argument("kind", choices=["mixed", "big", "bigstr", "str512"])
     ap.add_argument("--keys", type=int, default=1_000_000)
     a = ap.parse_args()
     rng = random.Random(SEED)
@@ -209,8 +224,10 @@ def main():
         mixed(out, a.keys, rng)
     elif a.kind == "big":
         big(out, rng)
-    else:
+    elif a.kind == "bigstr":
         bigstr(out, rng)
+    else:
+        str512(out, rng)
     out.flush()
     sys.stdout.buffer.flush()
     print(f"bench_gen: {out.count} commands", file=sys.stderr)

@@ -56,6 +56,18 @@ pub fn parse_command(
     max_args: usize,
     max_bulk: usize,
 ) -> Result<Option<ParsedCommand>, String> {
+    parse_command_needing(buf, max_args, max_bulk, &mut 0)
+}
+
+/// [`parse_command`], which also says, for a frame `buf` holds only part of, how long the frame
+/// is known to be at least (`need`): a caller can make room for a long argument once, instead
+/// of growing its buffer step by step as the bytes come.
+pub fn parse_command_needing(
+    buf: &[u8],
+    max_args: usize,
+    max_bulk: usize,
+    need: &mut usize,
+) -> Result<Option<ParsedCommand>, String> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -102,6 +114,7 @@ pub fn parse_command(
             return Err("command stream: bulk length overflows the address space".into());
         };
         if after > buf.len() {
+            *need = after;
             return Ok(None);
         }
         if &buf[end..after] != b"\r\n" {

@@ -313,6 +313,11 @@ impl NetError {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
+/// Capacity the write buffer keeps between flushes.
+const WBUF_KEEP_BYTES: usize = 1 << 20;
+/// A command at least this long is written from where it lies ([`Connection::write_now`]).
+pub const WRITE_DIRECT_BYTES: usize = 1 << 20;
+
 /// One connection to one server.
 pub struct Connection {
     stream: Box<dyn Stream>,
@@ -419,9 +424,27 @@ impl Connection {
         if !self.wbuf.is_empty() {
             let r = self.stream.write_all(&self.wbuf).await;
             self.wbuf.clear();
+            if self.wbuf.capacity() > WBUF_KEEP_BYTES {
+                // One long command must not keep its size of buffer for the connection's life.
+                self.wbuf.shrink_to(WBUF_KEEP_BYTES);
+            }
             r.map_err(|e| self.io_err(e))?;
         }
         self.stream.flush().await.map_err(|e| self.io_err(e))
+    }
+
+    /// Writes what is queued, then `resp` straight from the caller's memory (a long command is
+    /// not copied into the write buffer).
+    pub async fn write_now(&mut self, resp: &[u8]) -> Result<(), NetError> {
+        if !self.wbuf.is_empty() {
+            let r = self.stream.write_all(&self.wbuf).await;
+            self.wbuf.clear();
+            r.map_err(|e| self.io_err(e))?;
+        }
+        self.stream
+            .write_all(resp)
+            .await
+            .map_err(|e| self.io_err(e))
     }
 
     /// Reads more bytes from the socket into the buffer; returns how many (0 at end of stream).

@@ -2,6 +2,9 @@
 //! value (SET, RPUSH, SADD, ZADD, HSET, HPEXPIREAT, XADD, XGROUP, XCLAIM, XSETID, PEXPIREAT,
 //! FUNCTION LOAD). The RESP output format and the restore big-key path both use it.
 //!
+//! A string longer than the parser's part size comes in parts and is written as SET of the
+//! first part then APPEND of each next one, in order; the TTL follows at the end, as for any key.
+//!
 //! Collections are deleted first (so a replay over an existing key leaves exactly the RDB's value),
 //! then written in batches of one chunk. Streams are rebuilt with XADD (tombstoned entries too,
 //! so pending entries that point at them survive; they are XDEL'd again at the end), XGROUP
@@ -78,6 +81,13 @@ impl CommandRebuilder {
         match chunk {
             Chunk::String(s) => {
                 self.cmd.arg("SET").arg(&k.key).arg(s);
+                self.emit(sink);
+            }
+            Chunk::StringPart { offset, data, .. } => {
+                // A long string is written in order: SET of its first part, APPEND of the rest,
+                // so neither side ever holds a command as long as the value.
+                let verb = if offset == 0 { "SET" } else { "APPEND" };
+                self.cmd.arg(verb).arg(&k.key).arg(data);
                 self.emit(sink);
             }
             Chunk::Items(items) => {

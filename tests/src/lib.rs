@@ -1200,3 +1200,122 @@ impl Drop for Proxy {
         self.cut();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Memory of a child process
+
+/// The peak resident set size (`VmHWM`, KiB) of a running process, from /proc.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// What [`run_measured`] saw of a finished process.
+#[derive(Debug)]
+pub struct Measured {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// Peak resident set size in KiB, as the kernel counted it for the whole run.
+    pub peak_kib: u64,
+    pub secs: f64,
+}
+
+/// Runs `cmd` to its end (killed and a panic after `limit`) and measures its peak RSS: with
+/// `/usr/bin/time -f %M` (the kernel's maximum from `wait4`) when it is installed, else from
+/// `VmHWM` read until the process exits.
+pub fn run_measured(cmd: Command, limit: Duration) -> Measured {
+    let time = Path::new("/usr/bin/time");
+    let rss_dir = tempfile::tempdir().expect("tempdir");
+    let rss_file = rss_dir.path().join("rss");
+    let mut cmd = if time.is_file() {
+        let mut c = Command::new(time);
+        c.arg("-f").arg("%M").arg("-o").arg(&rss_file);
+        c.arg(cmd.get_program()).args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            c.current_dir(d);
+        }
+        c
+    } else {
+        cmd
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn the measured command");
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        b
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = se.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + limit;
+    let mut polled = 0u64;
+    let code = loop {
+        if let Some(kb) = peak_rss_kib(child.id()) {
+            polled = polled.max(kb);
+        }
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{:?} did not finish within {limit:?} (killed)", cmd.get_args());
+        }
+        sleep(Duration::from_millis(5));
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+    let peak_kib = if time.is_file() {
+        fs::read_to_string(&rss_file)
+            .ok()
+            .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no RSS figure from /usr/bin/time: {stderr}"))
+    } else {
+        polled
+    };
+    Measured {
+        code,
+        stdout,
+        stderr,
+        peak_kib,
+        secs,
+    }
+}
+
+/// Path of one of the workspace's binaries (`shake-decode`, ...) in the target directory the
+/// test executable runs from (`target/debug/deps/x` -> `target/debug/NAME`); panics with the
+/// command to run when it is not built.
+pub fn tool_binary(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
+        return PathBuf::from(p);
+    }
+    let mut dir = std::env::current_exe().expect("current_exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "the {name} binary is not built: run `cargo build --workspace --bins` first"
+    );
+    bin
+}

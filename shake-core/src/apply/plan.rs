@@ -246,6 +246,17 @@ impl<'a> Planner<'a> {
             // Fast path: capture the raw bytes while stepping over the value; if they outgrow the
             // threshold, replay what was captured as commands and decode the rest.
             parser.start_value_capture();
+            // A string's header says how long it is: a long one is never captured, it goes as
+            // SET and APPENDs of its parts (decompressed on the way when it is LZF).
+            if parser.string_value_size()?.is_some_and(|n| n > big as u64) {
+                drop(parser.finish_value_capture());
+                self.stats.big_keys += 1;
+                let mut cmds = Commands::new(db, &k, self.opts, &self.target, self.now_ms);
+                while let Some(c) = parser.next_chunk()? {
+                    cmds.chunk(&k, c, emit)?;
+                }
+                return cmds.finish(&k, emit);
+            }
             let mut overflow = false;
             while parser.skip_chunk()? {
                 if parser.value_capture_len() > big && !raw_only {
@@ -468,7 +479,7 @@ fn refusal_without_decoding(
 /// Rough size of a decoded chunk, to bound what the portable path holds in memory.
 fn chunk_bytes(c: &Chunk) -> usize {
     match c {
-        Chunk::String(s) => s.len(),
+        Chunk::String(s) | Chunk::StringPart { data: s, .. } => s.len(),
         Chunk::Items(v) => v.iter().map(|x| x.len() + 16).sum(),
         Chunk::Scored(v) => v.iter().map(|(m, _)| m.len() + 24).sum(),
         Chunk::Fields(v) => v.iter().map(|f| f.field.len() + f.value.len() + 32).sum(),
@@ -626,6 +637,11 @@ impl Commands {
                 _ => {}
             }
         }
+        // A full batch goes before the next chunk's commands join it, not after: the last batch
+        // then always carries a command whose reply counts the key as written.
+        if self.batch_len >= self.batch_bytes {
+            self.flush(false, emit)?;
+        }
         let b = &self.build;
         if !self.begun {
             self.begun = true;
@@ -634,9 +650,6 @@ impl Commands {
         }
         self.rebuild
             .chunk(b, c, &mut Self::push(&mut self.batch, &mut self.batch_len));
-        if self.batch_len >= self.batch_bytes {
-            self.flush(false, emit)?;
-        }
         Ok(())
     }
 

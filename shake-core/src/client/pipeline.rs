@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 
-use crate::net::{Connection, Endpoint, NetError};
+use crate::net::{Connection, Endpoint, NetError, WRITE_DIRECT_BYTES};
 use crate::resp::{decode_reply, Reply};
 
 /// Buffered command bytes are written once they reach this size (one write per ~64 KiB, instead
@@ -143,8 +143,14 @@ impl<T> Pipeline<T> {
         while !self.has_room(len) {
             self.read_some().await?;
         }
+        // Write order is command order; a long command goes from the caller's memory.
+        let mut direct = Ok(());
         for c in cmds {
-            self.conn.queue_raw(c);
+            if c.len() >= WRITE_DIRECT_BYTES && direct.is_ok() {
+                direct = self.conn.write_now(c).await;
+            } else {
+                self.conn.queue_raw(c);
+            }
         }
         self.inflight.push_back(InFlight {
             tag,
@@ -157,6 +163,9 @@ impl<T> Pipeline<T> {
             // Nothing to wait for: an empty unit answers at once, in its place in the order.
             self.complete_front_if_done();
         }
+        // A failed direct write is the connection's failure, noted like a failed flush (after
+        // the command is in flight, so it is handed back by `take_unanswered`).
+        self.note(direct)?;
         if self.conn.queued_bytes() >= FLUSH_BYTES {
             self.flush().await?;
         }

@@ -108,7 +108,7 @@ impl InfoBuilder {
 fn piece_of(c: Chunk, ty: ValueType, pos: u64) -> Option<Piece> {
     let b = Bytes::from;
     Some(match c {
-        Chunk::String(v) => Piece::Bytes {
+        Chunk::String(v) | Chunk::StringPart { data: v, .. } => Piece::Bytes {
             offset: pos,
             data: b(v),
         },
@@ -220,6 +220,7 @@ fn read_file(
             chunk_elements: CHUNK_ELEMENTS,
             relaxed_version: opts.relaxed_version,
             verify_checksum: true,
+            string_part_bytes: CHUNK_BYTES,
             ..ParserOptions::default()
         },
     );
@@ -272,7 +273,7 @@ fn read_file(
                 while let Some(c) = parser.next_chunk().map_err(rdb_err)? {
                     if !info.take(&c) {
                         n += match &c {
-                            Chunk::String(s) => s.len() as u64,
+                            Chunk::String(s) | Chunk::StringPart { data: s, .. } => s.len() as u64,
                             c => c.elements() as u64,
                         };
                     }
@@ -290,13 +291,15 @@ fn read_file(
                         continue;
                     }
                     let count = match &c {
-                        Chunk::String(s) => s.len() as u64,
+                        Chunk::String(s) | Chunk::StringPart { data: s, .. } => s.len() as u64,
                         c => c.elements() as u64,
                     };
                     let size = chunk_bytes(&c);
-                    // A string comes whole: cut it into windows.
+                    // A string comes whole, or in parts a little over CHUNK_BYTES: cut it into windows.
                     let pieces: Vec<Piece> = match c {
-                        Chunk::String(s) if s.len() > CHUNK_BYTES => {
+                        Chunk::String(s) | Chunk::StringPart { data: s, .. }
+                            if s.len() > CHUNK_BYTES =>
+                        {
                             let s = Bytes::from(s);
                             (0..s.len())
                                 .step_by(CHUNK_BYTES)
@@ -369,7 +372,7 @@ fn read_file(
 
 fn chunk_bytes(c: &Chunk) -> usize {
     match c {
-        Chunk::String(s) => s.len(),
+        Chunk::String(s) | Chunk::StringPart { data: s, .. } => s.len(),
         Chunk::Items(v) => v.iter().map(|x| x.len() + 16).sum(),
         Chunk::Scored(v) => v.iter().map(|x| x.0.len() + 24).sum(),
         Chunk::Fields(v) => v.iter().map(|f| f.field.len() + f.value.len() + 32).sum(),

@@ -246,7 +246,15 @@ pub struct ArrayElem {
 /// A piece of a decoded value. Collections arrive as several chunks of bounded size, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
+    /// A whole string value (one no longer than `ParserOptions::string_part_bytes`).
     String(Vec<u8>),
+    /// A piece of a longer string value: the pieces arrive in order, each saying where it
+    /// begins and how long the whole value is, so a consumer never needs the value whole.
+    StringPart {
+        offset: u64,
+        len: u64,
+        data: Vec<u8>,
+    },
     /// List elements or set members.
     Items(Vec<Vec<u8>>),
     /// Zset members with their scores.
@@ -282,10 +290,17 @@ pub enum Chunk {
 }
 
 impl Chunk {
+    /// Whether this is the last piece of a string value delivered in parts.
+    pub fn ends_string(&self) -> bool {
+        matches!(self, Chunk::StringPart { offset, len, data } if offset + data.len() as u64 == *len)
+    }
+
     /// Number of elements (list items, members, fields, stream entries) the chunk carries.
     pub fn elements(&self) -> usize {
         match self {
             Chunk::String(_) | Chunk::Module { .. } => 1,
+            // The value counts once, with its first part.
+            Chunk::StringPart { offset, .. } => usize::from(*offset == 0),
             Chunk::Items(v) => v.len(),
             Chunk::Scored(v) => v.len(),
             Chunk::Fields(v) => v.len(),

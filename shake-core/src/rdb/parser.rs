@@ -32,6 +32,9 @@ pub struct ParserOptions {
     /// sanitization crashes on. Off, a skipped blob is stepped over unread (faster: no LZF
     /// decompression); a decoded value is always checked.
     pub verify_values: bool,
+    /// A string value longer than this arrives as `Chunk::StringPart`s of about this size
+    /// (LZF-compressed ones are decompressed on the way), never whole.
+    pub string_part_bytes: usize,
 }
 
 impl Default for ParserOptions {
@@ -41,8 +44,31 @@ impl Default for ParserOptions {
             relaxed_version: false,
             verify_checksum: true,
             verify_values: true,
+            string_part_bytes: STRING_PART_BYTES,
         }
     }
+}
+
+/// Default of [`ParserOptions::string_part_bytes`].
+pub const STRING_PART_BYTES: usize = 1 << 20;
+/// Compressed bytes fed to the LZF decoder at a time: a part overshoots its size by at most
+/// what this much input expands to (88 times).
+const LZF_FEED_BYTES: usize = 8 * 1024;
+
+/// A string value whose length header was read, its body not (or only partly) yet.
+#[derive(Debug, Clone, Copy)]
+enum StringBody {
+    /// An integer encoding, already read.
+    Int(i64),
+    /// `remaining` of the `len` raw bytes are still to read; `offset` were delivered.
+    Plain { len: u64, offset: u64, remaining: u64 },
+    /// `compressed` bytes remain of an LZF blob that decompresses to `len` bytes. While the
+    /// body is decoded in parts, the parser's `lzf` decoder holds its state.
+    Lzf {
+        len: u64,
+        offset: u64,
+        compressed: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +132,7 @@ enum ValueState {
         version: u8,
         phase: StreamPhase,
     },
+    String(StringBody),
     /// An array's elements (type 28).
     Array {
         remaining: u64,
@@ -136,6 +163,8 @@ pub struct RdbParser<R> {
     finished: bool,
     /// Set during `skip_chunk`: elements are stepped over, not decoded.
     skipping: bool,
+    /// The LZF decoder of a string value being delivered in parts.
+    lzf: Option<Box<crate::lzf::Decoder>>,
     /// KEY_META classes read for the next key.
     meta: Vec<KeyMetaClass>,
     /// Redis 8.10 hash templates (opcode 242) by id, for the types 30/32 that refer to them.
@@ -159,6 +188,7 @@ impl<R: Read> RdbParser<R> {
             current: None,
             finished: false,
             skipping: false,
+            lzf: None,
             meta: Vec::new(),
             templates: HashMap::new(),
         }
@@ -1050,9 +1080,9 @@ impl<R: Read> RdbParser<R> {
                     return self.next_chunk_inner();
                 }
                 t::STRING => {
-                    let s = self.string("a string value")?;
-                    self.set_state(ValueState::Done);
-                    Some(Chunk::String(s))
+                    let body = self.string_header("a string value")?;
+                    self.set_state(ValueState::String(body));
+                    return self.next_chunk_inner();
                 }
                 t::LIST | t::SET | t::ZSET | t::ZSET_2 | t::HASH => {
                     let kind = match ty {
@@ -1413,6 +1443,7 @@ impl<R: Read> RdbParser<R> {
                 Some(Chunk::Items(items))
             }
             ValueState::Stream { version, phase } => return self.stream_step(version, phase, at),
+            ValueState::String(body) => return self.string_step(body, at),
             ValueState::Array { remaining: 0 } | ValueState::PathHash { remaining: 0 } => {
                 self.set_state(ValueState::Done);
                 return Ok(None);
@@ -1455,6 +1486,176 @@ impl<R: Read> RdbParser<R> {
             }
         }
         Ok(chunk)
+    }
+
+    /// Reads a string's length header, and the whole of an integer encoding.
+    fn string_header(&mut self, what: &'static str) -> Result<StringBody> {
+        let at = self.src.offset();
+        Ok(match self.length_or_encoding(what)? {
+            (len, false) => {
+                let len = self.checked_len(len, what, at)?;
+                StringBody::Plain {
+                    len,
+                    offset: 0,
+                    remaining: len,
+                }
+            }
+            (0, true) => StringBody::Int(self.src.u8(what)? as i8 as i64),
+            (1, true) => StringBody::Int(i16::from_le_bytes(self.src.array(what)?) as i64),
+            (2, true) => StringBody::Int(i32::from_le_bytes(self.src.array(what)?) as i64),
+            (3, true) => {
+                let clen = self.length(what)?;
+                let len = self.length(what)?;
+                let compressed = self.checked_len(clen, what, at)?;
+                let len = self.checked_len(len, what, at)?;
+                StringBody::Lzf {
+                    len,
+                    offset: 0,
+                    compressed,
+                }
+            }
+            (enc, true) => {
+                return Err(RdbError::corrupt(
+                    format!("{what} has unknown string encoding {enc}"),
+                    at,
+                ))
+            }
+        })
+    }
+
+    /// For a string value none of which was consumed yet: reads its length header and returns
+    /// the length of the encoded body that follows (the raw bytes, or the LZF blob), so a caller
+    /// can choose how to consume it before reading it. `None` for any other value.
+    pub fn string_value_size(&mut self) -> Result<Option<u64>> {
+        match &self.current {
+            Some(c) if c.rdb_type == t::STRING && matches!(c.state, ValueState::Start) => {}
+            _ => return Ok(None),
+        }
+        let body = match self.string_header("a string value") {
+            Ok(b) => b,
+            Err(e) => {
+                let e = self.fail_in_key(e);
+                self.current = None;
+                self.finished = true;
+                return Err(e);
+            }
+        };
+        self.set_state(ValueState::String(body));
+        Ok(Some(match body {
+            StringBody::Int(_) => 0,
+            StringBody::Plain { remaining, .. } => remaining,
+            StringBody::Lzf { compressed, .. } => compressed,
+        }))
+    }
+
+    /// The next piece of a string value: the whole value when it is short, else a part.
+    fn string_step(&mut self, body: StringBody, at: u64) -> Result<Option<Chunk>> {
+        let part = self.opts.string_part_bytes.max(1) as u64;
+        let what = "a string value";
+        if self.skipping {
+            match body {
+                StringBody::Int(_) => {}
+                StringBody::Plain { remaining, .. } => self.src.skip(remaining, what)?,
+                StringBody::Lzf { compressed, .. } => self.src.skip(compressed, what)?,
+            }
+            self.lzf = None;
+            self.set_state(ValueState::Done);
+            return Ok(Some(Chunk::Items(Vec::new())));
+        }
+        match body {
+            StringBody::Int(v) => {
+                self.set_state(ValueState::Done);
+                Ok(Some(Chunk::String(v.to_string().into_bytes())))
+            }
+            StringBody::Plain {
+                len,
+                offset: 0,
+                remaining,
+            } if len <= part => {
+                let s = self.src.bytes(remaining, what)?;
+                self.set_state(ValueState::Done);
+                Ok(Some(Chunk::String(s)))
+            }
+            StringBody::Plain { remaining: 0, .. } => {
+                self.set_state(ValueState::Done);
+                Ok(None)
+            }
+            StringBody::Plain {
+                len,
+                offset,
+                remaining,
+            } => {
+                let data = self.src.bytes(remaining.min(part), what)?;
+                let n = data.len() as u64;
+                self.set_state(ValueState::String(StringBody::Plain {
+                    len,
+                    offset: offset + n,
+                    remaining: remaining - n,
+                }));
+                Ok(Some(Chunk::StringPart { offset, len, data }))
+            }
+            StringBody::Lzf {
+                len,
+                offset: 0,
+                compressed,
+            } if len <= part && compressed <= part && self.lzf.is_none() => {
+                let blob = self.src.bytes(compressed, what)?;
+                let s = crate::lzf::decompress(&blob, len as usize)
+                    .map_err(|m| RdbError::corrupt(format!("{what}: {m}"), at))?;
+                self.set_state(ValueState::Done);
+                Ok(Some(Chunk::String(s)))
+            }
+            StringBody::Lzf {
+                len,
+                offset,
+                compressed,
+            } => {
+                if offset == 0 && self.lzf.is_none() {
+                    let d = crate::lzf::Decoder::new(compressed, len)
+                        .map_err(|m| RdbError::corrupt(format!("{what}: {m}"), at))?;
+                    self.lzf = Some(Box::new(d));
+                }
+                let Some(mut d) = self.lzf.take() else {
+                    return Ok(None);
+                };
+                let mut left = compressed;
+                let mut scratch = [0u8; LZF_FEED_BYTES];
+                while left > 0 && (d.ready() as u64) < part {
+                    let n = left.min(LZF_FEED_BYTES as u64) as usize;
+                    let feed_at = self.src.offset();
+                    self.src.exact(&mut scratch[..n], what)?;
+                    d.feed(&scratch[..n])
+                        .map_err(|m| RdbError::corrupt(format!("{what}: {m}"), feed_at))?;
+                    left -= n as u64;
+                }
+                let data = d.take();
+                if left == 0 {
+                    d.finish()
+                        .map_err(|m| RdbError::corrupt(format!("{what}: {m}"), self.src.offset()))?;
+                    if offset == 0 && data.len() as u64 == len && len <= part {
+                        // A short value after all: it goes whole.
+                        self.set_state(ValueState::Done);
+                        return Ok(Some(Chunk::String(data)));
+                    }
+                    self.set_state(ValueState::String(StringBody::Plain {
+                        len,
+                        offset: offset + data.len() as u64,
+                        remaining: 0,
+                    }));
+                } else {
+                    self.lzf = Some(d);
+                    self.set_state(ValueState::String(StringBody::Lzf {
+                        len,
+                        offset: offset + data.len() as u64,
+                        compressed: left,
+                    }));
+                }
+                if data.is_empty() {
+                    return self.next_chunk_inner();
+                }
+                Ok(Some(Chunk::StringPart { offset, len, data }))
+            }
+        }
     }
 
     fn require_elements(&self, at: u64) -> Result<()> {
@@ -1941,6 +2142,66 @@ mod tests {
             e.is_truncation() && e.key.as_deref() == Some(&b"k"[..]),
             "{e}"
         );
+    }
+
+    #[test]
+    fn long_strings_arrive_in_parts() {
+        let h = Header {
+            magic: Magic::Redis,
+            version: 10,
+        };
+        let opts = ParserOptions {
+            string_part_bytes: 1000,
+            ..ParserOptions::default()
+        };
+        let value: Vec<u8> = (0..5000u32).map(|i| (i % 7) as u8 + b'a').collect();
+        let plain = {
+            let mut r = vec![0x80];
+            r.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            r.extend_from_slice(&value);
+            r
+        };
+        let lzf = {
+            let c = lzf::compress(&value).unwrap();
+            let mut r = vec![0xC3, 0x80];
+            r.extend_from_slice(&(c.len() as u32).to_be_bytes());
+            r.push(0x80);
+            r.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            r.extend_from_slice(&c);
+            r
+        };
+        for raw in [&plain, &lzf] {
+            let mut p = RdbParser::for_value(&raw[..], h, t::STRING, b"k", opts.clone()).unwrap();
+            let mut got = Vec::new();
+            while let Some(c) = p.next_chunk().unwrap() {
+                let Chunk::StringPart { offset, len, data } = c else {
+                    panic!("expected parts, got {c:?}")
+                };
+                assert_eq!((offset, len), (got.len() as u64, value.len() as u64));
+                assert!(!data.is_empty() && data.len() < 1000 + 88 * LZF_FEED_BYTES);
+                got.extend_from_slice(&data);
+            }
+            assert_eq!(got, value);
+            // The size is known before the body is read; skipping then steps over the body.
+            let mut p = RdbParser::for_value(&raw[..], h, t::STRING, b"k", opts.clone()).unwrap();
+            let body = p.string_value_size().unwrap().unwrap();
+            let header = if raw == &plain { 5 } else { 11 };
+            assert_eq!(body, raw.len() as u64 - header);
+            p.skip_value().unwrap();
+            assert_eq!(p.offset(), raw.len() as u64);
+            // Cut short: an error naming the key, never a short value.
+            let mut p =
+                RdbParser::for_value(&raw[..raw.len() - 3], h, t::STRING, b"k", opts.clone())
+                    .unwrap();
+            let e = loop {
+                match p.next_chunk() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("a truncated string decoded"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(e.key.as_deref(), Some(&b"k"[..]), "{e}");
+        }
     }
 
     #[test]

@@ -198,6 +198,8 @@ pub struct Transcoder {
 enum Kind {
     String {
         seen: bool,
+        /// Where the next part of a string delivered in parts must begin.
+        part_at: u64,
     },
     /// List or set: plain elements, counted.
     Items {
@@ -278,7 +280,7 @@ impl Transcoder {
             target: *target,
         };
         let kind = match key.value_type {
-            ValueType::String => Kind::String { seen: false },
+            ValueType::String => Kind::String { seen: false, part_at: 0 },
             ValueType::List => Kind::Items {
                 rdb_type: t::LIST,
                 count: 0,
@@ -383,9 +385,35 @@ impl Transcoder {
     /// Adds the next chunk of the value. After an error the transcoder is of no further use.
     pub fn push(&mut self, chunk: Chunk) -> Result<(), TranscodeError> {
         match (&mut self.kind, chunk) {
-            (Kind::String { seen: seen @ false }, Chunk::String(s)) => {
+            (Kind::String { seen: seen @ false, part_at: 0 }, Chunk::String(s)) => {
                 *seen = true;
                 write_string(&mut self.out, &s);
+                Ok(())
+            }
+            (
+                Kind::String {
+                    seen: seen @ false,
+                    part_at,
+                },
+                c @ Chunk::StringPart { .. },
+            ) => {
+                let ends = c.ends_string();
+                let Chunk::StringPart { offset, len, data } = c else {
+                    unreachable!("matched above")
+                };
+                if offset != *part_at {
+                    let due = *part_at;
+                    return Err(self.bad(format!(
+                        "a string part at offset {offset} where {due} was due"
+                    )));
+                }
+                if offset == 0 {
+                    // Long strings are never integer-encoded: the raw form with the whole length.
+                    write_len(&mut self.out, len);
+                }
+                self.out.extend_from_slice(&data);
+                *part_at += data.len() as u64;
+                *seen = ends;
                 Ok(())
             }
             (Kind::Items { count, .. }, Chunk::Items(items)) => {
@@ -451,9 +479,9 @@ impl Transcoder {
     /// TTLs dropped under `FieldTtlPolicy::Drop`.
     pub fn finish(mut self) -> Result<(Vec<u8>, u64), TranscodeError> {
         let mut head: Vec<u8> = Vec::with_capacity(HEAD);
-        let kind = std::mem::replace(&mut self.kind, Kind::String { seen: true });
+        let kind = std::mem::replace(&mut self.kind, Kind::String { seen: true, part_at: 0 });
         match kind {
-            Kind::String { seen } => {
+            Kind::String { seen, .. } => {
                 if !seen {
                     return Err(self.bad("a string value ended without its string chunk"));
                 }
@@ -638,7 +666,7 @@ impl Transcoder {
     // ---- streams -----------------------------------------------------------------------------
 
     fn stream_chunk(&mut self, chunk: Chunk) -> Result<(), TranscodeError> {
-        let Kind::Stream(s) = std::mem::replace(&mut self.kind, Kind::String { seen: true }) else {
+        let Kind::Stream(s) = std::mem::replace(&mut self.kind, Kind::String { seen: true, part_at: 0 }) else {
             return Err(self.bad("internal: stream chunk outside a stream"));
         };
         let mut s = s;
@@ -1030,6 +1058,7 @@ fn convert_plain_hash(out: &[u8], form: HashForm) -> Option<Vec<u8>> {
 fn chunk_name(c: &Chunk) -> &'static str {
     match c {
         Chunk::String(_) => "a string chunk",
+        Chunk::StringPart { .. } => "a string part",
         Chunk::Items(_) => "list or set elements",
         Chunk::Scored(_) => "zset members",
         Chunk::Fields(_) => "hash fields",

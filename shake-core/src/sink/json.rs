@@ -5,9 +5,16 @@ use base64::Engine as _;
 
 /// Appends `s` as a JSON string literal.
 pub fn str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push(b'"');
+    escaped(out, s);
+    out.push(b'"');
+}
+
+/// Appends `s` escaped for the inside of a JSON string literal (a long string is written as
+/// several such pieces between one pair of quotes).
+pub fn escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -33,7 +40,6 @@ pub fn str(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Appends a byte string: a JSON string when it is UTF-8, else `{"base64":"..."}`.
@@ -54,6 +60,67 @@ pub fn bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 pub fn is_utf8(b: &[u8]) -> bool {
     std::str::from_utf8(b).is_ok()
+}
+
+/// Whether a byte string that arrives in pieces is UTF-8, judged piece by piece (a character
+/// may be split between two pieces).
+#[derive(Debug, Clone)]
+pub struct Utf8Check {
+    carry: [u8; 4],
+    carried: usize,
+    valid: bool,
+}
+
+impl Default for Utf8Check {
+    fn default() -> Self {
+        Utf8Check {
+            carry: [0; 4],
+            carried: 0,
+            valid: true,
+        }
+    }
+}
+
+impl Utf8Check {
+    pub fn feed(&mut self, data: &[u8]) {
+        if !self.valid {
+            return;
+        }
+        let mut start = 0;
+        if self.carried > 0 {
+            let width = match self.carry[0] {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                _ => 4,
+            };
+            let take = (width - self.carried).min(data.len());
+            self.carry[self.carried..self.carried + take].copy_from_slice(&data[..take]);
+            self.carried += take;
+            start = take;
+            match std::str::from_utf8(&self.carry[..self.carried]) {
+                Ok(_) => self.carried = 0,
+                Err(e) if e.error_len().is_none() && self.carried < width => return,
+                Err(_) => {
+                    self.valid = false;
+                    return;
+                }
+            }
+        }
+        if let Err(e) = std::str::from_utf8(&data[start..]) {
+            if e.error_len().is_some() {
+                self.valid = false;
+            } else {
+                let rest = &data[start + e.valid_up_to()..];
+                self.carry[..rest.len()].copy_from_slice(rest);
+                self.carried = rest.len();
+            }
+        }
+    }
+
+    /// True when every piece fed so far forms UTF-8 text, ending on a character boundary.
+    pub fn is_utf8(&self) -> bool {
+        self.valid && self.carried == 0
+    }
 }
 
 /// Appends a double as a JSON number with the shortest text that reads back to the same bits;
@@ -111,6 +178,25 @@ mod tests {
     fn strings_and_bytes() {
         assert_eq!(s(|o| str(o, "a\"b\\\n\u{1}é")), "\"a\\\"b\\\\\\n\\u0001é\"");
         assert_eq!(s(|o| bytes(o, b"\xff\x00")), "{\"base64\":\"/wA=\"}");
+    }
+
+    #[test]
+    fn utf8_judged_in_pieces() {
+        let text = "aé€😀z".repeat(50) + "😀";
+        for piece in 1..9 {
+            let mut c = Utf8Check::default();
+            text.as_bytes().chunks(piece).for_each(|p| c.feed(p));
+            assert!(c.is_utf8(), "{piece}");
+            let mut bad = text.as_bytes().to_vec();
+            bad.insert(7, 0xff);
+            let mut c = Utf8Check::default();
+            bad.chunks(piece).for_each(|p| c.feed(p));
+            assert!(!c.is_utf8(), "{piece}");
+            let cut = &text.as_bytes()[..text.len() - 1];
+            let mut c = Utf8Check::default();
+            cut.chunks(piece).for_each(|p| c.feed(p));
+            assert!(!c.is_utf8(), "{piece}");
+        }
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! The JSON lines sink: one object per key, as docs/output-formats.md defines it, plus `--meta`
 //! lines. A key's line is built in a buffer and written whole, so a failure in the middle of a
 //! value leaves no half line behind (only values larger than the buffer limit stream out early).
+//!
+//! A long string arrives in parts, and whether it prints as a JSON string or as base64 depends
+//! on all of its bytes: the parts are held (in memory up to [`STRING_HOLD_BYTES`], beyond that
+//! in an unlinked temporary file) until the last one, then written out in pieces. Memory stays
+//! bounded whatever the value's length; the temporary file costs the value's length on disk.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
 
 use super::json;
 use super::{RdbSink, ValueNeed};
@@ -12,6 +18,19 @@ use crate::rdb::{ArrayValue, Chunk, HashField, Header, Item, KeyHeader, ValueTyp
 const HASH_HOLD_FIELDS: usize = 65_536;
 /// A key's line is written out early once its buffer passes this size.
 const LINE_FLUSH_BYTES: usize = 8 << 20;
+/// Most bytes of a long string held in memory; a longer one waits in a temporary file.
+pub const STRING_HOLD_BYTES: usize = 8 << 20;
+/// Bytes of a long string written per piece (a multiple of 3, so base64 needs no padding
+/// between pieces).
+const STRING_PIECE_BYTES: usize = 3 << 18;
+
+/// A string value arriving in parts.
+#[derive(Default)]
+struct LongString {
+    held: Vec<u8>,
+    spool: Option<File>,
+    utf8: json::Utf8Check,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum StreamPart {
@@ -37,6 +56,7 @@ pub struct JsonLinesSink<W: Write> {
     holding: bool,
     field_ttls: Vec<(Vec<u8>, i64)>,
     stream: Option<StreamPart>,
+    long: Option<LongString>,
 }
 
 impl<W: Write> JsonLinesSink<W> {
@@ -51,7 +71,107 @@ impl<W: Write> JsonLinesSink<W> {
             holding: false,
             field_ttls: Vec::new(),
             stream: None,
+            long: None,
         }
+    }
+
+    /// Takes the next part of a long string; writes the value once the last part is in.
+    fn string_part(&mut self, offset: u64, last: bool, data: Vec<u8>) -> io::Result<()> {
+        if offset == 0 || self.long.is_none() {
+            self.long = Some(LongString::default());
+        }
+        let Some(long) = self.long.as_mut() else {
+            return Ok(());
+        };
+        long.utf8.feed(&data);
+        if long.spool.is_none() && long.held.len() + data.len() > STRING_HOLD_BYTES {
+            let mut f = tempfile::tempfile().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot create a temporary file for a string value longer than {STRING_HOLD_BYTES} bytes in {} (set TMPDIR): {e}",
+                        std::env::temp_dir().display()
+                    ),
+                )
+            })?;
+            f.write_all(&long.held)?;
+            long.held = Vec::new();
+            long.spool = Some(f);
+        }
+        match &mut long.spool {
+            Some(f) => f.write_all(&data)?,
+            None if long.held.is_empty() => long.held = data,
+            None => long.held.extend_from_slice(&data),
+        }
+        if !last {
+            return Ok(());
+        }
+        let Some(long) = self.long.take() else {
+            return Ok(());
+        };
+        let text = long.utf8.is_utf8();
+        if text {
+            self.line.push(b'"');
+        } else {
+            self.line.extend_from_slice(b"{\"base64\":\"");
+        }
+        let mut piece = vec![0u8; STRING_PIECE_BYTES];
+        let mut b64 = String::new();
+        let mut carry = 0usize;
+        let mut pos = 0usize;
+        let mut spool = long.spool;
+        if let Some(f) = &mut spool {
+            f.rewind()?;
+        }
+        loop {
+            // The next piece: from the file, or from the held bytes.
+            let n = match &mut spool {
+                Some(f) => {
+                    let mut n = carry;
+                    while n < piece.len() {
+                        match f.read(&mut piece[n..])? {
+                            0 => break,
+                            k => n += k,
+                        }
+                    }
+                    n
+                }
+                None => {
+                    let k = (piece.len() - carry).min(long.held.len() - pos);
+                    piece[carry..carry + k].copy_from_slice(&long.held[pos..pos + k]);
+                    pos += k;
+                    carry + k
+                }
+            };
+            if n == carry {
+                break;
+            }
+            let used = if text {
+                let valid = match std::str::from_utf8(&piece[..n]) {
+                    Ok(s) => s,
+                    // A character split at the piece's end waits for the next piece.
+                    Err(e) => std::str::from_utf8(&piece[..e.valid_up_to()]).unwrap_or_default(),
+                };
+                json::escaped(&mut self.line, valid);
+                valid.len()
+            } else {
+                // Every piece but the last is full, a multiple of 3 bytes: no padding inside.
+                use base64::Engine as _;
+                b64.clear();
+                base64::engine::general_purpose::STANDARD.encode_string(&piece[..n], &mut b64);
+                self.line.extend_from_slice(b64.as_bytes());
+                n
+            };
+            piece.copy_within(used..n, 0);
+            carry = n - used;
+            self.maybe_flush()?;
+        }
+        if text {
+            self.line.push(b'"');
+        } else {
+            self.line.extend_from_slice(b"\"}");
+        }
+        Ok(())
     }
 
     pub fn into_inner(self) -> W {
@@ -289,6 +409,7 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
         self.pairs = false;
         self.holding = false;
         self.stream = None;
+        self.long = None;
         let l = &mut self.line;
         l.extend_from_slice(b"{\"db\":");
         json::uint(l, k.db);
@@ -342,6 +463,12 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
     fn chunk(&mut self, _k: &KeyHeader, chunk: Chunk) -> io::Result<()> {
         match chunk {
             Chunk::String(s) => json::bytes(&mut self.line, &s),
+            c @ Chunk::StringPart { .. } => {
+                let last = c.ends_string();
+                if let Chunk::StringPart { offset, data, .. } = c {
+                    self.string_part(offset, last, data)?;
+                }
+            }
             Chunk::Items(items) => {
                 for it in &items {
                     self.comma();
@@ -637,6 +764,7 @@ impl<W: Write> RdbSink for JsonLinesSink<W> {
     fn abandon_key(&mut self) {
         self.line.clear();
         self.held.clear();
+        self.long = None;
     }
 
     fn finish(&mut self) -> io::Result<()> {

@@ -60,6 +60,7 @@ impl<W: Write> RdbSink for MemoryReportSink<W> {
         self.elements += c.elements() as u64;
         let largest = match &c {
             Chunk::String(s) => s.len(),
+            Chunk::StringPart { len, .. } => *len as usize,
             Chunk::Items(v) => v.iter().map(Vec::len).max().unwrap_or(0),
             Chunk::Scored(v) => v.iter().map(|(m, _)| m.len()).max().unwrap_or(0),
             Chunk::Fields(v) => v

@@ -22,7 +22,7 @@ use super::{SyncError, SyncSettings};
 use crate::apply::exec::Exec;
 use crate::apply::{apply_rdb, connect_target, prepare_target, ConflictPolicy};
 use crate::client::{PipelineOptions, Target, TargetOptions, Topology};
-use crate::command::parse_command;
+use crate::command::parse_command_needing;
 use crate::net::{Backoff, Connection, Endpoint};
 use crate::observe::status::{Phase, ShardStatus};
 use crate::observe::Progress;
@@ -803,13 +803,23 @@ async fn stream_loop(
         let mut ack = false;
         applier.note_received(end + stream.buffer().len() as u64);
         loop {
-            let parsed = parse_command(&stream.buffer()[..], MAX_ARGS, MAX_BULK).map_err(|e| {
-                SyncError::Source(format!(
-                    "{source}: the command stream at offset {} is not valid: {e}",
-                    end + 1
-                ))
-            })?;
-            let Some(p) = parsed else { break };
+            let mut need = 0;
+            let parsed = parse_command_needing(&stream.buffer()[..], MAX_ARGS, MAX_BULK, &mut need)
+                .map_err(|e| {
+                    SyncError::Source(format!(
+                        "{source}: the command stream at offset {} is not valid: {e}",
+                        end + 1
+                    ))
+                })?;
+            let Some(p) = parsed else {
+                // A long command (a SET of 100 MiB) is held once, in a buffer sized for it at
+                // once: grown step by step it would be copied and over-allocated on the way.
+                let buf = stream.buffer();
+                if need > buf.capacity() && need - buf.len() > 1 << 20 {
+                    buf.reserve(need - buf.len());
+                }
+                break;
+            };
             let frame = stream.buffer().split_to(p.len).freeze();
             end += p.len as u64;
             pending_since.get_or_insert_with(Instant::now);
