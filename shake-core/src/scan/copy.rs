@@ -478,12 +478,7 @@ async fn run(
                     reader: None,
                     policy: s2.on_target_error,
                 };
-                let written = write_target(&mut target, prepared, rx, fixer).await;
-                if written.is_err() {
-                    // The walkers of --follow wait for events: stop them, the copy is over.
-                    writer_stop.cancel();
-                }
-                written
+                write_target(&mut target, prepared, rx, fixer, writer_stop).await
             }))
         }
         RumpOutput::File(path) => {
@@ -626,6 +621,7 @@ async fn write_target(
     prepared: crate::apply::PreparedTarget,
     mut rx: tokio::sync::mpsc::Receiver<(Vec<Found>, tokio::sync::OwnedSemaphorePermit)>,
     mut fixer: Fixer,
+    walkers: CancellationToken,
 ) -> Result<(PlanStats, ExecStats, String), String> {
     let format = prepared.format;
     let apply = prepared.apply.clone();
@@ -729,6 +725,11 @@ async fn write_target(
     }
     .await
     .err();
+    if failed.is_some() {
+        // The walkers of --follow wait for events, and the planner for them: stop them, so the
+        // error is reported now rather than after the next event.
+        walkers.cancel();
+    }
     let planned = planning
         .await
         .map_err(|e| format!("the planner failed: {e}"))?;
