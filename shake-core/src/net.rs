@@ -63,7 +63,9 @@ fn percent_decode(s: &str, what: &str) -> Result<String, String> {
             let byte = s
                 .get(i + 1..i + 3)
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| format!("bad percent escape in the {what} (write %XX, e.g. %40 for @)"))?;
+                .ok_or_else(|| {
+                    format!("bad percent escape in the {what} (write %XX, e.g. %40 for @)")
+                })?;
             out.push(byte);
             i += 3;
         } else {
@@ -694,10 +696,17 @@ mod verifiers {
             }
             let verdict = match &self.chain {
                 Some(v) => v.verify_server_cert(end_entity, intermediates, name, ocsp, now),
-                None => Err(rustls::Error::General("no CA certificates to verify with".into())),
+                None => Err(rustls::Error::General(
+                    "no CA certificates to verify with".into(),
+                )),
             };
             match verdict {
-                Err(_) if self.listed.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
+                Err(_)
+                    if self
+                        .listed
+                        .iter()
+                        .any(|c| c.as_ref() == end_entity.as_ref()) =>
+                {
                     Ok(ServerCertVerified::assertion())
                 }
                 other => other,
@@ -720,7 +729,9 @@ mod verifiers {
             AcceptAnyCert(self.provider.clone()).verify_tls13_signature(m, c, d)
         }
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.provider.signature_verification_algorithms.supported_schemes()
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
 

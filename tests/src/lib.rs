@@ -1276,7 +1276,10 @@ pub fn run_measured(cmd: Command, limit: Duration) -> Measured {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{:?} did not finish within {limit:?} (killed)", cmd.get_args());
+            panic!(
+                "{:?} did not finish within {limit:?} (killed)",
+                cmd.get_args()
+            );
         }
         sleep(Duration::from_millis(5));
     };

@@ -116,10 +116,23 @@ fn pexpiretime(s: &Server, key: &str) -> i64 {
 }
 
 fn same_value(src: &Server, dst: &Server, key: &str, ctx: &str) {
-    let len = |s: &Server| -> i64 { redis::cmd("STRLEN").arg(key).query(&mut s.client()).unwrap() };
+    let len = |s: &Server| -> i64 {
+        redis::cmd("STRLEN")
+            .arg(key)
+            .query(&mut s.client())
+            .unwrap()
+    };
     assert_eq!(len(dst), len(src), "[{ctx}] STRLEN {key}");
-    assert_eq!(digest(dst, key), digest(src, key), "[{ctx}] digest of {key}");
-    assert_eq!(pexpiretime(dst, key), pexpiretime(src, key), "[{ctx}] TTL of {key}");
+    assert_eq!(
+        digest(dst, key),
+        digest(src, key),
+        "[{ctx}] digest of {key}"
+    );
+    assert_eq!(
+        pexpiretime(dst, key),
+        pexpiretime(src, key),
+        "[{ctx}] TTL of {key}"
+    );
 }
 
 /// `(key, value)` of every JSON line of a decode.
@@ -219,7 +232,11 @@ fn big_string_decode_and_restore() {
     assert_bounded("decode memory", &m);
     let report = String::from_utf8(m.stdout).unwrap();
     assert!(
-        report.contains(&format!(",big:bin,string,string,1,{},{},", 96 * MIB + 5, 96 * MIB)),
+        report.contains(&format!(
+            ",big:bin,string,string,1,{},{},",
+            96 * MIB + 5,
+            96 * MIB
+        )),
         "{report}"
     );
     assert!(
@@ -278,9 +295,15 @@ fn lzf_bomb_decodes_in_bounded_memory() {
     let m = measured("shake-decode", &[&bomb, "--format", "memory"]);
     assert_bounded("decode memory of the bomb", &m);
     let report = String::from_utf8(m.stdout).unwrap();
-    assert!(report.contains(&format!(",bomb,string,string,1,")), "{report}");
+    assert!(
+        report.contains(&format!(",bomb,string,string,1,")),
+        "{report}"
+    );
     assert!(report.contains(&format!(",{total},\n")), "{report}");
-    let m = measured("shake-decode", &[&bomb, "--format", "resp", "-o", "/dev/null"]);
+    let m = measured(
+        "shake-decode",
+        &[&bomb, "--format", "resp", "-o", "/dev/null"],
+    );
     assert_bounded("decode resp of the bomb", &m);
 
     // A blob that runs past its declared length, and one that declares more than it could
@@ -312,7 +335,14 @@ impl SyncRun {
     fn start(src: &Server, dst: &Server) -> SyncRun {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(bin("shake-sync"))
-            .args(["--source", &src.url(), "--target", &dst.url(), "--log-interval", "1"])
+            .args([
+                "--source",
+                &src.url(),
+                "--target",
+                &dst.url(),
+                "--log-interval",
+                "1",
+            ])
             .env_remove("RUST_BACKTRACE")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -377,7 +407,10 @@ fn big_string_full_sync_and_stream() {
     drop(value);
     let mut sync = SyncRun::start(&src, &dst);
     let strlen = |s: &Server, k: &str| -> i64 {
-        redis::cmd("STRLEN").arg(k).query(&mut s.client()).unwrap_or(0)
+        redis::cmd("STRLEN")
+            .arg(k)
+            .query(&mut s.client())
+            .unwrap_or(0)
     };
     sync.wait("the full sync", |log| {
         log.contains("incremental") && pexpiretime(&dst, "big:rdb") > 0
@@ -385,7 +418,10 @@ fn big_string_full_sync_and_stream() {
     same_value(&src, &dst, "big:rdb", "full sync");
     let full = sync.peak_kib();
     eprintln!("full sync of a 96 MiB string: peak RSS {full} KiB");
-    assert!(full < BOUND_KIB, "full sync: peak RSS {full} KiB, above {BOUND_KIB} KiB");
+    assert!(
+        full < BOUND_KIB,
+        "full sync: peak RSS {full} KiB, above {BOUND_KIB} KiB"
+    );
 
     // A 100 MiB SET in the command stream: held once (a buffer sized for the frame), written
     // to the target from there. It cannot go under the 64 MiB goal without splitting a source
@@ -397,7 +433,9 @@ fn big_string_full_sync_and_stream() {
         .query(&mut src.client())
         .unwrap();
     drop(big);
-    sync.wait("the streamed SET", |_| strlen(&dst, "big:stream") == 100 * MIB as i64);
+    sync.wait("the streamed SET", |_| {
+        strlen(&dst, "big:stream") == 100 * MIB as i64
+    });
     same_value(&src, &dst, "big:stream", "command stream");
     let stream = sync.peak_kib();
     eprintln!("a 100 MiB SET in the stream: peak RSS {stream} KiB");

@@ -116,7 +116,11 @@ fn corrupt_listpack_count_is_refused_everywhere() {
         .arg((1..=200).collect::<Vec<i32>>())
         .query(&mut c)
         .unwrap();
-    let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
     let good = std::fs::read(src.save()).unwrap();
     let mut header = 480u32.to_le_bytes().to_vec();
     header.extend_from_slice(&200u16.to_le_bytes());
@@ -144,7 +148,11 @@ fn corrupt_listpack_count_is_refused_everywhere() {
     let o = run("shake-restore", &["--target", &dst.url(), "-q", bad_file]);
     assert_eq!(o.status.code(), Some(1));
     names_it("shake-restore", &String::from_utf8_lossy(&o.stderr));
-    assert_eq!(dbsize(&dst), 0, "the checking pass stops before anything is written");
+    assert_eq!(
+        dbsize(&dst),
+        0,
+        "the checking pass stops before anything is written"
+    );
     // From stdin there is no checking pass: the key is refused all the same.
     let o = Command::new(bin("shake-restore"))
         .args(["--target", &dst.url(), "-q", "-"])
@@ -153,16 +161,33 @@ fn corrupt_listpack_count_is_refused_everywhere() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     names_it("shake-restore -", &String::from_utf8_lossy(&o.stderr));
-    let exists: u64 = redis::cmd("EXISTS").arg("lst").query(&mut dst.client()).unwrap();
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg("lst")
+        .query(&mut dst.client())
+        .unwrap();
     assert_eq!(exists, 0, "the target never received the corrupt value");
     // The target itself does not look: unchecked, it takes the value (the hole being closed).
     let o = run(
         "shake-restore",
-        &["--target", &dst.url(), "-q", "--no-verify-values", "--on-conflict", "rewrite", bad_file],
+        &[
+            "--target",
+            &dst.url(),
+            "-q",
+            "--no-verify-values",
+            "--on-conflict",
+            "rewrite",
+            bad_file,
+        ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let exists: u64 = redis::cmd("EXISTS").arg("lst").query(&mut dst.client()).unwrap();
-    assert_eq!(exists, 1, "Redis 7.0 without sanitize-dump-payload accepts the corrupt payload");
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg("lst")
+        .query(&mut dst.client())
+        .unwrap();
+    assert_eq!(
+        exists, 1,
+        "Redis 7.0 without sanitize-dump-payload accepts the corrupt payload"
+    );
     drop(dst);
 
     // A source that loaded the file (it does not sanitize either) serves the value as it is:
@@ -171,22 +196,49 @@ fn corrupt_listpack_count_is_refused_everywhere() {
     std::fs::write(src.rdb_path(), &bad).unwrap();
     src.restart();
     let dst = Server::start(Flavor::Redis70);
-    let o = run("shake-rump", &["--source", &src.url(), "--target", &dst.url(), "-q"]);
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(
+        "shake-rump",
+        &["--source", &src.url(), "--target", &dst.url(), "-q"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("201 elements") && err.contains("\"lst\""), "shake-rump:\n{err}");
-    let exists: u64 = redis::cmd("EXISTS").arg("lst").query(&mut dst.client()).unwrap();
+    assert!(
+        err.contains("201 elements") && err.contains("\"lst\""),
+        "shake-rump:\n{err}"
+    );
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg("lst")
+        .query(&mut dst.client())
+        .unwrap();
     assert_eq!(exists, 0, "rump never wrote the corrupt value");
 
     let o = Command::new(bin("shake-sync"))
-        .args(["--source", &src.url(), "--target", &dst.url(), "--retry-for", "2"])
+        .args([
+            "--source",
+            &src.url(),
+            "--target",
+            &dst.url(),
+            "--retry-for",
+            "2",
+        ])
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .output_with_timeout(Duration::from_secs(60));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "shake-sync:\n{err}");
-    assert!(err.contains("201 elements") && err.contains("\"lst\""), "shake-sync:\n{err}");
-    let exists: u64 = redis::cmd("EXISTS").arg("lst").query(&mut dst.client()).unwrap();
+    assert!(
+        err.contains("201 elements") && err.contains("\"lst\""),
+        "shake-sync:\n{err}"
+    );
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg("lst")
+        .query(&mut dst.client())
+        .unwrap();
     assert_eq!(exists, 0, "sync never wrote the corrupt value");
 }
 
@@ -245,7 +297,11 @@ fn output_files_are_private_and_never_follow_symlinks() {
         return;
     }
     let src = Server::start(Flavor::Redis70);
-    let _: () = redis::cmd("SET").arg("secret").arg("s3cr3t").query(&mut src.client()).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("secret")
+        .arg("s3cr3t")
+        .query(&mut src.client())
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f);
     // Every tool starts under umask 022 (the usual default), whatever the test runner's is.
@@ -264,31 +320,63 @@ fn output_files_are_private_and_never_follow_symlinks() {
     std::fs::write(p("victim"), b"precious").unwrap();
     std::os::unix::fs::symlink(p("victim"), p("out.rdb.part")).unwrap();
     let out = p("out.rdb");
-    let o = run_in("shake-dump", &["--source", &src.url(), "-q", "-o", out.to_str().unwrap()]);
+    let o = run_in(
+        "shake-dump",
+        &["--source", &src.url(), "-q", "-o", out.to_str().unwrap()],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "shake-dump wrote through the symlink:\n{err}");
-    assert!(err.contains("out.rdb.part") && err.contains("symbolic link"), "{err}");
+    assert!(
+        !o.status.success(),
+        "shake-dump wrote through the symlink:\n{err}"
+    );
+    assert!(
+        err.contains("out.rdb.part") && err.contains("symbolic link"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(p("victim")).unwrap(), b"precious");
-    assert!(std::fs::symlink_metadata(&out).is_err(), "out.rdb must not exist");
+    assert!(
+        std::fs::symlink_metadata(&out).is_err(),
+        "out.rdb must not exist"
+    );
 
     // A stale regular part file (as a kill -9 leaves it) does not block the next run.
     std::fs::remove_file(p("out.rdb.part")).unwrap();
     std::fs::write(p("out.rdb.part"), b"half a dump").unwrap();
-    let o = run_in("shake-dump", &["--source", &src.url(), "-q", "-o", out.to_str().unwrap()]);
+    let o = run_in(
+        "shake-dump",
+        &["--source", &src.url(), "-q", "-o", out.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::symlink_metadata(&out).unwrap().file_type().is_file());
+    assert!(std::fs::symlink_metadata(&out)
+        .unwrap()
+        .file_type()
+        .is_file());
     assert_eq!(mode(&out), 0o600, "the dump is private");
     assert!(!p("out.rdb.part").exists());
 
     let rump_out = p("rump.rdb");
-    let o = run_in("shake-rump", &["--source", &src.url(), "-q", "-o", rump_out.to_str().unwrap()]);
+    let o = run_in(
+        "shake-rump",
+        &[
+            "--source",
+            &src.url(),
+            "-q",
+            "-o",
+            rump_out.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(mode(&rump_out), 0o600, "rump's RDB is private");
 
     let decoded = p("decoded.jsonl");
-    let o = run_in("shake-decode", &[out.to_str().unwrap(), "-q", "-o", decoded.to_str().unwrap()]);
+    let o = run_in(
+        "shake-decode",
+        &[out.to_str().unwrap(), "-q", "-o", decoded.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::read_to_string(&decoded).unwrap().contains("s3cr3t"));
+    assert!(std::fs::read_to_string(&decoded)
+        .unwrap()
+        .contains("s3cr3t"));
     assert_eq!(mode(&decoded), 0o600, "the decoded values are private");
 }
 
@@ -308,7 +396,8 @@ fn http_status(port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -337,7 +426,12 @@ fn idle_status_connections_never_stall_the_sync() {
         .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
         .arg(bin("shake-sync"))
         .args(["--source", &proxy.url(), "--target", &dst.url()])
-        .args(["--status-addr", &format!("127.0.0.1:{port}"), "--log-interval", "1"])
+        .args([
+            "--status-addr",
+            &format!("127.0.0.1:{port}"),
+            "--log-interval",
+            "1",
+        ])
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -356,7 +450,11 @@ fn idle_status_connections_never_stall_the_sync() {
     let wait_for = |what: &str, limit: Duration, cond: &mut dyn FnMut() -> bool| {
         let t = Instant::now();
         while !cond() {
-            assert!(t.elapsed() < limit, "{what} within {limit:?}:\n{}", stderr());
+            assert!(
+                t.elapsed() < limit,
+                "{what} within {limit:?}:\n{}",
+                stderr()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -368,7 +466,11 @@ fn idle_status_connections_never_stall_the_sync() {
     let idle: Vec<std::net::TcpStream> = (0..200)
         .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
-    assert!(idle.len() >= 100, "only {} idle connections opened", idle.len());
+    assert!(
+        idle.len() >= 100,
+        "only {} idle connections opened",
+        idle.len()
+    );
     std::thread::sleep(Duration::from_millis(500));
 
     let mut c = src.client();
@@ -379,28 +481,46 @@ fn idle_status_connections_never_stall_the_sync() {
             .unwrap()
             .is_some()
     };
-    let _: () = redis::cmd("SET").arg("during-flood").arg("1").query(&mut c).unwrap();
-    wait_for("a write during the flood applied", Duration::from_secs(20), &mut || {
-        on_target("during-flood")
-    });
+    let _: () = redis::cmd("SET")
+        .arg("during-flood")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    wait_for(
+        "a write during the flood applied",
+        Duration::from_secs(20),
+        &mut || on_target("during-flood"),
+    );
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let share = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
-    assert!(share < 0.4, "shake-sync used {:.0} % CPU with idle status connections", share * 100.0);
+    assert!(
+        share < 0.4,
+        "shake-sync used {:.0} % CPU with idle status connections",
+        share * 100.0
+    );
 
     // The source link drops: the reconnect needs descriptors of its own.
     proxy.cut();
-    let _: () = redis::cmd("SET").arg("after-cut").arg("1").query(&mut c).unwrap();
-    wait_for("a write after the link cut applied", Duration::from_secs(30), &mut || {
-        on_target("after-cut")
-    });
+    let _: () = redis::cmd("SET")
+        .arg("after-cut")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    wait_for(
+        "a write after the link cut applied",
+        Duration::from_secs(30),
+        &mut || on_target("after-cut"),
+    );
     alive("during the flood");
 
     drop(idle);
-    wait_for("/status answered after the flood", Duration::from_secs(20), &mut || {
-        http_status(port).is_some_and(|r| r.contains("\"phase\""))
-    });
+    wait_for(
+        "/status answered after the flood",
+        Duration::from_secs(20),
+        &mut || http_status(port).is_some_and(|r| r.contains("\"phase\"")),
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -1116,7 +1116,10 @@ fn remap(s: Snapshot, map: &[(u32, u32)]) -> Snapshot {
             .keys
             .into_iter()
             .map(|((db, k), v)| {
-                let to = map.iter().find(|(a, _)| *a as i64 == db as i64).map(|&(_, b)| b);
+                let to = map
+                    .iter()
+                    .find(|(a, _)| *a as i64 == db as i64)
+                    .map(|&(_, b)| b);
                 ((to.map_or(db, |b| b as _), k), v)
             })
             .collect(),
@@ -1149,7 +1152,12 @@ fn sync_valkey91_cluster_databases() {
             &c,
             &[
                 redis::cmd("INCR").arg(&c).clone(),
-                redis::cmd("SET").arg(format!("{{{c}}}t")).arg(i).arg("PX").arg(600_000).clone(),
+                redis::cmd("SET")
+                    .arg(format!("{{{c}}}t"))
+                    .arg(i)
+                    .arg("PX")
+                    .arg(600_000)
+                    .clone(),
             ],
         );
         on_db(
@@ -1187,17 +1195,29 @@ fn sync_valkey91_cluster_databases() {
             .args(extra)
             .output()
             .expect("run shake-check");
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
     };
     let (code, out) = check(&[]);
-    assert_eq!(code, Some(0), "shake-check of a multi-db cluster pair:\n{out}");
+    assert_eq!(
+        code,
+        Some(0),
+        "shake-check of a multi-db cluster pair:\n{out}"
+    );
 
     // --db-map between the databases of two such clusters (sync, then check with the map).
     flush_cluster(&dst);
     let map = ["--db-map", "1=2", "--db-map", "2=1"];
     let mut sync = Sync::start(&src.url(), &dst.url(), &map);
     sync.wait_incremental(Duration::from_secs(60));
-    on_db(&src, 1, "late", &[redis::cmd("SET").arg("late").arg("in-1").clone()]);
+    on_db(
+        &src,
+        1,
+        "late",
+        &[redis::cmd("SET").arg("late").arg("in-1").clone()],
+    );
     converge(
         "valkey 9.1 cluster-databases --db-map 1=2 2=1",
         &|| remap(cluster_snapshot(&src), &[(1, 2), (2, 1)]),
@@ -1215,7 +1235,12 @@ fn sync_valkey91_cluster_databases() {
         .args(["--source", &src.url(), "--target", &dst.url(), "--quiet"])
         .output()
         .expect("run shake-rump");
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Rump re-creates TTLs from PTTL: a millisecond off is its documented precision.
     converge(
         "shake-rump of a multi-db cluster",
@@ -1234,7 +1259,12 @@ fn sync_valkey91_cluster_databases() {
         .arg(&rdb)
         .output()
         .expect("run shake-restore");
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     converge(
         "shake-restore into a multi-db cluster",
         &|| standalone_snapshot(m0),
@@ -1250,7 +1280,10 @@ fn sync_valkey91_cluster_databases() {
         .expect("run shake-restore");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("only database 0") && err.contains("--db-map"), "{err}");
+    assert!(
+        err.contains("only database 0") && err.contains("--db-map"),
+        "{err}"
+    );
 }
 
 /// Starts `CLUSTER MIGRATESLOTS` of `slots` from `from` to node `to` and waits for the job to
@@ -1283,7 +1316,9 @@ fn migration_state(node: &Server, states: &[&str]) -> String {
             .unwrap();
         // Newest first.
         let state = jobs.first().and_then(|j| {
-            j.chunks(2).find(|kv| kv[0] == "state").map(|kv| kv[1].clone())
+            j.chunks(2)
+                .find(|kv| kv[0] == "state")
+                .map(|kv| kv[1].clone())
         });
         if let Some(s) = state.filter(|s| states.contains(&s.as_str())) {
             return s;
@@ -1308,11 +1343,20 @@ fn sync_valkey91_atomic_slot_migration() {
     let ids: Vec<String> = src
         .masters()
         .iter()
-        .map(|m| redis::cmd("CLUSTER").arg("MYID").query(&mut m.client()).unwrap())
+        .map(|m| {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut m.client())
+                .unwrap()
+        })
         .collect();
     let mut ccon = src.connection();
     for i in 0..400 {
-        let _: () = redis::cmd("SET").arg(format!("pre:{i}")).arg(i).query(&mut ccon).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("pre:{i}"))
+            .arg(i)
+            .query(&mut ccon)
+            .unwrap();
         let _: () = redis::cmd("RPUSH")
             .arg(format!("pl:{i}"))
             .arg(i)
@@ -1327,9 +1371,12 @@ fn sync_valkey91_atomic_slot_migration() {
         let mut i = 0u64;
         while !stop2.load(Ordering::Relaxed) {
             let k = i % 211;
-            let _: redis::RedisResult<()> = redis::cmd("INCR").arg(format!("c:{k}")).query(&mut wcon);
             let _: redis::RedisResult<()> =
-                redis::cmd("RPUSH").arg(format!("l:{k}")).arg(i).query(&mut wcon);
+                redis::cmd("INCR").arg(format!("c:{k}")).query(&mut wcon);
+            let _: redis::RedisResult<()> = redis::cmd("RPUSH")
+                .arg(format!("l:{k}"))
+                .arg(i)
+                .query(&mut wcon);
             let _: redis::RedisResult<()> = redis::cmd("SET")
                 .arg(format!("t:{k}"))
                 .arg(i)
@@ -1337,8 +1384,9 @@ fn sync_valkey91_atomic_slot_migration() {
                 .arg(600_000)
                 .query(&mut wcon);
             if i % 7 == 0 {
-                let _: redis::RedisResult<()> =
-                    redis::cmd("DEL").arg(format!("pre:{}", i % 400)).query(&mut wcon);
+                let _: redis::RedisResult<()> = redis::cmd("DEL")
+                    .arg(format!("pre:{}", i % 400))
+                    .query(&mut wcon);
             }
             i += 1;
         }
@@ -1370,9 +1418,15 @@ fn sync_valkey91_atomic_slot_migration() {
         .arg(0)
         .query(&mut m[0].client())
         .unwrap();
-    assert_eq!(migration_state(&m[0], &["cancelled", "failed"]), "cancelled");
+    assert_eq!(
+        migration_state(&m[0], &["cancelled", "failed"]),
+        "cancelled"
+    );
     // And 10923-12000 from the third master to the second, for a third pair of links.
-    assert_eq!(migrate_slots(&m[2], (10923, 12000), &ids[1], true), "success");
+    assert_eq!(
+        migrate_slots(&m[2], (10923, 12000), &ids[1], true),
+        "success"
+    );
     sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let _ = writer.join();

@@ -198,7 +198,9 @@ fn self_signed_certificates_can_be_pinned() {
     let certs = tempfile::tempdir().unwrap();
     let d = |f: &str| certs.path().join(f);
     run(Process::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=localhost"])
         .arg("-keyout")
         .arg(d("self.key"))
@@ -213,7 +215,10 @@ fn self_signed_certificates_can_be_pinned() {
     let fp = fp.trim().rsplit('=').next().unwrap().to_string();
     assert_eq!(fp.len(), 95, "openssl printed {fp:?}");
     let tls_port = free_port().to_string();
-    let (cert, key) = (d("self.pem").display().to_string(), d("self.key").display().to_string());
+    let (cert, key) = (
+        d("self.pem").display().to_string(),
+        d("self.key").display().to_string(),
+    );
     let tls = Server::start_with(
         Flavor::Redis70,
         &[
@@ -224,7 +229,11 @@ fn self_signed_certificates_can_be_pinned() {
             ("tls-auth-clients", "no"),
         ],
     );
-    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut tls.client()).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut tls.client())
+        .unwrap();
     let url = format!("rediss://127.0.0.1:{tls_port}");
     let out = tempfile::tempdir().unwrap();
     let rdb = out.path().join("self.rdb");
@@ -240,24 +249,46 @@ fn self_signed_certificates_can_be_pinned() {
             .unwrap()
     };
     let o = dump(&["--tls-ca", &cert]);
-    assert!(o.status.success(), "--tls-ca self.pem: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "--tls-ca self.pem: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = dump(&["--tls-pin-sha256", &fp]);
-    assert!(o.status.success(), "--tls-pin-sha256: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "--tls-pin-sha256: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let wrong = "00".repeat(32);
     let o = dump(&["--tls-pin-sha256", &wrong]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "a wrong pin: {err}");
-    assert!(err.contains(&fp) && err.contains("--tls-pin-sha256"), "{err}");
+    assert!(
+        err.contains(&fp) && err.contains("--tls-pin-sha256"),
+        "{err}"
+    );
     let o = dump(&["--tls-insecure"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "--tls-insecure: {err}");
-    assert!(err.contains("warning: --tls-insecure"), "a real run warns: {err}");
+    assert!(
+        err.contains("warning: --tls-insecure"),
+        "a real run warns: {err}"
+    );
 
     // The shared connection flags (shake-restore) pin the same way.
     Command::cargo_bin("shake-restore")
         .unwrap()
         .env_remove("RUST_BACKTRACE")
-        .args(["--target", &url, "--tls-pin-sha256", &fp, "--on-conflict", "rewrite", "-q"])
+        .args([
+            "--target",
+            &url,
+            "--tls-pin-sha256",
+            &fp,
+            "--on-conflict",
+            "rewrite",
+            "-q",
+        ])
         .arg(&rdb)
         .assert()
         .success();

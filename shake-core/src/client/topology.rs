@@ -338,7 +338,9 @@ pub async fn is_cluster(conn: &mut Connection) -> Result<bool, NetError> {
 /// where the setting does not exist (Redis, Valkey before 9) or CONFIG is refused (renamed or
 /// disabled on managed services: then only database 0 is assumed, which is always there).
 pub async fn cluster_databases(conn: &mut Connection) -> Result<u64, NetError> {
-    let reply = conn.request(&["CONFIG", "GET", "cluster-databases"]).await?;
+    let reply = conn
+        .request(&["CONFIG", "GET", "cluster-databases"])
+        .await?;
     let n = match &reply {
         Reply::Array(items) => items.get(1).and_then(Reply::as_text),
         _ => None,

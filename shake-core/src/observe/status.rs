@@ -299,11 +299,8 @@ pub async fn serve(addr: SocketAddr, board: StatusBoard) -> std::io::Result<Sock
     let bound = listener.local_addr()?;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        let mut backoff = crate::net::Backoff::new(
-            u32::MAX,
-            Duration::from_millis(20),
-            Duration::from_secs(1),
-        );
+        let mut backoff =
+            crate::net::Backoff::new(u32::MAX, Duration::from_millis(20), Duration::from_secs(1));
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;

@@ -161,8 +161,8 @@ impl std::hash::Hasher for FastHasher {
         let mut tail = [0u8; 8];
         let rest = chunks.remainder();
         tail[..rest.len()].copy_from_slice(rest);
-        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ bytes.len() as u64)
-            .wrapping_mul(K);
+        self.0 =
+            (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ bytes.len() as u64).wrapping_mul(K);
     }
 }
 
@@ -188,7 +188,11 @@ impl<'a> TupleCheck<'a> {
         let pos = self.n % width;
         self.n += 1;
         if pos == 0 {
-            let what = if width == 1 { "member" } else { "field or member" };
+            let what = if width == 1 {
+                "member"
+            } else {
+                "field or member"
+            };
             let t = Member::of(e);
             let dup = || format!("{what} {} appears twice", t.show());
             if self.many.is_empty() && self.few.len() < 16 {
@@ -708,7 +712,10 @@ mod tests {
         let mut bad = ok.clone();
         bad[7] = 2;
         let e = listpack_for_each(&bad, |_| Ok(())).unwrap_err();
-        assert!(e.contains("back-length") && e.contains("blob offset 6"), "{e}");
+        assert!(
+            e.contains("back-length") && e.contains("blob offset 6"),
+            "{e}"
+        );
 
         // Ziplist: a wrong prevlen, a wrong tail, a wrong count.
         let zl = |prev2: u8, tail: u32, count: u16| {
@@ -752,7 +759,10 @@ mod tests {
         // A set whose members repeat, also as integer 5 against string "5".
         let dup = listpack(&[&[0x05], &[0x81, b'x'], &[0x81, b'5']], 3);
         let e = checked(Tuples::Unique, &dup).unwrap_err();
-        assert!(e.contains("\"5\" appears twice") && e.contains("entry 2"), "{e}");
+        assert!(
+            e.contains("\"5\" appears twice") && e.contains("entry 2"),
+            "{e}"
+        );
         assert!(checked(Tuples::Any, &dup).is_ok());
         // Many members: the hash-set path finds a repeat as well.
         let mut many: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i]).collect();

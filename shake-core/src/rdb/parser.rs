@@ -61,7 +61,11 @@ enum StringBody {
     /// An integer encoding, already read.
     Int(i64),
     /// `remaining` of the `len` raw bytes are still to read; `offset` were delivered.
-    Plain { len: u64, offset: u64, remaining: u64 },
+    Plain {
+        len: u64,
+        offset: u64,
+        remaining: u64,
+    },
     /// `compressed` bytes remain of an LZF blob that decompresses to `len` bytes. While the
     /// body is decoded in parts, the parser's `lzf` decoder holds its state.
     Lzf {
@@ -1059,7 +1063,8 @@ impl<R: Read> RdbParser<R> {
             ValueState::Done => return Ok(None),
             ValueState::Start if self.skipping && self.blob_prefix(ty).is_some() => {
                 // check_blob knows the Redis numbering of the types 22 and up.
-                if self.opts.verify_values && ty != t::STRING && (magic == Magic::Redis || ty < 22) {
+                if self.opts.verify_values && ty != t::STRING && (magic == Magic::Redis || ty < 22)
+                {
                     let prefix = self.blob_prefix(ty).unwrap_or(0);
                     if prefix > 0 {
                         self.src.skip(prefix as u64, "a hash minimum expiry")?;
@@ -1630,8 +1635,9 @@ impl<R: Read> RdbParser<R> {
                 }
                 let data = d.take();
                 if left == 0 {
-                    d.finish()
-                        .map_err(|m| RdbError::corrupt(format!("{what}: {m}"), self.src.offset()))?;
+                    d.finish().map_err(|m| {
+                        RdbError::corrupt(format!("{what}: {m}"), self.src.offset())
+                    })?;
                     if offset == 0 && data.len() as u64 == len && len <= part {
                         // A short value after all: it goes whole.
                         self.set_state(ValueState::Done);

@@ -280,7 +280,10 @@ impl Transcoder {
             target: *target,
         };
         let kind = match key.value_type {
-            ValueType::String => Kind::String { seen: false, part_at: 0 },
+            ValueType::String => Kind::String {
+                seen: false,
+                part_at: 0,
+            },
             ValueType::List => Kind::Items {
                 rdb_type: t::LIST,
                 count: 0,
@@ -385,7 +388,13 @@ impl Transcoder {
     /// Adds the next chunk of the value. After an error the transcoder is of no further use.
     pub fn push(&mut self, chunk: Chunk) -> Result<(), TranscodeError> {
         match (&mut self.kind, chunk) {
-            (Kind::String { seen: seen @ false, part_at: 0 }, Chunk::String(s)) => {
+            (
+                Kind::String {
+                    seen: seen @ false,
+                    part_at: 0,
+                },
+                Chunk::String(s),
+            ) => {
                 *seen = true;
                 write_string(&mut self.out, &s);
                 Ok(())
@@ -479,7 +488,13 @@ impl Transcoder {
     /// TTLs dropped under `FieldTtlPolicy::Drop`.
     pub fn finish(mut self) -> Result<(Vec<u8>, u64), TranscodeError> {
         let mut head: Vec<u8> = Vec::with_capacity(HEAD);
-        let kind = std::mem::replace(&mut self.kind, Kind::String { seen: true, part_at: 0 });
+        let kind = std::mem::replace(
+            &mut self.kind,
+            Kind::String {
+                seen: true,
+                part_at: 0,
+            },
+        );
         match kind {
             Kind::String { seen, .. } => {
                 if !seen {
@@ -666,7 +681,13 @@ impl Transcoder {
     // ---- streams -----------------------------------------------------------------------------
 
     fn stream_chunk(&mut self, chunk: Chunk) -> Result<(), TranscodeError> {
-        let Kind::Stream(s) = std::mem::replace(&mut self.kind, Kind::String { seen: true, part_at: 0 }) else {
+        let Kind::Stream(s) = std::mem::replace(
+            &mut self.kind,
+            Kind::String {
+                seen: true,
+                part_at: 0,
+            },
+        ) else {
             return Err(self.bad("internal: stream chunk outside a stream"));
         };
         let mut s = s;

@@ -55,7 +55,13 @@ fn covers(ranges: &[SlotRange], slot: u16) -> bool {
 fn describe(ranges: &[SlotRange]) -> String {
     ranges
         .iter()
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -211,7 +217,11 @@ impl LinkMigrations {
     /// Learns who this link's master is (its cluster node id) and which imports into it are in
     /// progress already (a link resuming in the middle of one). Not a cluster node: nothing to
     /// learn, nothing of this module applies.
-    pub async fn attach(&mut self, source: &Endpoint, opts: &ConnectOptions) -> Result<(), SyncError> {
+    pub async fn attach(
+        &mut self,
+        source: &Endpoint,
+        opts: &ConnectOptions,
+    ) -> Result<(), SyncError> {
         let mut conn = Connection::connect(source, opts)
             .await
             .map_err(|e| SyncError::Link(e.into()))?;
@@ -322,11 +332,17 @@ impl LinkMigrations {
     /// Handles `CLUSTER ...` from the stream (`argv[0]` is CLUSTER). Only `SYNCSLOTS` means
     /// anything to a replica; none of it is written to the target.
     pub async fn control(&mut self, argv: &[&[u8]], end: u64) -> Result<Control, SyncError> {
-        let sub = argv.get(1).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+        let sub = argv
+            .get(1)
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default();
         if sub != b"SYNCSLOTS" {
             return Ok(Control::Skip);
         }
-        let what = argv.get(2).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+        let what = argv
+            .get(2)
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default();
         match what.as_slice() {
             b"ESTABLISH" => {
                 let opts = options(&argv[3..]);
@@ -335,7 +351,9 @@ impl LinkMigrations {
                     .get("SLOTSRANGE")
                     .map(|v| {
                         v.chunks(2)
-                            .filter_map(|p| Some((p.first()?.parse().ok()?, p.get(1)?.parse().ok()?)))
+                            .filter_map(|p| {
+                                Some((p.first()?.parse().ok()?, p.get(1)?.parse().ok()?))
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -351,16 +369,16 @@ impl LinkMigrations {
                 // (one cluster-bus round trip) that this link's reading position says nothing
                 // about: watch the exporter from now on, beside the stream.
                 let watcher = match (&source, &self.source) {
-                    (Some(exporter), Some((me, opts))) => Some(Arc::new(tokio::spawn(
-                        watch_exporter(
+                    (Some(exporter), Some((me, opts))) => {
+                        Some(Arc::new(tokio::spawn(watch_exporter(
                             self.board.clone(),
                             me.clone(),
                             opts.clone(),
                             exporter.clone(),
                             job.clone(),
                             slots.clone(),
-                        ),
-                    ))),
+                        ))))
+                    }
                     _ => None,
                 };
                 self.windows.push(Window {
@@ -373,7 +391,11 @@ impl LinkMigrations {
             }
             b"FINISH" => {
                 let opts = options(&argv[3..]);
-                let job = opts.get("NAME").and_then(|v| v.first()).cloned().unwrap_or_default();
+                let job = opts
+                    .get("NAME")
+                    .and_then(|v| v.first())
+                    .cloned()
+                    .unwrap_or_default();
                 let success = opts
                     .get("STATE")
                     .and_then(|v| v.first())
@@ -510,7 +532,11 @@ async fn connect_node(via: &Endpoint, opts: &ConnectOptions, id: &str) -> Option
     })?;
     let hostport = addr.split('@').next()?;
     let (host, port) = hostport.rsplit_once(':')?;
-    let host = if host.is_empty() { via.host.as_str() } else { host };
+    let host = if host.is_empty() {
+        via.host.as_str()
+    } else {
+        host
+    };
     Connection::connect(&via.with_address(host, port.parse().ok()?), opts)
         .await
         .ok()
@@ -568,7 +594,17 @@ mod tests {
 
     #[test]
     fn establish_options() {
-        let args: Vec<&[u8]> = vec![b"SOURCE", b"abc", b"NAME", b"j1", b"SLOTSRANGE", b"0", b"200", b"300", b"301"];
+        let args: Vec<&[u8]> = vec![
+            b"SOURCE",
+            b"abc",
+            b"NAME",
+            b"j1",
+            b"SLOTSRANGE",
+            b"0",
+            b"200",
+            b"300",
+            b"301",
+        ];
         let o = options(&args);
         assert_eq!(o["SOURCE"], vec!["abc"]);
         assert_eq!(o["NAME"], vec!["j1"]);
@@ -583,6 +619,9 @@ mod tests {
         l.trim = vec![(0, 10)];
         assert!(l.drops(5, true));
         assert!(!l.drops(20, true), "a deletion elsewhere ends the run");
-        assert!(!l.drops(5, true), "and later deletions of the slots are the user's");
+        assert!(
+            !l.drops(5, true),
+            "and later deletions of the slots are the user's"
+        );
     }
 }

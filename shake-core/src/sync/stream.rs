@@ -625,7 +625,8 @@ impl Applier {
         }
         if !self.asm.idle() {
             let deletion = key_idx.len() == 1
-                && (argv[0].eq_ignore_ascii_case(b"DEL") || argv[0].eq_ignore_ascii_case(b"UNLINK"));
+                && (argv[0].eq_ignore_ascii_case(b"DEL")
+                    || argv[0].eq_ignore_ascii_case(b"UNLINK"));
             if self.asm.drops(slot_of(first), deletion) {
                 self.stats.skipped += 1;
                 return Ok(None);
@@ -955,7 +956,8 @@ impl Applier {
             // cluster with `cluster-databases` > 1 gets SELECTs inside; the checkpoint key lives
             // in database 0, where each transaction starts and ends).
             let mut order: Vec<u16> = Vec::new();
-            let mut by_slot: HashMap<u16, (Vec<Bytes>, Vec<Option<Sent>>, u32, u64)> = HashMap::new();
+            let mut by_slot: HashMap<u16, (Vec<Bytes>, Vec<Option<Sent>>, u32, u64)> =
+                HashMap::new();
             for p in batch {
                 let Domain::Slot(s) = p.domain else { continue };
                 if p.frame.is_empty() {
