@@ -10,6 +10,9 @@
 //! - [`command_keys`] turns an argv into the indexes of its keys, for routing to a cluster slot
 //!   and for key filters.
 //!
+//! What a command becomes on a target that lacks it (an older server, the other engine) is
+//! [`crate::compat`]'s table, next to this one.
+//!
 //! The key positions follow the servers' own key specs (`COMMAND INFO`, `COMMAND GETKEYS`); the
 //! integration test `tests/tests/command_table.rs` holds the table against real servers.
 //!

@@ -29,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod command;
 pub mod compare;
+pub mod compat;
 pub mod crc64;
 pub mod filter;
 pub mod glob;

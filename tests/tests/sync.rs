@@ -2647,3 +2647,193 @@ fn sync_flush_target_cluster_source_flushes_once() {
         "the refusal does not name the link {gone}:\n{log}"
     );
 }
+
+/// Runs one command given as words on `con`, failing the test with `ctx` if the source refuses.
+fn on_source(ctx: &str, con: &mut redis::Connection, words: &[&str]) {
+    let mut c = redis::cmd(words[0]);
+    for w in &words[1..] {
+        c.arg(*w);
+    }
+    if let Err(e) = c.query::<redis::Value>(con) {
+        panic!("[{ctx}] the source refused {words:?}: {e}");
+    }
+}
+
+/// Commands added since Redis 7.4 / Valkey 8 in the stream of one engine into the other
+/// (docs/commands.md), under a write load, with `--on-target-error stop` so that a command the
+/// target refuses stops the sync instead of being repaired by a re-copy: Redis 8.2's
+/// HINCRBYFLOAT (propagated as HSETEX KEEPTTL), HSETEX with FNX/FXX, HGETEX, HGETDEL, XACKDEL
+/// and XDELEX (which Valkey lacks: XACK + XDEL) into Valkey 9.1; Valkey 9.1's SET .. IFEQ
+/// (propagated with the condition, which Redis 8.2 lacks), DELIFEQ, MSETEX (which Redis 8.2
+/// lacks: one SET each) and HSETEX NX into Redis 8.2. Equal data both ways.
+#[test]
+fn sync_new_commands_across_engines() {
+    for (from, to) in [
+        (Flavor::Redis82, Flavor::Valkey91),
+        (Flavor::Valkey91, Flavor::Redis82),
+    ] {
+        if !require(from) || !require(to) {
+            continue;
+        }
+        let ctx = format!("{from} -> {to}");
+        let src = Server::start_with(from, &[BACKLOG]);
+        let dst = Server::start(to);
+        let load = Load::start(&src, "", false);
+        let mut sync = Sync::start(&src.url(), &dst.url(), &["--on-target-error", "stop"]);
+        sync.wait_incremental(Duration::from_secs(60));
+        let mut con = src.client();
+        let at = (now_ms() + 600_000).to_string();
+        for i in 0..20 {
+            let h = format!("nc:h:{i}");
+            let (f, g) = (format!("f{i}"), format!("g{i}"));
+            let s = |w: &[&str], con: &mut redis::Connection| on_source(&ctx, con, w);
+            s(
+                &["HSETEX", &h, "PXAT", &at, "FIELDS", "2", &f, "1", &g, "x"],
+                &mut con,
+            );
+            s(&["HSETEX", &h, "KEEPTTL", "FIELDS", "1", &f, "2"], &mut con);
+            s(&["HSETEX", &h, "FIELDS", "1", "plain", "p"], &mut con);
+            s(&["HINCRBYFLOAT", &h, "counter", "0.25"], &mut con);
+            s(&["HGETEX", &h, "PX", "900000", "FIELDS", "1", &g], &mut con);
+            s(&["HEXPIRE", &h, "800", "FIELDS", "1", &f], &mut con);
+            if i % 2 == 0 {
+                s(&["HGETEX", &h, "PERSIST", "FIELDS", "1", &g], &mut con);
+                s(&["HGETDEL", &h, "FIELDS", "1", "plain"], &mut con);
+            }
+            let k = format!("nc:s:{i}");
+            s(&["SET", &k, "a"], &mut con);
+            if from == Flavor::Redis82 {
+                // On a field with a TTL (Valkey propagates HINCRBYFLOAT as HSET, which clears
+                // the TTL on its replicas too: not a case for this test).
+                s(&["HINCRBYFLOAT", &h, &f, "1.5"], &mut con);
+                s(
+                    &["HSETEX", &h, "FNX", "PXAT", &at, "FIELDS", "1", "new", "n"],
+                    &mut con,
+                );
+                s(
+                    &["HSETEX", &h, "FXX", "KEEPTTL", "FIELDS", "1", "new", "m"],
+                    &mut con,
+                );
+                let x = format!("nc:x:{i}");
+                for id in ["1-1", "2-1", "3-1", "4-1"] {
+                    s(&["XADD", &x, id, "v", id], &mut con);
+                }
+                s(&["XGROUP", "CREATE", &x, "g", "0"], &mut con);
+                s(&["XGROUP", "CREATE", &x, "g2", "0"], &mut con);
+                s(
+                    &["XREADGROUP", "GROUP", "g", "c", "STREAMS", &x, ">"],
+                    &mut con,
+                );
+                s(
+                    &["XREADGROUP", "GROUP", "g2", "c", "STREAMS", &x, ">"],
+                    &mut con,
+                );
+                s(&["XACKDEL", &x, "g", "IDS", "1", "1-1"], &mut con);
+                s(
+                    &["XACKDEL", &x, "g", "KEEPREF", "IDS", "1", "2-1"],
+                    &mut con,
+                );
+                s(&["XDELEX", &x, "IDS", "1", "3-1"], &mut con);
+            } else {
+                s(&["SET", &k, "b", "IFEQ", "a"], &mut con);
+                s(&["SET", &k, "c", "IFEQ", "b", "PX", "600000"], &mut con);
+                let d = format!("nc:d:{i}");
+                s(&["SET", &d, "gone"], &mut con);
+                s(&["DELIFEQ", &d, "gone"], &mut con);
+                let (m1, m2) = (format!("nc:m1:{{{i}}}"), format!("nc:m2:{{{i}}}"));
+                s(&["MSETEX", "2", &m1, "1", &m2, "2", "PXAT", &at], &mut con);
+                s(
+                    &["MSETEX", "2", &m1, "3", &m2, "4", "XX", "KEEPTTL"],
+                    &mut con,
+                );
+                s(&["MSETEX", "1", &format!("nc:m3:{i}"), "5"], &mut con);
+                s(
+                    &[
+                        "HSETEX",
+                        &format!("nc:hn:{i}"),
+                        "NX",
+                        "EX",
+                        "700",
+                        "FIELDS",
+                        "1",
+                        "a",
+                        "1",
+                    ],
+                    &mut con,
+                );
+            }
+        }
+        sleep(Duration::from_secs(1));
+        load.finish();
+        converge(
+            &ctx,
+            &|| project(&standalone_snapshot(&src), to),
+            &|| standalone_snapshot(&dst),
+            Duration::from_secs(30),
+        );
+        let (code, log) = sync.stop();
+        assert_eq!(code, Some(0), "[{ctx}] {log}");
+        assert!(
+            !log.contains("answered an error"),
+            "[{ctx}] the target refused commands:\n{log}"
+        );
+        assert!(
+            log.contains("is written as"),
+            "[{ctx}] no command was rewritten:\n{log}"
+        );
+    }
+}
+
+/// Redis 8.2 into Redis 7.0: what has an equivalent is rewritten (HINCRBYFLOAT, propagated as
+/// HSETEX KEEPTTL, becomes HSET; HGETDEL becomes HDEL), and an HSETEX with a field TTL, which
+/// Redis 7.0 cannot hold, stops the sync with one error naming the command, the key and the
+/// target's version, before it is written.
+#[test]
+fn sync_redis82_into_redis70_refuses_a_field_ttl_command() {
+    let (from, to) = (Flavor::Redis82, Flavor::Redis70);
+    if !require(from) || !require(to) {
+        return;
+    }
+    let src = Server::start_with(from, &[BACKLOG]);
+    let dst = Server::start(to);
+    let mut sync = Sync::start(&src.url(), &dst.url(), &["--on-target-error", "stop"]);
+    sync.wait_incremental(Duration::from_secs(60));
+    let mut con = src.client();
+    let ctx = "8.2 -> 7.0";
+    on_source(ctx, &mut con, &["HSET", "old:h", "a", "1", "b", "2"]);
+    on_source(ctx, &mut con, &["HINCRBYFLOAT", "old:h", "a", "0.5"]);
+    on_source(ctx, &mut con, &["HGETDEL", "old:h", "FIELDS", "1", "b"]);
+    on_source(ctx, &mut con, &["HSETEX", "old:h", "FIELDS", "1", "c", "3"]);
+    converge(
+        ctx,
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    let at = (now_ms() + 600_000).to_string();
+    on_source(
+        ctx,
+        &mut con,
+        &["HSETEX", "ttl:h", "PXAT", &at, "FIELDS", "1", "f", "v"],
+    );
+    let t = Instant::now();
+    while sync.running() && t.elapsed() < Duration::from_secs(30) {
+        sleep(Duration::from_millis(100));
+    }
+    let log = sync.stderr();
+    assert!(
+        !sync.running(),
+        "the field TTL went on into Redis 7.0:\n{log}"
+    );
+    assert!(
+        log.contains("HSETEX for key \"ttl:h\"")
+            && log.contains("has no equivalent")
+            && log.contains("Redis 7.0."),
+        "the refusal does not name the command, the key and the target:\n{log}"
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("ttl:h")
+        .query(&mut dst.client())
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "the refused command's key was written:\n{log}");
+}

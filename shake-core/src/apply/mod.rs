@@ -17,6 +17,7 @@ pub mod functions;
 pub mod plan;
 mod restore;
 
+pub(crate) use restore::target_modules;
 pub use restore::{
     apply_rdb, connect_target, prepare_target, restore, run_exec, work_queue, PreparedTarget,
     RestoreInput, RestoreSettings, RestoreSummary, WorkReceiver, WorkSender,

@@ -155,7 +155,7 @@ fn precheck(
 
 /// The modules every master of the target has loaded (`MODULE LIST` names, lowercase), or `None`
 /// when a master refuses to say (then RESTORE decides, and its error names the key).
-async fn target_modules<T: Send>(target: &mut Target<T>) -> Option<BTreeSet<String>> {
+pub(crate) async fn target_modules<T: Send>(target: &mut Target<T>) -> Option<BTreeSet<String>> {
     let mut all: Option<BTreeSet<String>> = None;
     for (_, reply) in target.broadcast(&["MODULE", "LIST"]).await.ok()? {
         let mut names = BTreeSet::new();

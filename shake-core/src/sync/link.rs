@@ -746,6 +746,10 @@ async fn session(
     });
     let start = stream.offset();
     let history = applied.low_water.as_ref().map(|c| c.replid.clone());
+    // What the target runs decides what becomes of commands newer than it (crate::compat).
+    let caps = crate::compat::TargetCaps::read(&mut target, settings.apply.field_ttls)
+        .await
+        .map_err(SyncError::from_client)?;
     let mut applier = Applier::new(
         target,
         keys,
@@ -754,6 +758,7 @@ async fn session(
         (start, start_db),
         applied,
     )?;
+    applier.set_target_caps(caps);
     if spec.first_slot.is_some() {
         applier.attach_source(&source, &settings.connect).await?;
     }

@@ -183,6 +183,9 @@ pub struct Applier {
     pub repairs: Repairs,
     /// Keyless commands of a batch the target refused (judged once the reply is in).
     refused_keyless: Vec<(Bytes, String, u64)>,
+    /// What the target runs: commands newer than it are rewritten or refused
+    /// ([`crate::compat`]). `None`: unknown, every command goes as it came.
+    target_caps: Option<crate::compat::TargetCaps>,
 }
 
 struct Handover {
@@ -217,6 +220,7 @@ impl Applier {
         Ok(Applier {
             repairs,
             refused_keyless: Vec::new(),
+            target_caps: None,
             target,
             keys,
             cluster,
@@ -242,6 +246,11 @@ impl Applier {
             received: start,
             stats: StreamStats::default(),
         })
+    }
+
+    /// What the target runs (see [`crate::compat`]).
+    pub fn set_target_caps(&mut self, caps: Option<crate::compat::TargetCaps>) {
+        self.target_caps = caps;
     }
 
     /// Takes part in the handover barrier of a cluster source's links.
@@ -630,6 +639,60 @@ impl Applier {
             if self.asm.drops(slot_of(first), deletion) {
                 self.stats.skipped += 1;
                 return Ok(None);
+            }
+        }
+
+        // A command newer than the target: its equivalent there, each part classified as if it
+        // had come so (same offset: they travel in the same batch), or the end of the stream.
+        let adapted = self
+            .target_caps
+            .as_ref()
+            .map(|caps| (crate::compat::adapt(argv, caps), caps.describe()));
+        if let Some((adapted, version)) = adapted {
+            match adapted {
+                crate::compat::Adapted::AsIs => {}
+                crate::compat::Adapted::Refused(why) => {
+                    return Err(SyncError::Fatal(format!(
+                        "{} for key {} at source offset {end} has no equivalent on the target {}: {why}",
+                        name(),
+                        quote_bytes(first),
+                        self.target_name()
+                    )));
+                }
+                crate::compat::Adapted::Rewritten(cmds) => {
+                    if let Some(r) = argv.first().and_then(|n| crate::compat::rule(n)) {
+                        let shown = cmds
+                            .iter()
+                            .filter_map(|c| c.first())
+                            .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
+                            .collect::<Vec<_>>()
+                            .join(" + ");
+                        let msg = format!(
+                            "{} is written as {} for the target {} ({}), which lacks it (docs/commands.md)",
+                            name(),
+                            if shown.is_empty() { "nothing".to_string() } else { shown },
+                            self.target_name(),
+                            version
+                        );
+                        self.warn_once(r.name, msg);
+                    }
+                    let mut out = Vec::new();
+                    for c in cmds {
+                        let mut buf = Vec::with_capacity(c.iter().map(|a| a.len() + 16).sum());
+                        encode_command(&mut buf, &c);
+                        let f = Bytes::from(buf);
+                        let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+                        let i = command_info(args[0]);
+                        let k = i.map(|i| i.kind).unwrap_or(Kind::Other);
+                        if let Some(p) = Box::pin(self.classify(i, k, &f, &args, end)).await? {
+                            out.extend(p);
+                        }
+                    }
+                    if out.is_empty() {
+                        self.stats.skipped += 1;
+                    }
+                    return Ok(Some(out));
+                }
             }
         }
 
