@@ -1099,3 +1099,100 @@ fn module_values_pass_to_the_same_module_and_are_refused_elsewhere() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Issue 14 item 4 in shake-sync's full sync and shake-rump, with the real falkordb module: a
+/// FalkorDB graph (module type `graphdata`) passes to a Redis 8.2 target that loads the module
+/// (the graph answers there), and into a Redis 8.2 without it the key is refused by the module's
+/// name, before it is written (the target's MODULE LIST is read first; RESTORE is never sent).
+#[test]
+fn module_values_in_sync_and_rump() {
+    if !require(Flavor::Redis82) {
+        return;
+    }
+    let Some(module) = Flavor::Redis82.module() else {
+        panic!(
+            "Redis 8.2 is installed without falkordb.so beside it: run scripts/install-servers.sh"
+        );
+    };
+    let module = module.to_str().unwrap().to_string();
+    let src = Server::start_with(Flavor::Redis82, &[("loadmodule", &module)]);
+    let mut con = src.client();
+    let _: redis::Value = q(
+        &mut con,
+        redis::cmd("GRAPH.QUERY")
+            .arg("g")
+            .arg("CREATE (:P {n:41}), (:P {n:1})"),
+    );
+    let _: () = q(&mut con, redis::cmd("SET").arg("plain").arg("v"));
+    let sum = |con: &mut redis::Connection| -> String {
+        let r: redis::RedisResult<redis::Value> = redis::cmd("GRAPH.QUERY")
+            .arg("g")
+            .arg("MATCH (p:P) RETURN sum(p.n)")
+            .query(con);
+        format!("{r:?}")
+    };
+    let mut problems = Vec::new();
+
+    // shake-sync: the full sync, then stopped once incremental (or its exit when refused).
+    let sync = |target: &Server| -> (Option<i32>, String) {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(shake_tests::tool_binary("shake-sync"))
+            .args(["--source", &src.url(), "--target", &target.url()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("spawn shake-sync");
+        let t = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            if let Ok(Some(st)) = child.try_wait() {
+                return (st.code(), text);
+            }
+            if text.contains("full sync applied") || t.elapsed() > Duration::from_secs(60) {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let st = child.wait().expect("wait");
+                return (
+                    st.code(),
+                    std::fs::read_to_string(log.path()).unwrap_or_default(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let rump = |target: &Server| -> (Option<i32>, String) {
+        let out = Command::new(shake_tests::tool_binary("shake-rump"))
+            .args(["--source", &src.url(), "--target", &target.url()])
+            .output()
+            .expect("run shake-rump");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    type Tool<'a> = &'a dyn Fn(&Server) -> (Option<i32>, String);
+    for (tool, run) in [("shake-sync", &sync as Tool), ("shake-rump", &rump as Tool)] {
+        let with = Server::start_with(Flavor::Redis82, &[("loadmodule", &module)]);
+        let (code, err) = run(&with);
+        if code != Some(0) || !sum(&mut with.client()).contains("42") {
+            problems.push(format!(
+                "{tool} into 8.2 with the module: exit {code:?}, the graph answers {}: {err}",
+                sum(&mut with.client())
+            ));
+        }
+        let without = Server::start(Flavor::Redis82);
+        let (code, err) = run(&without);
+        let g: i64 = q(&mut without.client(), redis::cmd("EXISTS").arg("g"));
+        if code != Some(1)
+            || !err.contains("graphdata")
+            || !err.contains("\"g\"")
+            || !err.contains("MODULE LIST")
+            || g != 0
+        {
+            problems.push(format!("{tool} into 8.2 without the module: expected exit 1 naming key g, module graphdata and the target's modules, g not written; got {code:?}, g written {g}: {err}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -3,6 +3,7 @@
 //! in a RESTORE payload), the portable path (the value re-encoded for an older target) and the
 //! big-key path (commands in batches), with memory bounded by the big-key threshold.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 
 use super::{building_name, restore_command, ApplyError, ApplyOptions, Work};
@@ -46,6 +47,8 @@ impl PlanStats {
 pub struct Planner<'a> {
     opts: &'a ApplyOptions,
     target: TargetFormat,
+    /// The modules the target loads (see [`Planner::with_modules`]).
+    modules: Option<BTreeSet<String>>,
     now_ms: i64,
     pub stats: PlanStats,
 }
@@ -55,8 +58,34 @@ impl<'a> Planner<'a> {
         Planner {
             opts,
             target,
+            modules: None,
             now_ms,
             stats: PlanStats::default(),
+        }
+    }
+
+    /// The modules the target loads (`PreparedTarget::modules`): a module value whose module is
+    /// not among them is refused, naming the key and the module, before it is written (RESTORE
+    /// would fail on it anyway, with a less telling error). `None`: RESTORE decides.
+    pub fn with_modules(mut self, modules: Option<BTreeSet<String>>) -> Self {
+        self.modules = modules;
+        self
+    }
+
+    /// [`module_refusal`] for a module value whose bytes (from the module id on) are `value`.
+    fn refuse_module(&self, k: &KeyHeader, value: &[u8]) -> Result<(), ApplyError> {
+        let (Some(loaded), ValueType::Module) = (&self.modules, k.value_type) else {
+            return Ok(());
+        };
+        let Some(id) = rdb_length(value) else {
+            return Err(ApplyError::Unsupported(format!(
+                "key {}: its module value does not start with a module id",
+                crate::text::quote_bytes(&k.key)
+            )));
+        };
+        match module_refusal(&k.key, &crate::rdb::module_name_from_id(id), loaded) {
+            Some(why) => Err(ApplyError::Unsupported(why)),
+            None => Ok(()),
         }
     }
 
@@ -180,6 +209,7 @@ impl<'a> Planner<'a> {
                 crate::text::quote_bytes(&k.key)
             )));
         }
+        self.refuse_module(&k, value)?;
         let chunks = || RdbParser::for_value(value, header, rdb_type, &k.key, chunking(self.opts));
         if loadable && (value.len() <= self.opts.big_key_bytes || value_type == ValueType::Module) {
             if self.opts.verify_values {
@@ -266,6 +296,7 @@ impl<'a> Planner<'a> {
             }
             let raw = parser.finish_value_capture();
             if !overflow {
+                self.refuse_module(&k, &raw)?;
                 if k.value_type == ValueType::Module && !self.target.can_load(header, k.rdb_type) {
                     return Err(ApplyError::Unsupported(format!(
                         "key {} holds a module value of RDB type {} that the target cannot load",
@@ -668,4 +699,45 @@ impl Commands {
         self.batch.push(rename);
         self.flush(true, emit)
     }
+}
+
+/// The id at the start of a module value: an RDB length (6, 14, 32 or 64 bits).
+fn rdb_length(b: &[u8]) -> Option<u64> {
+    let first = *b.first()?;
+    match first >> 6 {
+        0 => Some(u64::from(first & 0x3f)),
+        1 => Some((u64::from(first & 0x3f) << 8) | u64::from(*b.get(1)?)),
+        _ if first == 0x80 => Some(u64::from(u32::from_be_bytes(b.get(1..5)?.try_into().ok()?))),
+        _ if first == 0x81 => Some(u64::from_be_bytes(b.get(1..9)?.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Why a value of module type `type_name` (the 9-character name its RDB id encodes) cannot load
+/// on a server with `loaded` modules (`MODULE LIST` names, lowercase), or `None` when it may. A
+/// type name does not say which module defines it, so this is only sure of the negative: Redis
+/// 8's built-in `vectorset` type needs the `vectorset` module; any other type needs at least one
+/// module besides it. The one place for this rule: files (before anything is written), the full
+/// sync, rump and repairs (before the key is written).
+pub(crate) fn module_refusal(
+    key: &[u8],
+    type_name: &str,
+    loaded: &BTreeSet<String>,
+) -> Option<String> {
+    let may = if type_name == "vectorset" {
+        loaded.contains("vectorset")
+    } else {
+        loaded.iter().any(|m| m != "vectorset")
+    };
+    (!may).then(|| {
+        format!(
+            "key {} holds a value of module type {type_name:?}, and the target loads no module that could read it (MODULE LIST: {}): load that module on the target first, or leave module values out (--type)",
+            crate::text::quote_bytes(key),
+            if loaded.is_empty() {
+                "empty".to_string()
+            } else {
+                loaded.iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+        )
+    })
 }

@@ -132,13 +132,7 @@ fn precheck(
                     if let Some(Chunk::Module { name, .. }) =
                         parser.next_chunk().map_err(|e| in_input(input, e.into()))?
                     {
-                        if !module_may_load(&name, loaded) {
-                            why = Some(format!(
-                                "key {} holds a value of module type {name:?}, and the target loads no module that could read it (MODULE LIST: {}): load that module on the target first, or leave module values out (--type)",
-                                crate::text::quote_bytes(&k.key),
-                                if loaded.is_empty() { "empty".to_string() } else { loaded.iter().cloned().collect::<Vec<_>>().join(", ") }
-                            ));
-                        }
+                        why = super::plan::module_refusal(&k.key, &name, loaded);
                     }
                 }
                 if let Some(why) = why {
@@ -175,18 +169,6 @@ pub(crate) async fn target_modules<T: Send>(target: &mut Target<T>) -> Option<BT
     all
 }
 
-/// Whether a value of module type `type_name` (the 9-character name its RDB id encodes) may load
-/// on a server with `loaded` modules. A type name does not say which module defines it, so this
-/// is only sure of the negative: Redis 8's built-in `vectorset` type needs the `vectorset`
-/// module; any other type needs at least one module besides it.
-fn module_may_load(type_name: &str, loaded: &BTreeSet<String>) -> bool {
-    if type_name == "vectorset" {
-        loaded.contains("vectorset")
-    } else {
-        loaded.iter().any(|m| m != "vectorset")
-    }
-}
-
 /// What a target loads and how a write to it must be shaped, learned once per target.
 #[derive(Debug, Clone)]
 pub struct PreparedTarget {
@@ -195,6 +177,9 @@ pub struct PreparedTarget {
     /// The apply options adjusted to this target: big keys bounded by `proto-max-bulk-len`, and
     /// the database of the target URL as the default mapping.
     pub apply: ApplyOptions,
+    /// The modules every master loads (`MODULE LIST`), by which module values are judged before
+    /// they are written; `None` when a master would not say.
+    pub modules: Option<BTreeSet<String>>,
 }
 
 /// Connects to a target as a writer with `pipeline` commands in flight per connection.
@@ -264,7 +249,12 @@ pub async fn prepare_target<T: Send>(
     apply.big_key_bytes = apply
         .big_key_bytes
         .min(max_bulk.saturating_sub(1 << 20).max(1 << 20) as usize);
-    Ok(PreparedTarget { format, apply })
+    let modules = target_modules(target).await;
+    Ok(PreparedTarget {
+        format,
+        apply,
+        modules,
+    })
 }
 
 /// One RDB stream through planner (on a blocking thread, with the parser) and executor (here):
@@ -280,6 +270,7 @@ pub async fn apply_rdb(
 ) -> Result<(PlanStats, u64), ApplyError> {
     let (mut sender, receiver) = work_queue();
     let (apply, popts, format) = (prepared.apply.clone(), parser_opts.clone(), prepared.format);
+    let modules = prepared.modules.clone();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -287,7 +278,7 @@ pub async fn apply_rdb(
     let mut progress = progress;
     let reading = tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64), ApplyError> {
         let mut parser = RdbParser::with_options(reader, popts);
-        let mut planner = Planner::new(&apply, format, now_ms);
+        let mut planner = Planner::new(&apply, format, now_ms).with_modules(modules);
         let r = planner.run(&mut parser, &mut progress, &mut |w| sender.push(w));
         let r = r.and_then(|_| sender.flush());
         progress.finish(parser.offset(), planner.stats.keys);

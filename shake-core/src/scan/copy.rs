@@ -625,6 +625,7 @@ async fn write_target(
 ) -> Result<(PlanStats, ExecStats, String), String> {
     let format = prepared.format;
     let apply = prepared.apply.clone();
+    let modules = prepared.modules.clone();
     let (mut sender, receiver) = work_queue();
     let planning = tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64), ApplyError> {
         // Keys read again after an event replace what the scan wrote, whatever --on-conflict
@@ -633,8 +634,8 @@ async fn write_target(
             conflict: ConflictPolicy::Rewrite,
             ..apply.clone()
         };
-        let mut planner = Planner::new(&apply, format, now_ms());
-        let mut recopier = Planner::new(&recopy_opts, format, now_ms());
+        let mut planner = Planner::new(&apply, format, now_ms()).with_modules(modules.clone());
+        let mut recopier = Planner::new(&recopy_opts, format, now_ms()).with_modules(modules);
         // DELs sent ahead of a re-copied big key (the executor judges its batches by the
         // run's own policy, which must not see the old value as a conflict).
         let mut ahead = 0u64;
@@ -858,7 +859,8 @@ impl Fixer {
         opts: &ApplyOptions,
         r: &crate::apply::exec::Refusal,
     ) -> Result<Option<String>, String> {
-        let mut planner = Planner::new(opts, prepared.format, now_ms());
+        let mut planner =
+            Planner::new(opts, prepared.format, now_ms()).with_modules(prepared.modules.clone());
         let mut works = Vec::new();
         let mut found = false;
         for db in self.dbs.clone() {

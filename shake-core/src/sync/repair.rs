@@ -390,7 +390,8 @@ impl Repairs {
         let Some(prepared) = &self.prepared else {
             return Err("the target's format is unknown".into());
         };
-        let mut planner = Planner::new(&prepared.apply, prepared.format, crate::scan::now_ms());
+        let mut planner = Planner::new(&prepared.apply, prepared.format, crate::scan::now_ms())
+            .with_modules(prepared.modules.clone());
         let mut out = Vec::new();
         for (key, v) in t.keys.iter().zip(values) {
             let mut cmds: Vec<Bytes> = Vec::new();
