@@ -795,6 +795,17 @@ fn malformed_templates_and_new_types_fail_cleanly() {
             }),
             "unknown tag 9",
         ),
+        // GCRA (ENABLE_GCRA builds only): refused as what it is, not as corruption.
+        (
+            "gcra",
+            Vec::new(),
+            ok_keys(t::GCRA, {
+                let mut v = Vec::new();
+                write_len(&mut v, 1_767_225_600_000_000);
+                v
+            }),
+            "GCRA rate-limiter value (type 33)",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut problems = Vec::new();
