@@ -809,17 +809,23 @@ impl<R: Read> RdbParser<R> {
                     Ok(())
                 })
                 .map_err(|m| RdbError::corrupt(m, lp_at))?;
+                if elems.is_empty() {
+                    return Err(RdbError::corrupt(
+                        "hash template value listpack is empty",
+                        lp_at,
+                    ));
+                }
+                // Both forms lead with the template id (Redis refuses a type 29 whose first
+                // entry is no integer, as for type 30).
+                let id = elems.first().and_then(|e| e.as_int()).ok_or_else(|| {
+                    RdbError::corrupt(
+                        "hash template listpack does not start with an integer template id",
+                        lp_at,
+                    )
+                })?;
                 let names = match names {
                     Some(n) => n,
-                    None => {
-                        let id = elems.first().and_then(|e| e.as_int()).ok_or_else(|| {
-                            RdbError::corrupt(
-                                "hash template listpack does not start with a template id",
-                                lp_at,
-                            )
-                        })?;
-                        self.template(id as u64, lp_at)?
-                    }
+                    None => self.template(id as u64, lp_at)?,
                 };
                 // The values follow the template id (also present, and not needed, in type 29).
                 let skip = 1;
