@@ -102,30 +102,12 @@ impl<R: Read> Source<R> {
 
     /// An envelope error keeps its own words and file offset; anything else is the reader's.
     fn read_error(&self, e: io::Error) -> RdbError {
-        let truncated = e.kind() == io::ErrorKind::UnexpectedEof;
-        match e.into_inner() {
-            Some(inner) => match inner.downcast::<EnvelopeError>() {
-                Ok(env) => RdbError::new(
-                    RdbErrorKind::Envelope {
-                        msg: env.to_string(),
-                        truncated,
-                    },
-                    self.offset(),
-                ),
-                Err(other) => RdbError::new(
-                    RdbErrorKind::Io(io::Error::other(other.to_string())),
-                    self.offset(),
-                ),
-            },
-            None => RdbError::new(
-                RdbErrorKind::Io(io::Error::from(if truncated {
-                    io::ErrorKind::UnexpectedEof
-                } else {
-                    io::ErrorKind::Other
-                })),
-                self.offset(),
-            ),
+        if !e.get_ref().is_some_and(|i| i.is::<EnvelopeError>()) {
+            return RdbError::new(RdbErrorKind::Io(e), self.offset());
         }
+        let truncated = e.kind() == io::ErrorKind::UnexpectedEof;
+        let msg = e.into_inner().map_or_else(String::new, |i| i.to_string());
+        RdbError::new(RdbErrorKind::Envelope { msg, truncated }, self.offset())
     }
 
     /// Whether the input is Valkey's LZ4-compressed envelope (known after the first read).
