@@ -674,10 +674,10 @@ impl Applier {
                         }
                     )));
                 }
-                if let Some(p) = self.prune.take() {
+                if self.prune.take().is_some() {
                     eprintln!(
                         "shake-sync: warning: SWAPDB {a} {b} at source offset {end} came while the keys the source deleted were being removed after the full sync ({} removed so far): the rest of that removal is abandoned, so keys deleted on the source before the full sync may remain on the target",
-                        p.queued
+                        self.stats.pruned
                     );
                 }
                 let mut out = Vec::new();
