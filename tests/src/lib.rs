@@ -1322,3 +1322,343 @@ pub fn tool_binary(name: &str) -> PathBuf {
     );
     bin
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cluster membership: masters added and removed, slots moved, a write load that follows them
+
+/// Runs `redis-cli` with `args`, panicking with its output if it fails.
+fn redis_cli_ok(args: &[String]) -> String {
+    let out = Command::new(redis_cli())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", redis_cli().display()));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !text.contains("[ERR]"),
+        "redis-cli {} failed:\n{text}",
+        args.join(" ")
+    );
+    text
+}
+
+impl Server {
+    /// The directives given to [`Server::start_with`] (what follows the rig's own in the config
+    /// file), as pairs again.
+    fn extra_config(&self) -> Vec<(String, String)> {
+        let conf = fs::read_to_string(self.config_path()).unwrap_or_default();
+        let rig_tail = if self.flavor.is_7_0_or_later() {
+            "enable-debug-command yes\n"
+        } else {
+            "repl-diskless-sync-delay 0\n"
+        };
+        let extra = conf.split_once(rig_tail).map(|(_, e)| e).unwrap_or("");
+        extra
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `CLUSTER MYID`.
+    pub fn node_id(&self) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.client())
+            .unwrap_or_else(|e| panic!("CLUSTER MYID on {} failed: {e}", self.url()))
+    }
+
+    /// How many slots this cluster node serves as a master (`CLUSTER SLOTS`, its own view).
+    pub fn slots_served(&self) -> usize {
+        let port = self.port as i64;
+        let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut self.client())
+            .unwrap_or_else(|e| panic!("CLUSTER SLOTS on {} failed: {e}", self.url()));
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(i) => *i,
+            _ => -1,
+        };
+        slots
+            .iter()
+            .filter(|r| match r.get(2) {
+                Some(redis::Value::Array(node)) => node.get(1).map(int) == Some(port),
+                _ => false,
+            })
+            .map(|r| (int(&r[1]) - int(&r[0]) + 1).max(0) as usize)
+            .sum()
+    }
+}
+
+/// Masters joining and leaving, and slots moving between them. After these, [`Cluster::ranges`]
+/// and [`Cluster::master_for_key`] (which assume the starting layout) no longer hold: ask the
+/// cluster ([`Server::slots_served`], [`Cluster::router`]).
+impl Cluster {
+    /// Starts one more master with the cluster's configuration, MEETs it and waits until every
+    /// node knows it (connected, out of handshake). It serves no slot yet.
+    pub fn add_master(&mut self) -> &Server {
+        let extra = self.masters[0].extra_config();
+        let pairs: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let node = Server::start_with(self.flavor(), &pairs);
+        let mut con = self.masters[0].client();
+        self.command(
+            &self.masters[0],
+            &mut con,
+            redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(node.port()),
+        );
+        self.masters.push(node);
+        self.wait_until_ok();
+        &self.masters[self.masters.len() - 1]
+    }
+
+    /// `redis-cli --cluster rebalance --cluster-use-empty-masters` (MIGRATE), with `extra`
+    /// arguments (e.g. `--cluster-pipeline 5`); returns its output.
+    pub fn rebalance(&self, extra: &[&str]) -> String {
+        let mut args: Vec<String> = vec![
+            "--cluster".into(),
+            "rebalance".into(),
+            format!("127.0.0.1:{}", self.masters[0].port()),
+            "--cluster-use-empty-masters".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        redis_cli_ok(&args)
+    }
+
+    /// `redis-cli --cluster reshard`: `slots` slots from master `from` to master `to`
+    /// (indexes into [`Cluster::masters`]), MIGRATE, with `extra` arguments.
+    pub fn reshard(&self, from: usize, to: usize, slots: usize, extra: &[&str]) -> String {
+        let mut args: Vec<String> = vec![
+            "--cluster".into(),
+            "reshard".into(),
+            format!("127.0.0.1:{}", self.masters[to].port()),
+            "--cluster-from".into(),
+            self.masters[from].node_id(),
+            "--cluster-to".into(),
+            self.masters[to].node_id(),
+            "--cluster-slots".into(),
+            slots.to_string(),
+            "--cluster-yes".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        redis_cli_ok(&args)
+    }
+
+    /// Removes master `i`, which must serve no slot any more, with `redis-cli --cluster
+    /// del-node` (CLUSTER FORGET on every other node, then CLUSTER RESET on it), waits until the
+    /// others agree, and returns it (still running, alone).
+    pub fn remove_master(&mut self, i: usize) -> Server {
+        let seed = if i == 0 { 1 } else { 0 };
+        redis_cli_ok(&[
+            "--cluster".into(),
+            "del-node".into(),
+            format!("127.0.0.1:{}", self.masters[seed].port()),
+            self.masters[i].node_id(),
+        ]);
+        let gone = self.masters.remove(i);
+        self.wait_until_ok();
+        gone
+    }
+
+    /// A client that writes where each key's slot lives now (see [`Router`]).
+    pub fn router(&self) -> Router {
+        Router::new(self.masters.iter().map(Server::port).collect())
+    }
+
+    /// A write load until `stop` is set: strings with TTLs, INCR, hashes, deletions, and
+    /// MULTI/EXEC transactions (on hash-tagged keys) with a PEXPIRE inside, on keys `<prefix>*`,
+    /// following slots as they move. Returns the number of operations when it ends.
+    pub fn write_load(
+        &self,
+        prefix: &str,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<u64> {
+        let mut router = self.router();
+        let p = prefix.to_string();
+        std::thread::spawn(move || {
+            let (mut i, mut x) = (0u64, 0x9e37_79b9_7f4a_7c15u64);
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let k = x % 3000;
+                let key = format!("{p}{k}");
+                let mut pipe = redis::pipe();
+                let routed = match i % 6 {
+                    0 => {
+                        pipe.cmd("SET")
+                            .arg(&key)
+                            .arg(i)
+                            .arg("PX")
+                            .arg(900_000 + k)
+                            .ignore();
+                        key
+                    }
+                    1 => {
+                        pipe.cmd("INCR").arg(format!("{key}:n")).ignore();
+                        format!("{key}:n")
+                    }
+                    2 => {
+                        pipe.cmd("HSET")
+                            .arg(format!("{key}:h"))
+                            .arg(i % 5)
+                            .arg(i)
+                            .ignore();
+                        format!("{key}:h")
+                    }
+                    3 => {
+                        pipe.cmd("DEL").arg(&key).ignore();
+                        key
+                    }
+                    _ => {
+                        let tag = format!("{p}{{tx{}}}", k % 200);
+                        pipe.atomic()
+                            .cmd("INCRBY")
+                            .arg(format!("{tag}:n"))
+                            .arg(3)
+                            .ignore()
+                            .cmd("RPUSH")
+                            .arg(format!("{tag}:l"))
+                            .arg(i)
+                            .ignore()
+                            .cmd("PEXPIRE")
+                            .arg(format!("{tag}:l"))
+                            .arg(800_000)
+                            .ignore();
+                        tag
+                    }
+                };
+                router.run(&routed, &pipe);
+                i += 1;
+            }
+            i
+        })
+    }
+}
+
+/// Writes to a cluster through direct connections, following MOVED and ASK itself (so that a
+/// MULTI/EXEC goes to one node as one transaction, which a cluster client cannot do). A write
+/// that fails during a migration (TRYAGAIN, a transaction on a slot being moved) is just lost:
+/// the source says what stuck.
+pub struct Router {
+    conns: HashMap<u16, redis::Connection>,
+    owner: Vec<u16>,
+    seeds: Vec<u16>,
+}
+
+impl Router {
+    /// A router that asks the nodes on `seeds` (ports) who serves which slot.
+    pub fn new(seeds: Vec<u16>) -> Router {
+        let mut r = Router {
+            conns: HashMap::new(),
+            owner: vec![seeds.first().copied().unwrap_or(0); 16384],
+            seeds,
+        };
+        r.refresh();
+        r
+    }
+
+    fn conn(&mut self, port: u16) -> Option<&mut redis::Connection> {
+        if !self.conns.contains_key(&port) {
+            let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .and_then(|c| c.get_connection())
+                .ok()?;
+            self.conns.insert(port, c);
+        }
+        self.conns.get_mut(&port)
+    }
+
+    /// Re-reads who serves which slot (CLUSTER SLOTS of the first seed that knows any).
+    pub fn refresh(&mut self) {
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(i) => Some(*i as usize),
+            _ => None,
+        };
+        for seed in self.seeds.clone() {
+            let Some(con) = self.conn(seed) else {
+                continue;
+            };
+            let slots: redis::RedisResult<Vec<Vec<redis::Value>>> =
+                redis::cmd("CLUSTER").arg("SLOTS").query(con);
+            let slots = match slots {
+                Ok(s) if !s.is_empty() => s,
+                // A node removed from the cluster knows no slots.
+                Ok(_) => continue,
+                Err(_) => {
+                    self.conns.remove(&seed);
+                    continue;
+                }
+            };
+            for range in slots {
+                let (Some(first), Some(last)) =
+                    (range.first().and_then(int), range.get(1).and_then(int))
+                else {
+                    continue;
+                };
+                let port = match range.get(2) {
+                    Some(redis::Value::Array(node)) => node.get(1).and_then(int),
+                    _ => None,
+                };
+                if let Some(port) = port {
+                    for s in first..=last.min(16383) {
+                        self.owner[s] = port as u16;
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    /// Runs `pipe` (commands on keys of `key`'s slot) where the slot lives; true if it ran.
+    pub fn run(&mut self, key: &str, pipe: &redis::Pipeline) -> bool {
+        let slot = shake_core::client::slot_of(key.as_bytes()) as usize;
+        let mut port = self.owner[slot];
+        let mut asking = false;
+        for _ in 0..4 {
+            let Some(con) = self.conn(port) else {
+                self.refresh();
+                return false;
+            };
+            let r: redis::RedisResult<redis::Value> = if asking {
+                let mut p = redis::pipe();
+                p.cmd("ASKING").ignore();
+                for c in pipe.cmd_iter() {
+                    p.add_command(c.clone());
+                }
+                p.query(con)
+            } else {
+                pipe.query(con)
+            };
+            let Err(e) = r else { return true };
+            match (e.kind(), e.redirect_node()) {
+                (redis::ErrorKind::Ask, Some((addr, _))) => {
+                    port = addr
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse().ok())
+                        .unwrap_or(port);
+                    asking = true;
+                }
+                (redis::ErrorKind::Moved, Some(_)) => {
+                    self.refresh();
+                    port = self.owner[slot];
+                    asking = false;
+                }
+                _ => {
+                    if e.is_io_error() {
+                        self.conns.remove(&port);
+                    }
+                    if e.to_string().contains("MOVED") {
+                        self.refresh();
+                    }
+                    return false;
+                }
+            }
+        }
+        false
+    }
+}
