@@ -433,6 +433,9 @@ impl Members {
             source_nodes: topo.masters().to_vec(),
             handover: None,
             joined: true,
+            // Its keys are new to the target: nothing to empty, and emptying would wipe the
+            // other links' keys.
+            flush: link::Flush::No,
         });
     }
 
