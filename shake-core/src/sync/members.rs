@@ -439,8 +439,8 @@ impl Members {
         });
     }
 
-    /// Ends link `id`, whose master `at` left: once it has applied what its master ran (or at
-    /// once if the master no longer answers), it is stopped; [`Members::ended`] then deletes its
+    /// Ends link `id`, whose master `at` left: once it has applied what its master ran (at once
+    /// if the master no longer answers as a master, or the link is not streaming), it is stopped; [`Members::ended`] then deletes its
     /// checkpoint.
     async fn retire(&mut self, id: usize, at: String) {
         let m = &mut self.members[id];
@@ -486,7 +486,9 @@ impl Members {
                         let st = lock(&status);
                         (st.applied_offset, st.phase)
                     };
-                    if applied >= o || matches!(phase, Phase::Stopped | Phase::Failed) {
+                    // A link that is not streaming cannot apply more: its master closed the
+                    // link, and no other master is its to take (see link::resolve_source).
+                    if applied >= o || phase != Phase::Incremental {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
