@@ -1305,12 +1305,15 @@ fn wait_link_up(replica: &Server) {
 /// A TCP proxy on a free loopback port in front of a server, for cutting links on purpose: a
 /// client connects to [`Proxy::url`] instead of the server's URL, and [`Proxy::cut`] closes
 /// every connection passing through (both sides see the link drop, as with a network fault);
-/// new connections are accepted again at once. [`Proxy::set_delay`] holds back what the server
-/// sends (a slow network path: a replication link that lags behind the others).
+/// new connections are accepted again at once. [`Proxy::hold`] cuts and keeps the link down
+/// (new connections are closed at once) until [`Proxy::release`]. [`Proxy::set_delay`] holds
+/// back what the server sends (a slow network path: a replication link that lags behind the
+/// others).
 pub struct Proxy {
     port: u16,
     conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Milliseconds each chunk from the server is held before it is passed on.
     delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     cuts: u32,
@@ -1363,8 +1366,9 @@ impl Proxy {
             .expect("non-blocking proxy listener");
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (c2, s2, d2) = (conns.clone(), stop.clone(), delay_ms.clone());
+        let (c2, s2, h2, d2) = (conns.clone(), stop.clone(), held.clone(), delay_ms.clone());
         std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 let (client, _) = match listener.accept() {
@@ -1374,6 +1378,11 @@ impl Proxy {
                         continue;
                     }
                 };
+                if h2.load(Ordering::Relaxed) {
+                    // The link is down: the client sees its connection closed at once.
+                    drop(client);
+                    continue;
+                }
                 let _ = client.set_nonblocking(false);
                 let Ok(server) = TcpStream::connect(to) else {
                     continue;
@@ -1405,6 +1414,7 @@ impl Proxy {
             port,
             conns,
             stop,
+            held,
             delay_ms,
             cuts: 0,
         }
@@ -1433,6 +1443,18 @@ impl Proxy {
             }
         }
         self.cuts += 1;
+    }
+
+    /// Cuts every connection and keeps the link down until [`Proxy::release`]: a network
+    /// outage as long as the test wants.
+    pub fn hold(&mut self) {
+        self.held.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+
+    /// Ends a [`Proxy::hold`]: connections are accepted again.
+    pub fn release(&mut self) {
+        self.held.store(false, Ordering::Relaxed);
     }
 
     /// Connections cut so far (calls of [`Proxy::cut`]).

@@ -56,6 +56,9 @@ pub struct Exec<'a> {
     /// Keep refused writes in `refused` for the caller to repair, instead of failing.
     pub collect_refusals: bool,
     pub refused: Vec<Refusal>,
+    /// When set, every key written (target database and name) is recorded: what a full sync
+    /// of shake-sync prunes against (see `sync::prune`).
+    pub seen: Option<crate::sync::prune::KeyHashes>,
 }
 
 fn is_busykey(e: &str) -> bool {
@@ -73,6 +76,7 @@ impl<'a> Exec<'a> {
             source: "the source".into(),
             collect_refusals: false,
             refused: Vec::new(),
+            seen: None,
         }
     }
 
@@ -227,6 +231,9 @@ impl<'a> Exec<'a> {
         match w {
             Work::Restore { db, key, cmd } => {
                 self.select(db)?;
+                if let Some(seen) = &mut self.seen {
+                    seen.insert(db, &key);
+                }
                 // Only RESTORE ... REPLACE can be sent twice without a false BUSYKEY.
                 let idem = if self.opts.conflict == ConflictPolicy::Rewrite {
                     Idempotent::Yes
@@ -257,6 +264,9 @@ impl<'a> Exec<'a> {
                 last,
             } => {
                 self.select(db)?;
+                if let (true, Some(seen)) = (first, &mut self.seen) {
+                    seen.insert(db, &key);
+                }
                 if first {
                     // Under rewrite the final RENAME replaces the key; otherwise an existing
                     // key is a conflict.
