@@ -15,6 +15,11 @@
 //!   With the barrier switched off the same test loses thousands of keys' updates.
 //! - `handover_back_and_to_two_importers_redis70` (ignored: a known bug, docs/topology.md): the
 //!   same, with slots also moved back and the half-done slot going to a third master.
+//! - `target_failover_redis70` / `_valkey91`: a target cluster with a replica per master; a
+//!   `CLUSTER FAILOVER` and a kill -9 of a target master during the sync, then a kill -9 of
+//!   shake-sync: checkpoints committed on each new owner, a partial resync, equal.
+//! - `shards_follow_a_source_failover`: 3 `--shard K/3` processes, a source master fails over:
+//!   its shard follows the promoted replica with a partial resync, no master changes shard.
 
 #[path = "live_common/mod.rs"]
 mod live_common;
@@ -323,4 +328,245 @@ fn handover_with_a_lagging_exporter(flavor: Flavor, back_and_chain: bool) {
         !log.contains("BUSYKEY") && !log.contains("answered an error"),
         "{log}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The target changing (issue 12 item 6).
+
+/// The sum of the offsets in the checkpoint keys `node` holds (they grow while shake-sync
+/// commits there).
+fn checkpoint_offsets(node: &Server) -> u64 {
+    let mut con = node.client();
+    let keys: Vec<String> = q(&mut con, redis::cmd("KEYS").arg("shake-sync:checkpoint:*"));
+    keys.iter()
+        .filter_map(|k| {
+            let v: Option<String> = q(&mut con, redis::cmd("GET").arg(k));
+            v?.split(' ').nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Waits until shake-sync commits checkpoints on `node` (a new owner of target slots).
+fn wait_checkpoints_advance(node: &Server, what: &str) {
+    let before = checkpoint_offsets(node);
+    wait_until(
+        &format!("{what}: checkpoints committed on {}", node.url()),
+        Duration::from_secs(40),
+        &mut || checkpoint_offsets(node) > before,
+    );
+}
+
+/// A target cluster with one replica per master fails over while shake-sync writes into it
+/// under a source write load: a manual `CLUSTER FAILOVER` of master 1's replica, then a kill -9
+/// of master 2 (its replica elected; the killed node comes back as a replica), then a kill -9
+/// and restart of shake-sync. After each change the slots' checkpoints are committed on their
+/// new owner; the restart resumes from them (no full sync); the target ends equal.
+#[test]
+fn target_failover_redis70() {
+    target_failover(Flavor::Redis70);
+}
+
+#[test]
+fn target_failover_valkey91() {
+    target_failover(Flavor::Valkey91);
+}
+
+fn target_failover(flavor: Flavor) {
+    if !require(flavor) {
+        return;
+    }
+    let src = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+    let mut dst = Cluster::start_with_replicas(flavor, 3, 1, &[ONE_DB]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = cluster_load(&src, stop.clone());
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    let full_before = full_syncs_served(&src);
+    sleep(Duration::from_millis(500));
+
+    dst.failover(1);
+    wait_checkpoints_advance(&dst.masters()[1], "after CLUSTER FAILOVER");
+    dst.kill_master(2);
+    wait_checkpoints_advance(&dst.masters()[2], "after a kill -9 of a target master");
+    let log1 = sync.kill9();
+    let mut sync = Sync::start(&src.url(), &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    assert!(
+        sync.stderr().contains("resumed from offset"),
+        "{}",
+        sync.stderr()
+    );
+    sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let ops = load.join().expect("load");
+    converge(
+        &format!("{flavor}: target failovers ({ops} load operations)"),
+        &|| cluster_snapshot(&src),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        full_syncs_served(&src),
+        full_before,
+        "a full sync after the start"
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    for l in [&log1, &log] {
+        assert!(!l.contains("answered an error"), "{l}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shards and a source failover (issue 16).
+
+/// `/status` of a shake-sync: each link's (name, source, phase, full syncs, partial syncs).
+fn links(port: u16) -> Option<Vec<(String, String, String, u64, u64)>> {
+    let body = shake_tests::http_get(port, "/status")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let s = |l: &serde_json::Value, f: &str| l[f].as_str().unwrap_or_default().to_string();
+    Some(
+        v["shards"]
+            .as_array()?
+            .iter()
+            .map(|l| {
+                (
+                    s(l, "name"),
+                    s(l, "source"),
+                    s(l, "phase"),
+                    l["full_syncs"].as_u64().unwrap_or(0),
+                    l["partial_syncs"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A source of 3 masters with a replica each, synced by 3 `shake-sync --shard K/3` processes
+/// under a write load; master 1 fails over to its replica (`CLUSTER FAILOVER`). The promoted
+/// replica's slots stay with the shard that had its master: that shard's link follows it with a
+/// partial resync (the new master serves no full sync), the other shards' links do not move,
+/// every master is covered by exactly one shard before and after, and the target ends equal.
+#[test]
+fn shards_follow_a_source_failover() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let mut src = Cluster::start_with_replicas(flavor, 3, 1, &[BACKLOG, ONE_DB]);
+    let dst = Cluster::start_with(flavor, &[ONE_DB]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = cluster_load(&src, stop.clone());
+    let ports: Vec<u16> = (0..3).map(|_| shake_tests::free_port()).collect();
+    let shards: Vec<Sync> = (0..3)
+        .map(|k| {
+            let status = format!("127.0.0.1:{}", ports[k]);
+            let shard = format!("{k}/3");
+            Sync::start(
+                &src.url(),
+                &dst.url(),
+                &["--shard", &shard, "--status-addr", &status],
+            )
+        })
+        .collect();
+    let addr = |s: &Server| format!("127.0.0.1:{}", s.port());
+    // Every link incremental; the sources of each shard.
+    let wait_links =
+        |what: &str, ok: &dyn Fn(usize, &[(String, String, String, u64, u64)]) -> bool| {
+            let t = Instant::now();
+            loop {
+                let now: Vec<_> = ports
+                    .iter()
+                    .map(|&p| links(p).unwrap_or_default())
+                    .collect();
+                if now.iter().enumerate().all(|(k, l)| {
+                    !l.is_empty() && l.iter().all(|x| x.2 == "incremental") && ok(k, l)
+                }) {
+                    return now;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(90),
+                    "{what}: not within 90 s; links by shard: {now:?}"
+                );
+                sleep(Duration::from_millis(100));
+            }
+        };
+    let before = wait_links("every shard incremental", &|_, _| true);
+    let masters_before: Vec<String> = src.masters().iter().map(addr).collect();
+    let mut covered: Vec<String> = before
+        .iter()
+        .flat_map(|l| l.iter().map(|x| x.1.clone()))
+        .collect();
+    covered.sort();
+    let mut want = masters_before.clone();
+    want.sort();
+    assert_eq!(covered, want, "every master exactly once: {before:?}");
+    let shard_of = |l: &[Vec<(String, String, String, u64, u64)>], a: &str| {
+        l.iter().position(|s| s.iter().any(|x| x.1 == a))
+    };
+    let owner = shard_of(&before, &masters_before[1]).expect("master 1's shard");
+    sleep(Duration::from_millis(800));
+
+    src.failover(1);
+    let promoted = addr(&src.masters()[1]);
+    let after = wait_links("the shard follows the promoted replica", &|k, l| {
+        k != owner || l.iter().any(|x| x.1 == promoted && x.4 >= 1)
+    });
+    assert_eq!(
+        shard_of(&after, &promoted),
+        Some(owner),
+        "the promoted replica's slots moved to another shard: {after:?}"
+    );
+    for (k, (b, a)) in before.iter().zip(&after).enumerate() {
+        if k != owner {
+            assert_eq!(
+                b.iter().map(|x| &x.1).collect::<Vec<_>>(),
+                a.iter().map(|x| &x.1).collect::<Vec<_>>(),
+                "shard {k} moved"
+            );
+        }
+        assert_eq!(
+            b.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            "shard {k}'s links changed"
+        );
+        assert_eq!(
+            b.iter().map(|x| x.3).collect::<Vec<_>>(),
+            a.iter().map(|x| x.3).collect::<Vec<_>>(),
+            "shard {k}: a full sync after the failover: {a:?}"
+        );
+    }
+    let mut covered: Vec<String> = after
+        .iter()
+        .flat_map(|l| l.iter().map(|x| x.1.clone()))
+        .collect();
+    covered.sort();
+    let mut want: Vec<String> = src.masters().iter().map(addr).collect();
+    want.sort();
+    assert_eq!(
+        covered, want,
+        "every master exactly once after the failover"
+    );
+    assert_eq!(
+        src.masters()[1].stat("sync_full"),
+        0,
+        "the promoted replica served a full sync"
+    );
+    assert!(
+        src.masters()[1].stat("sync_partial_ok") >= 1,
+        "no partial resync with the promoted replica"
+    );
+    sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    let ops = load.join().expect("load");
+    converge(
+        &format!("3 shards, source failover ({ops} load operations)"),
+        &|| cluster_snapshot(&src),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(60),
+    );
+    for (k, s) in shards.into_iter().enumerate() {
+        let (code, log) = s.stop();
+        assert_eq!(code, Some(0), "shard {k}:\n{log}");
+    }
 }
