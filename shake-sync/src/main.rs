@@ -127,6 +127,12 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     retry_for: u64,
 
+    /// How often (seconds) a cluster source's topology is read for masters that joined (they
+    /// get a link: full sync, then their stream) or left (their link ends and its checkpoint is
+    /// deleted); a stream that shows slots moving prompts a read sooner
+    #[arg(long, value_name = "SECS", default_value_t = shake_core::sync::TOPOLOGY_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    topology_interval: u64,
+
     /// Read RDB versions newer than the known ones in the full sync; unknown types still fail
     #[arg(long)]
     relaxed_version: bool,
@@ -382,6 +388,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         flush_target: args.flush_target,
         prune: shake_core::sync::prune::PrunePolicy::parse(&args.prune)?,
         retry_for: Duration::from_secs(args.retry_for),
+        topology_interval: Duration::from_secs(args.topology_interval),
         status_addr,
         quiet: args.log.quiet,
         log_interval: args.log.every(),

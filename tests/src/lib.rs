@@ -882,12 +882,22 @@ fn tail_lines(path: &Path, n: usize) -> String {
 /// create` splits them).
 pub const CLUSTER_SLOT_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
 
+/// The directives every cluster node gets before the test's own.
+const CLUSTER_NODE_CONFIG: [(&str, &str); 3] = [
+    ("cluster-enabled", "yes"),
+    ("cluster-config-file", "nodes.conf"), // relative to the node's own dir
+    ("cluster-node-timeout", "5000"),
+];
+
 /// A cluster of three masters (no replicas), each a [`Server`] with `cluster-enabled yes`, owning
 /// [`CLUSTER_SLOT_RANGES`]. [`Cluster::start`] returns once every node reports `cluster_state:ok`
-/// and knows all three; dropping the cluster kills every node.
+/// and knows all three; dropping the cluster kills every node. [`Cluster::start_with_replicas`]
+/// adds replicas, and [`Cluster::failover`] promotes one.
 #[derive(Debug)]
 pub struct Cluster {
     masters: Vec<Server>,
+    /// `replicas[i * r + j]`: replica `j` of `masters[i]` (`r` replicas per master).
+    replicas: Vec<Server>,
 }
 
 impl Cluster {
@@ -905,16 +915,15 @@ impl Cluster {
     /// A cluster of `n` masters, each owning an equal range of the slots in order
     /// ([`Cluster::ranges`]; for three, [`CLUSTER_SLOT_RANGES`]).
     pub fn start_masters(flavor: Flavor, n: usize, config: &[(&str, &str)]) -> Cluster {
-        let mut node_config: Vec<(&str, &str)> = vec![
-            ("cluster-enabled", "yes"),
-            ("cluster-config-file", "nodes.conf"), // relative to the node's own dir
-            ("cluster-node-timeout", "5000"),
-        ];
+        let mut node_config: Vec<(&str, &str)> = CLUSTER_NODE_CONFIG.to_vec();
         node_config.extend_from_slice(config);
         let masters: Vec<Server> = (0..n)
             .map(|_| Server::start_with(flavor, &node_config))
             .collect();
-        let cluster = Cluster { masters };
+        let cluster = Cluster {
+            masters,
+            replicas: Vec::new(),
+        };
 
         for (i, (node, (first, last))) in cluster.masters.iter().zip(cluster.ranges()).enumerate() {
             let mut con = node.client();
@@ -964,15 +973,15 @@ impl Cluster {
         });
     }
 
-    /// Waits until every node says `cluster_state:ok`, covers all 16384 slots and knows three
-    /// nodes, all connected and out of their handshake: then any client sees the same topology
-    /// whichever node it asks.
+    /// Waits until every node says `cluster_state:ok`, covers all 16384 slots and knows every
+    /// node (masters and replicas), all connected, out of their handshake and none failed: then
+    /// any client sees the same topology whichever node it asks.
     fn wait_until_ok(&self) {
         let deadline = Instant::now() + CLUSTER_TIMEOUT;
         let mut last_state = String::new();
         loop {
             let mut all_ok = true;
-            for node in &self.masters {
+            for node in self.masters.iter().chain(&self.replicas) {
                 let mut con = node.client();
                 let info: String = redis::cmd("CLUSTER")
                     .arg("INFO")
@@ -1005,7 +1014,8 @@ impl Cluster {
                 });
                 let ok = field("cluster_state") == "ok"
                     && field("cluster_slots_ok") == "16384"
-                    && field("cluster_known_nodes") == self.masters.len().to_string()
+                    && field("cluster_known_nodes")
+                        == (self.masters.len() + self.replicas.len()).to_string()
                     && settled;
                 if !ok {
                     all_ok = false;
@@ -1105,17 +1115,245 @@ impl Cluster {
     }
 }
 
+/// Clusters with replicas, and failovers.
+impl Cluster {
+    /// A cluster of `masters` masters (as [`Cluster::start_masters`]) and `replicas_per_master`
+    /// replicas of each, every node with `config`; returns once every replica's link to its
+    /// master is up and every node sees the whole cluster ok.
+    pub fn start_with_replicas(
+        flavor: Flavor,
+        masters: usize,
+        replicas_per_master: usize,
+        config: &[(&str, &str)],
+    ) -> Cluster {
+        let mut cluster = Cluster::start_masters(flavor, masters, config);
+        let mut node_config: Vec<(&str, &str)> = CLUSTER_NODE_CONFIG.to_vec();
+        node_config.extend_from_slice(config);
+        let seed = cluster.masters[0].port();
+        for _ in 0..masters * replicas_per_master {
+            let replica = Server::start_with(flavor, &node_config);
+            let mut con = replica.client();
+            cluster.command(
+                &replica,
+                &mut con,
+                redis::cmd("CLUSTER").arg("MEET").arg("127.0.0.1").arg(seed),
+            );
+            cluster.replicas.push(replica);
+        }
+        let ids: Vec<String> = cluster.masters.iter().map(cluster_id).collect();
+        for (k, replica) in cluster.replicas.iter().enumerate() {
+            let master = &ids[k / replicas_per_master];
+            let mut con = replica.client();
+            let deadline = Instant::now() + CLUSTER_TIMEOUT;
+            // REPLICATE fails until the MEET handshake has made the master known.
+            loop {
+                let r: redis::RedisResult<()> = redis::cmd("CLUSTER")
+                    .arg("REPLICATE")
+                    .arg(master)
+                    .query(&mut con);
+                match r {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() >= deadline => panic!(
+                        "CLUSTER REPLICATE {master} on {} failed: {e}\n{}",
+                        replica.url(),
+                        replica.log_tail()
+                    ),
+                    Err(_) => sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        for replica in &cluster.replicas {
+            wait_link_up(replica);
+        }
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Every replica; `replicas()[i * r + j]` is replica `j` of `masters()[i]` (`r` per master).
+    pub fn replicas(&self) -> &[Server] {
+        &self.replicas
+    }
+
+    /// The replicas of `masters()[i]`.
+    pub fn replicas_of(&self, i: usize) -> &[Server] {
+        let r = self.replicas.len() / self.masters.len();
+        &self.replicas[i * r..(i + 1) * r]
+    }
+
+    /// A manual failover of `masters()[i]`: `CLUSTER FAILOVER` on its first replica (the master
+    /// hands over once the replica has caught up: nothing is lost). Returns once the replica is
+    /// master, every node's `CLUSTER NODES` shows it owning the slots and the old master as its
+    /// replica, and the old master's link to it is up. Then `masters()[i]` is the new master
+    /// and the old one is in its place among [`Cluster::replicas_of`]`(i)`.
+    pub fn failover(&mut self, i: usize) {
+        let k = self.first_replica(i);
+        let (new, old) = (cluster_id(&self.replicas[k]), cluster_id(&self.masters[i]));
+        let mut con = self.replicas[k].client();
+        let node = &self.replicas[k];
+        self.command(node, &mut con, redis::cmd("CLUSTER").arg("FAILOVER"));
+        self.wait_role_change(&new, Some(&old));
+        std::mem::swap(&mut self.masters[i], &mut self.replicas[k]);
+        wait_link_up(&self.replicas[k]);
+        self.wait_until_ok();
+    }
+
+    /// An unplanned failover of `masters()[i]`: the master is killed (SIGKILL, as a crash), its
+    /// first replica is elected by the other masters once the node timeout has passed, and then
+    /// the killed node is started again, in its directory, and rejoins as a replica of the new
+    /// master. Returns once every node sees the new master owning the slots, the old one is
+    /// linked to it and the cluster is ok; `masters()[i]` is then the new master.
+    pub fn kill_master(&mut self, i: usize) {
+        let k = self.first_replica(i);
+        let new = cluster_id(&self.replicas[k]);
+        self.masters[i].kill();
+        self.wait_role_change(&new, None);
+        std::mem::swap(&mut self.masters[i], &mut self.replicas[k]);
+        self.replicas[k].restart();
+        wait_link_up(&self.replicas[k]);
+        self.wait_until_ok();
+    }
+
+    fn first_replica(&self, i: usize) -> usize {
+        assert!(
+            !self.replicas.is_empty() && i < self.masters.len(),
+            "master {i} has no replica (start the cluster with Cluster::start_with_replicas)"
+        );
+        i * (self.replicas.len() / self.masters.len())
+    }
+
+    /// Waits until node `new` is a master with slots in every running node's view, and `old`
+    /// (if it still runs) its replica.
+    fn wait_role_change(&self, new: &str, old: Option<&str>) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let mut seen = Ok(());
+            for node in self.masters.iter().chain(&self.replicas) {
+                if node.pid().is_none() {
+                    continue;
+                }
+                let Ok(mut con) = node.try_client() else {
+                    seen = Err(format!("{} does not answer", node.url()));
+                    break;
+                };
+                let nodes: String = match redis::cmd("CLUSTER").arg("NODES").query(&mut con) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        seen = Err(format!("CLUSTER NODES on {}: {e}", node.url()));
+                        break;
+                    }
+                };
+                let line = |id: &str| -> Vec<String> {
+                    nodes
+                        .lines()
+                        .find(|l| l.starts_with(id))
+                        .map(|l| l.split(' ').map(str::to_string).collect())
+                        .unwrap_or_default()
+                };
+                let n = line(new);
+                let flags = |f: &[String]| f.get(2).cloned().unwrap_or_default();
+                let is_master = flags(&n).split(',').any(|f| f == "master")
+                    && !flags(&n).contains("fail")
+                    && n.len() > 8;
+                let old_follows = old.is_none_or(|o| {
+                    let l = line(o);
+                    flags(&l).split(',').any(|f| f == "slave")
+                        && l.get(3).map(String::as_str) == Some(new)
+                });
+                if !is_master || !old_follows {
+                    seen = Err(format!("{} sees:\n{nodes}", node.url()));
+                    break;
+                }
+            }
+            match seen {
+                Ok(()) => return,
+                Err(state) if Instant::now() >= deadline => panic!(
+                    "the failover to node {new} was not seen by every node within {CLUSTER_TIMEOUT:?}; {state}"
+                ),
+                Err(_) => sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+/// A cluster node's id (`CLUSTER MYID`).
+fn cluster_id(node: &Server) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut node.client())
+        .unwrap_or_else(|e| panic!("CLUSTER MYID on {} failed: {e}", node.url()))
+}
+
+/// Waits until a replica's link to its master is up (`master_link_status:up`).
+fn wait_link_up(replica: &Server) {
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    while replica
+        .info("replication")
+        .get("master_link_status")
+        .map(String::as_str)
+        != Some("up")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the replica {} did not sync with its master within {CLUSTER_TIMEOUT:?}\n{}",
+            replica.url(),
+            replica.log_tail()
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
 /// A TCP proxy on a free loopback port in front of a server, for cutting links on purpose: a
 /// client connects to [`Proxy::url`] instead of the server's URL, and [`Proxy::cut`] closes
 /// every connection passing through (both sides see the link drop, as with a network fault);
 /// new connections are accepted again at once. [`Proxy::hold`] cuts and keeps the link down
-/// (new connections are closed at once) until [`Proxy::release`].
+/// (new connections are closed at once) until [`Proxy::release`]. [`Proxy::set_delay`] holds
+/// back what the server sends (a slow network path: a replication link that lags behind the
+/// others).
 pub struct Proxy {
     port: u16,
     conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds each chunk from the server is held before it is passed on.
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     cuts: u32,
+}
+
+/// Copies `from` to `to`, each chunk `delay_ms` (read when the chunk arrives) after it was read,
+/// in order; then closes both.
+fn copy_delayed(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        for (due, chunk) in rx {
+            let now = Instant::now();
+            if due > now {
+                sleep(due - now);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let due = Instant::now() + Duration::from_millis(delay_ms.load(Ordering::Relaxed));
+                if tx.send((due, buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    // What was read is still passed on, late; the writer closes `to` after it.
+    drop(tx);
 }
 
 impl Proxy {
@@ -1129,7 +1367,8 @@ impl Proxy {
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c2, s2, h2) = (conns.clone(), stop.clone(), held.clone());
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (c2, s2, h2, d2) = (conns.clone(), stop.clone(), held.clone(), delay_ms.clone());
         std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 let (client, _) = match listener.accept() {
@@ -1164,7 +1403,8 @@ impl Proxy {
                 match (client.try_clone(), server.try_clone()) {
                     (Ok(c), Ok(s)) => {
                         pipe(c, server);
-                        pipe(s, client);
+                        let d = d2.clone();
+                        std::thread::spawn(move || copy_delayed(s, client, d));
                     }
                     _ => continue,
                 }
@@ -1175,8 +1415,16 @@ impl Proxy {
             conns,
             stop,
             held,
+            delay_ms,
             cuts: 0,
         }
+    }
+
+    /// From now on, what the server sends reaches the client `delay` late (in order; what the
+    /// client sends is not held). `Duration::ZERO` ends the delay for chunks read from then on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn port(&self) -> u16 {
@@ -1342,4 +1590,344 @@ pub fn tool_binary(name: &str) -> PathBuf {
         "the {name} binary is not built: run `cargo build --workspace --bins` first"
     );
     bin
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster membership: masters added and removed, slots moved, a write load that follows them
+
+/// Runs `redis-cli` with `args`, panicking with its output if it fails.
+fn redis_cli_ok(args: &[String]) -> String {
+    let out = Command::new(redis_cli())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", redis_cli().display()));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !text.contains("[ERR]"),
+        "redis-cli {} failed:\n{text}",
+        args.join(" ")
+    );
+    text
+}
+
+impl Server {
+    /// The directives given to [`Server::start_with`] (what follows the rig's own in the config
+    /// file), as pairs again.
+    fn extra_config(&self) -> Vec<(String, String)> {
+        let conf = fs::read_to_string(self.config_path()).unwrap_or_default();
+        let rig_tail = if self.flavor.is_7_0_or_later() {
+            "enable-debug-command yes\n"
+        } else {
+            "repl-diskless-sync-delay 0\n"
+        };
+        let extra = conf.split_once(rig_tail).map(|(_, e)| e).unwrap_or("");
+        extra
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `CLUSTER MYID`.
+    pub fn node_id(&self) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.client())
+            .unwrap_or_else(|e| panic!("CLUSTER MYID on {} failed: {e}", self.url()))
+    }
+
+    /// How many slots this cluster node serves as a master (`CLUSTER SLOTS`, its own view).
+    pub fn slots_served(&self) -> usize {
+        let port = self.port as i64;
+        let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut self.client())
+            .unwrap_or_else(|e| panic!("CLUSTER SLOTS on {} failed: {e}", self.url()));
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(i) => *i,
+            _ => -1,
+        };
+        slots
+            .iter()
+            .filter(|r| match r.get(2) {
+                Some(redis::Value::Array(node)) => node.get(1).map(int) == Some(port),
+                _ => false,
+            })
+            .map(|r| (int(&r[1]) - int(&r[0]) + 1).max(0) as usize)
+            .sum()
+    }
+}
+
+/// Masters joining and leaving, and slots moving between them. After these, [`Cluster::ranges`]
+/// and [`Cluster::master_for_key`] (which assume the starting layout) no longer hold: ask the
+/// cluster ([`Server::slots_served`], [`Cluster::router`]).
+impl Cluster {
+    /// Starts one more master with the cluster's configuration, MEETs it and waits until every
+    /// node knows it (connected, out of handshake). It serves no slot yet.
+    pub fn add_master(&mut self) -> &Server {
+        let extra = self.masters[0].extra_config();
+        let pairs: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let node = Server::start_with(self.flavor(), &pairs);
+        let mut con = self.masters[0].client();
+        self.command(
+            &self.masters[0],
+            &mut con,
+            redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(node.port()),
+        );
+        self.masters.push(node);
+        self.wait_until_ok();
+        &self.masters[self.masters.len() - 1]
+    }
+
+    /// `redis-cli --cluster rebalance --cluster-use-empty-masters` (MIGRATE), with `extra`
+    /// arguments (e.g. `--cluster-pipeline 5`); returns its output.
+    pub fn rebalance(&self, extra: &[&str]) -> String {
+        let mut args: Vec<String> = vec![
+            "--cluster".into(),
+            "rebalance".into(),
+            format!("127.0.0.1:{}", self.masters[0].port()),
+            "--cluster-use-empty-masters".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        redis_cli_ok(&args)
+    }
+
+    /// `redis-cli --cluster reshard`: `slots` slots from master `from` to master `to`
+    /// (indexes into [`Cluster::masters`]), MIGRATE, with `extra` arguments.
+    pub fn reshard(&self, from: usize, to: usize, slots: usize, extra: &[&str]) -> String {
+        let mut args: Vec<String> = vec![
+            "--cluster".into(),
+            "reshard".into(),
+            format!("127.0.0.1:{}", self.masters[to].port()),
+            "--cluster-from".into(),
+            self.masters[from].node_id(),
+            "--cluster-to".into(),
+            self.masters[to].node_id(),
+            "--cluster-slots".into(),
+            slots.to_string(),
+            "--cluster-yes".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        redis_cli_ok(&args)
+    }
+
+    /// Removes master `i`, which must serve no slot any more, with `redis-cli --cluster
+    /// del-node` (CLUSTER FORGET on every other node, then CLUSTER RESET on it), waits until the
+    /// others agree, and returns it (still running, alone).
+    pub fn remove_master(&mut self, i: usize) -> Server {
+        let seed = if i == 0 { 1 } else { 0 };
+        redis_cli_ok(&[
+            "--cluster".into(),
+            "del-node".into(),
+            format!("127.0.0.1:{}", self.masters[seed].port()),
+            self.masters[i].node_id(),
+        ]);
+        let gone = self.masters.remove(i);
+        self.wait_until_ok();
+        gone
+    }
+
+    /// A client that writes where each key's slot lives now (see [`Router`]).
+    pub fn router(&self) -> Router {
+        Router::new(self.masters.iter().map(Server::port).collect())
+    }
+
+    /// A write load until `stop` is set: strings with TTLs, INCR, hashes, deletions, and
+    /// MULTI/EXEC transactions (on hash-tagged keys) with a PEXPIRE inside, on keys `<prefix>*`,
+    /// following slots as they move. Returns the number of operations when it ends.
+    pub fn write_load(
+        &self,
+        prefix: &str,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<u64> {
+        let mut router = self.router();
+        let p = prefix.to_string();
+        std::thread::spawn(move || {
+            let (mut i, mut x) = (0u64, 0x9e37_79b9_7f4a_7c15u64);
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let k = x % 3000;
+                let key = format!("{p}{k}");
+                let mut pipe = redis::pipe();
+                let routed = match i % 6 {
+                    0 => {
+                        pipe.cmd("SET")
+                            .arg(&key)
+                            .arg(i)
+                            .arg("PX")
+                            .arg(900_000 + k)
+                            .ignore();
+                        key
+                    }
+                    1 => {
+                        pipe.cmd("INCR").arg(format!("{key}:n")).ignore();
+                        format!("{key}:n")
+                    }
+                    2 => {
+                        pipe.cmd("HSET")
+                            .arg(format!("{key}:h"))
+                            .arg(i % 5)
+                            .arg(i)
+                            .ignore();
+                        format!("{key}:h")
+                    }
+                    3 => {
+                        pipe.cmd("DEL").arg(&key).ignore();
+                        key
+                    }
+                    _ => {
+                        let tag = format!("{p}{{tx{}}}", k % 200);
+                        pipe.atomic()
+                            .cmd("INCRBY")
+                            .arg(format!("{tag}:n"))
+                            .arg(3)
+                            .ignore()
+                            .cmd("RPUSH")
+                            .arg(format!("{tag}:l"))
+                            .arg(i)
+                            .ignore()
+                            .cmd("PEXPIRE")
+                            .arg(format!("{tag}:l"))
+                            .arg(800_000)
+                            .ignore();
+                        tag
+                    }
+                };
+                router.run(&routed, &pipe);
+                i += 1;
+            }
+            i
+        })
+    }
+}
+
+/// Writes to a cluster through direct connections, following MOVED and ASK itself (so that a
+/// MULTI/EXEC goes to one node as one transaction, which a cluster client cannot do). A write
+/// that fails during a migration (TRYAGAIN, a transaction on a slot being moved) is just lost:
+/// the source says what stuck.
+pub struct Router {
+    conns: HashMap<u16, redis::Connection>,
+    owner: Vec<u16>,
+    seeds: Vec<u16>,
+}
+
+impl Router {
+    /// A router that asks the nodes on `seeds` (ports) who serves which slot.
+    pub fn new(seeds: Vec<u16>) -> Router {
+        let mut r = Router {
+            conns: HashMap::new(),
+            owner: vec![seeds.first().copied().unwrap_or(0); 16384],
+            seeds,
+        };
+        r.refresh();
+        r
+    }
+
+    fn conn(&mut self, port: u16) -> Option<&mut redis::Connection> {
+        if !self.conns.contains_key(&port) {
+            let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .and_then(|c| c.get_connection())
+                .ok()?;
+            self.conns.insert(port, c);
+        }
+        self.conns.get_mut(&port)
+    }
+
+    /// Re-reads who serves which slot (CLUSTER SLOTS of the first seed that knows any).
+    pub fn refresh(&mut self) {
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(i) => Some(*i as usize),
+            _ => None,
+        };
+        for seed in self.seeds.clone() {
+            let Some(con) = self.conn(seed) else {
+                continue;
+            };
+            let slots: redis::RedisResult<Vec<Vec<redis::Value>>> =
+                redis::cmd("CLUSTER").arg("SLOTS").query(con);
+            let slots = match slots {
+                Ok(s) if !s.is_empty() => s,
+                // A node removed from the cluster knows no slots.
+                Ok(_) => continue,
+                Err(_) => {
+                    self.conns.remove(&seed);
+                    continue;
+                }
+            };
+            for range in slots {
+                let (Some(first), Some(last)) =
+                    (range.first().and_then(int), range.get(1).and_then(int))
+                else {
+                    continue;
+                };
+                let port = match range.get(2) {
+                    Some(redis::Value::Array(node)) => node.get(1).and_then(int),
+                    _ => None,
+                };
+                if let Some(port) = port {
+                    for s in first..=last.min(16383) {
+                        self.owner[s] = port as u16;
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    /// Runs `pipe` (commands on keys of `key`'s slot) where the slot lives; true if it ran.
+    pub fn run(&mut self, key: &str, pipe: &redis::Pipeline) -> bool {
+        let slot = shake_core::client::slot_of(key.as_bytes()) as usize;
+        let mut port = self.owner[slot];
+        let mut asking = false;
+        for _ in 0..4 {
+            let Some(con) = self.conn(port) else {
+                self.refresh();
+                return false;
+            };
+            let r: redis::RedisResult<redis::Value> = if asking {
+                let mut p = redis::pipe();
+                p.cmd("ASKING").ignore();
+                for c in pipe.cmd_iter() {
+                    p.add_command(c.clone());
+                }
+                p.query(con)
+            } else {
+                pipe.query(con)
+            };
+            let Err(e) = r else { return true };
+            match (e.kind(), e.redirect_node()) {
+                (redis::ErrorKind::Ask, Some((addr, _))) => {
+                    port = addr
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse().ok())
+                        .unwrap_or(port);
+                    asking = true;
+                }
+                (redis::ErrorKind::Moved, Some(_)) => {
+                    self.refresh();
+                    port = self.owner[slot];
+                    asking = false;
+                }
+                _ => {
+                    if e.is_io_error() {
+                        self.conns.remove(&port);
+                    }
+                    if e.to_string().contains("MOVED") {
+                        self.refresh();
+                    }
+                    return false;
+                }
+            }
+        }
+        false
+    }
 }

@@ -81,6 +81,9 @@ pub struct ShardStatus {
     pub full_syncs: u64,
     pub partial_syncs: u64,
     pub last_error: Option<String>,
+    /// The link ended for good (its master left the source cluster): no longer shown.
+    #[serde(skip)]
+    pub removed: bool,
 }
 
 impl ShardStatus {
@@ -107,6 +110,7 @@ impl ShardStatus {
             full_syncs: 0,
             partial_syncs: 0,
             last_error: None,
+            removed: false,
         }
     }
 }
@@ -128,18 +132,30 @@ impl StatusBoard {
         cell
     }
 
+    /// The links shown: every one added, but those removed (see [`StatusBoard::remove`]).
     pub fn snapshot(&self) -> Vec<ShardStatus> {
         let Ok(v) = self.shards.lock() else {
             return Vec::new();
         };
         v.iter()
             .filter_map(|c| c.lock().ok().map(|s| s.clone()))
+            .filter(|s| !s.removed)
             .collect()
     }
 
-    /// The JSON of `/status`.
+    /// A link that ended for good leaves the views. (Its cell stays in place, so the rates of
+    /// the others keep their clocks.)
+    pub fn remove(&self, cell: &Arc<Mutex<ShardStatus>>) {
+        if let Ok(mut s) = cell.lock() {
+            s.removed = true;
+        }
+    }
+
+    /// The JSON of `/status`: `links` is how many links the sync has now (one per source
+    /// master of this shard), `shards` their states.
     pub fn to_json(&self) -> String {
-        serde_json::json!({ "shards": self.snapshot() }).to_string()
+        let shards = self.snapshot();
+        serde_json::json!({ "links": shards.len(), "shards": shards }).to_string()
     }
 
     /// The label every metric of this process carries as `shard`: the index K of `--shard K/N`,
@@ -211,6 +227,17 @@ impl StatusBoard {
             };
             metric(name, kind, help, f);
         }
+        let _ = writeln!(
+            out,
+            "# HELP shake_sync_links links of this process now (one per source master of its shard)"
+        );
+        let _ = writeln!(out, "# TYPE shake_sync_links gauge");
+        let _ = writeln!(
+            out,
+            "shake_sync_links{{shard=\"{}\"}} {}",
+            escape(&shard),
+            shards.len()
+        );
         let _ = writeln!(
             out,
             "# HELP shake_sync_phase 1 for the phase the link is in, 0 for the others"

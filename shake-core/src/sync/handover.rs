@@ -20,8 +20,22 @@
 //! after a kill -9 takes the barrier again, and what the other links applied before it is
 //! committed with their checkpoints.
 //!
+//! **A link's full sync is an import too.** A master that joins the cluster receives its keys by
+//! MIGRATE before shake-sync sees it own any slot, so those keys reach the target in that
+//! master's full sync, not as `RESTORE-ASKING`s of a stream, while the exporting masters' DELs of
+//! them are in their links' streams. The same reasoning applies: the RDB is forked after every
+//! key in it was restored, so the other masters' offsets read after `+FULLRESYNC` are past those
+//! DELs. [`Handle::full_sync_barrier`] waits until the other links that are streaming have
+//! applied up to them before the RDB is written (links themselves in a full sync are not waited
+//! for: their RDBs were forked after those DELs, or hold the keys they delete later, as before).
+//! This wait is *soft*: if a link it waits for is itself in a barrier waiting for this one (it
+//! needs this link's stream, which only starts after the RDB), that link is not waited for, and
+//! the line saying so names it; the other link's barrier is then satisfied once the RDB and the
+//! stream after it are applied.
+//!
 //! This module owns the [`Board`] (per link: its current source master and how far it has
-//! applied) and the barrier; the Applier calls it, the link keeps its entry current.
+//! applied) and the barriers; the Applier and the link call them, the link keeps its entry
+//! current.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +55,10 @@ struct Entry {
     applied: u64,
     /// The links and offsets this link waits for in a barrier.
     waiting: Vec<(usize, u64)>,
+    /// The wait is a full sync's ([`Handle::full_sync_barrier`]), which gives way in a cycle.
+    soft: bool,
+    /// In a full sync: nothing of its stream is applied until the RDB is.
+    syncing: bool,
     /// The link has ended (its master left, or the sync stops): nothing more to wait for.
     ended: bool,
 }
@@ -116,20 +134,62 @@ impl Handle {
 
     /// A full sync starts: until it is applied, nothing of this link counts as applied.
     pub fn full_sync(&self) {
-        self.board.with(|l| l[self.id].applied = 0);
+        self.board.with(|l| {
+            l[self.id].applied = 0;
+            l[self.id].syncing = true;
+        });
+    }
+
+    /// The stream is applied from `offset` on (after a full sync, or on a resume).
+    pub fn streaming(&self, offset: u64) {
+        self.board.with(|l| {
+            l[self.id].applied = offset;
+            l[self.id].syncing = false;
+        });
     }
 
     pub fn ended(&self) {
         self.board.with(|l| l[self.id].ended = true);
     }
 
+    /// The current source masters of the other links that run, with their names.
+    pub fn others_sources(&self) -> Vec<(String, Endpoint)> {
+        self.board.read(|l| {
+            l.iter()
+                .enumerate()
+                .filter(|(i, e)| *i != self.id && !e.ended)
+                .filter_map(|(_, e)| e.source.clone().map(|s| (e.name.clone(), s)))
+                .collect()
+        })
+    }
+
+    /// Before a full sync's RDB is written: waits until every other link that is streaming has
+    /// applied its stream up to its master's offset now (see the module docs). Soft: gives way
+    /// to a link that waits for this one.
+    pub async fn full_sync_barrier(
+        &self,
+        conns: &mut HashMap<String, Connection>,
+    ) -> Result<(), SyncError> {
+        let need = self.probe_others(conns, true).await?;
+        self.wait(need, true).await
+    }
+
     /// Waits until every other link has applied its stream up to its master's offset now.
     /// `conns` caches the probe connections between barriers.
     pub async fn barrier(&self, conns: &mut HashMap<String, Connection>) -> Result<(), SyncError> {
+        let need = self.probe_others(conns, false).await?;
+        self.wait(need, false).await
+    }
+
+    /// Each other link that runs (and, with `streaming_only`, is not in a full sync), with its
+    /// master's `master_repl_offset` now.
+    async fn probe_others(
+        &self,
+        conns: &mut HashMap<String, Connection>,
+        streaming_only: bool,
+    ) -> Result<Vec<(usize, u64)>, SyncError> {
         let board = &self.board;
         let mut stop = board.stop.clone();
-        let stopping = || SyncError::Target("stopping".into());
-        // The other links, each probed at its current master.
         let mut need: Vec<(usize, u64)> = Vec::new();
         let others: Vec<usize> = board.read(|l| {
             (0..l.len())
@@ -142,8 +202,9 @@ impl Handle {
                 if *stop.borrow() {
                     return Err(stopping());
                 }
-                let (source, ended) = board.read(|l| (l[id].source.clone(), l[id].ended));
-                if ended {
+                let (source, ended, syncing) =
+                    board.read(|l| (l[id].source.clone(), l[id].ended, l[id].syncing));
+                if ended || (streaming_only && syncing) {
                     break;
                 }
                 if let Some(src) = source {
@@ -168,7 +229,18 @@ impl Handle {
                 }
             }
         }
-        board.with(|l| l[self.id].waiting = need.clone());
+        Ok(need)
+    }
+
+    /// Waits until each `(link, offset)` of `need` is applied. `soft`: a full sync's wait (see
+    /// [`Handle::full_sync_barrier`]).
+    async fn wait(&self, mut need: Vec<(usize, u64)>, soft: bool) -> Result<(), SyncError> {
+        let board = &self.board;
+        let mut stop = board.stop.clone();
+        board.with(|l| {
+            l[self.id].waiting = need.clone();
+            l[self.id].soft = soft;
+        });
         let started = Instant::now();
         let mut told = Instant::now();
         let mut changed = board.changed.subscribe();
@@ -177,23 +249,38 @@ impl Handle {
                 let pending: Vec<(usize, u64)> = need
                     .iter()
                     .copied()
-                    .filter(|&(id, off)| !l[id].ended && l[id].applied < off)
+                    .filter(|&(id, off)| {
+                        !l[id].ended && l[id].applied < off && !(soft && l[id].syncing)
+                    })
                     .collect();
-                // Two links each waiting for the other: neither can move.
+                // Two links each waiting for the other: neither can move. A full sync's wait
+                // gives way, so it is never the other side of a cycle.
                 let me_applied = l[self.id].applied;
                 let cycle = pending.iter().find(|&&(id, _)| {
-                    l[id]
-                        .waiting
-                        .iter()
-                        .any(|&(w, off)| w == self.id && me_applied < off)
+                    !l[id].soft
+                        && l[id]
+                            .waiting
+                            .iter()
+                            .any(|&(w, off)| w == self.id && me_applied < off)
                 });
-                (pending.clone(), cycle.map(|&(id, _)| l[id].name.clone()))
+                (
+                    pending.clone(),
+                    cycle.map(|&(id, _)| (id, l[id].name.clone())),
+                )
             });
             if pending.is_empty() {
                 break Ok(());
             }
-            if let Some(other) = cycle {
+            if let Some((id, other)) = cycle {
                 let me = board.read(|l| l[self.id].name.clone());
+                if soft {
+                    eprintln!(
+                        "shake-sync: {me}: the full sync does not wait for link {other}, which waits for this link's stream (a migration into its master is in progress)"
+                    );
+                    need.retain(|&(w, _)| w != id);
+                    board.with(|l| l[self.id].waiting = need.clone());
+                    continue;
+                }
                 break Err(SyncError::Fatal(format!(
                     "keys are migrating between the source masters of links {me} and {other} in both directions at once: each link must apply the other's earlier commands first, so neither can go on; run one migration at a time (redis-cli --cluster reshard/rebalance do), then start shake-sync again (it resumes from its checkpoints)"
                 )));
@@ -207,8 +294,13 @@ impl Handle {
                         .collect::<Vec<_>>()
                         .join(", ")
                 });
+                let what = if soft {
+                    "a full sync waits"
+                } else {
+                    "a slot migration's keys wait"
+                };
                 eprintln!(
-                    "shake-sync: a slot migration's keys wait {}s for the links that held them: {names}",
+                    "shake-sync: {what} {}s for the links that held them: {names}",
                     started.elapsed().as_secs()
                 );
             }
@@ -218,9 +310,16 @@ impl Handle {
                 _ = stop.wait_for(|v| *v) => break Err(stopping()),
             }
         };
-        board.with(|l| l[self.id].waiting.clear());
+        board.with(|l| {
+            l[self.id].waiting.clear();
+            l[self.id].soft = false;
+        });
         r
     }
+}
+
+fn stopping() -> SyncError {
+    SyncError::Target("stopping".into())
 }
 
 /// The master's `master_repl_offset`, on a cached connection.

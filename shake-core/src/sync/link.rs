@@ -52,6 +52,10 @@ pub struct LinkSpec {
     pub source_nodes: Vec<Endpoint>,
     /// A cluster source's link: its place among its siblings (see [`super::handover`]).
     pub handover: Option<super::handover::Handle>,
+    /// Started while the sync runs, for a master that joined the source cluster: its full sync
+    /// replaces what the target holds of its keys (they are the source's, arriving from the
+    /// masters that exported them), whatever `--on-conflict` says.
+    pub joined: bool,
     /// What `--flush-target` asks of this link's full syncs.
     pub flush: Flush,
 }
@@ -190,6 +194,21 @@ async fn resolve_source(
             return Ok(spec.seed.clone());
         }
         if let Some(m) = topo.master_for_slot(slot) {
+            // A master that left the cluster leaves its first slot to another master, which
+            // has a link of its own: taking it here would sync it twice.
+            let taken = spec.handover.as_ref().and_then(|h| {
+                h.others_sources()
+                    .into_iter()
+                    .find(|(_, e)| e.address() == m.address())
+            });
+            if let Some((other, _)) = taken {
+                return Err(SyncError::Target(format!(
+                    "{}: the master serving slot {slot} now, {}, is link {other}'s; this link's master {} is no longer a master of the cluster",
+                    spec.name,
+                    m.address(),
+                    spec.seed.address()
+                )));
+            }
             return Ok(m.clone());
         }
     }
@@ -510,6 +529,45 @@ async fn full_sync(
     Ok((stream, seen))
 }
 
+/// Deletes every checkpoint key of link `name` from the target: the link has ended for good
+/// (its master left the source cluster), and a later start must not try to resume it. Returns
+/// how many keys were deleted.
+pub(crate) async fn forget_checkpoint(
+    settings: &SyncSettings,
+    name: &str,
+) -> Result<usize, SyncError> {
+    let mut target = connect_stream_target(settings).await?;
+    if !target.is_cluster() {
+        target
+            .select(settings.stream.checkpoint_db)
+            .map_err(SyncError::from_client)?;
+    }
+    let keys = CheckpointKeys::new(name, target.is_cluster());
+    let (_, found) = read_checkpoint(settings, &target.masters(), &keys).await?;
+    for k in &found {
+        let mut c = Vec::new();
+        crate::resp::encode_command(&mut c, &[&b"DEL"[..], k]);
+        target
+            .submit(
+                Some(k),
+                c,
+                crate::client::Idempotent::Yes,
+                GroupTag::LowWater,
+            )
+            .await
+            .map_err(SyncError::from_client)?;
+    }
+    for (_, r) in target.drain().await.map_err(SyncError::from_client)? {
+        if let Some(e) = r.error() {
+            return Err(SyncError::Target(format!(
+                "{}: cannot delete the checkpoint of link {name}: {e}",
+                target.seed()
+            )));
+        }
+    }
+    Ok(found.len())
+}
+
 /// Deletes this link's checkpoint keys and marks the target as holding this link's data
 /// without a resumable offset (a full sync is under way).
 async fn reset_checkpoint(
@@ -681,7 +739,7 @@ async fn session(
             // A target that already holds this link's keys (an earlier full sync, or a restart
             // of an interrupted one) gets them replaced, whatever --on-conflict says: they are
             // ours, only older.
-            let policy = if ours || *full_synced {
+            let policy = if ours || *full_synced || spec.joined {
                 ConflictPolicy::Rewrite
             } else {
                 settings.apply.conflict
@@ -705,6 +763,19 @@ async fn session(
                 slots = Some(super::prune::owned_slots(&source, &settings.connect).await?);
             }
             let seen = prunes.then(|| KeyHashes::new(KeyHasher::default()));
+            // The RDB was forked after every key it holds had arrived: the exporting masters'
+            // DELs of the keys it imported go to the target first (see super::handover).
+            if let Some(h) = &spec.handover {
+                let mut conns = std::collections::HashMap::new();
+                let mut halt = stop.clone();
+                tokio::select! {
+                    r = h.full_sync_barrier(&mut conns) => r?,
+                    _ = halt.wait_for(|v| *v) => {
+                        update(status, |s| s.phase = Phase::Stopped);
+                        return Ok(());
+                    }
+                }
+            }
             let mut halt = stop.clone();
             let (stream, seen) = tokio::select! {
                 r = full_sync(spec, settings, status, transfer, policy, seen) => r?,
@@ -719,7 +790,7 @@ async fn session(
             *full_synced = true;
             let offset = stream.offset();
             if let Some(h) = &spec.handover {
-                h.applied(offset);
+                h.streaming(offset);
             }
             if let Some(seen) = seen {
                 if let (Some(s), true) = (slots.as_mut(), spec.first_slot.is_some()) {
@@ -792,6 +863,9 @@ async fn session(
                 ),
             );
             update(status, |s| s.partial_syncs += 1);
+            if let Some(h) = &spec.handover {
+                h.streaming(stream.offset());
+            }
             (stream, applied, resume_db)
         }
     };

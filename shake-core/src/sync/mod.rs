@@ -9,7 +9,9 @@
 //! - [`prune`]: after a fallback full sync, removing the keys the source deleted;
 //! - [`link`]: one replication link (one source master): connect, resume or full sync, stream,
 //!   and start over from the checkpoint after any fault;
-//! - this module: the whole sync, one link per source master, status, stopping.
+//! - [`members`]: the set of links while the sync runs: a link for a master that joins the
+//!   source cluster, the end of one whose master left;
+//! - this module: the whole sync, one link per source master at the start, status, stopping.
 //!
 //! The replica side of the protocol is [`crate::repl`]; writing RDB data is [`crate::apply`];
 //! the target client is [`crate::client`]. None of that is repeated here.
@@ -18,6 +20,7 @@ pub mod asm;
 pub mod checkpoint;
 pub mod handover;
 pub mod link;
+pub mod members;
 pub mod prune;
 pub mod repair;
 pub mod stream;
@@ -31,7 +34,7 @@ use tokio::sync::watch;
 use crate::apply::{ApplyError, ApplyOptions};
 use crate::client::{ClientError, Topology};
 use crate::net::{ConnectOptions, Connection, Endpoint, NetError};
-use crate::observe::status::{Phase, ShardStatus, StatusBoard};
+use crate::observe::status::{ShardStatus, StatusBoard};
 use crate::repl::{ReplError, ReplOptions};
 
 pub use link::LinkSpec;
@@ -68,7 +71,13 @@ pub struct SyncSettings {
     pub relaxed_version: bool,
     /// `--shard K/N`: only the links of this shard's source masters (see [`crate::shard`]).
     pub shard: crate::shard::Shard,
+    /// How often a cluster source's topology is read for masters that joined or left
+    /// (`--topology-interval`; streams showing slots moving prompt a read sooner).
+    pub topology_interval: Duration,
 }
+
+/// The default of [`SyncSettings::topology_interval`].
+pub const TOPOLOGY_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -150,26 +159,34 @@ pub async fn plan_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
     Ok(links)
 }
 
-async fn all_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
+/// Whether the source is a cluster (`--source-single-node` says no; else detected).
+async fn source_is_cluster(s: &SyncSettings) -> Result<bool, SyncError> {
+    if let Some(c) = s.source_cluster {
+        return Ok(c);
+    }
     let mut conn = Connection::connect(&s.source, &s.connect)
         .await
         .map_err(|e| SyncError::Fatal(format!("source: {e}")))?;
-    let cluster = match s.source_cluster {
-        Some(c) => c,
-        None => crate::client::is_cluster(&mut conn)
-            .await
-            .map_err(|e| SyncError::Fatal(format!("source: {e}")))?,
-    };
-    if !cluster {
+    crate::client::is_cluster(&mut conn)
+        .await
+        .map_err(|e| SyncError::Fatal(format!("source: {e}")))
+}
+
+async fn all_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
+    if !source_is_cluster(s).await? {
         return Ok(vec![LinkSpec {
             name: s.checkpoint_name.clone(),
             seed: s.source.clone(),
             first_slot: None,
             source_nodes: vec![s.source.clone()],
             handover: None,
+            joined: false,
             flush: link::Flush::No,
         }]);
     }
+    let mut conn = Connection::connect(&s.source, &s.connect)
+        .await
+        .map_err(|e| SyncError::Fatal(format!("source: {e}")))?;
     let topo = Topology::fetch(&mut conn)
         .await
         .map_err(|e| SyncError::Fatal(format!("source: {e}")))?;
@@ -183,6 +200,7 @@ async fn all_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
             first_slot: Some(first),
             source_nodes: masters.clone(),
             handover: None,
+            joined: false,
             flush: link::Flush::No,
         });
     }
@@ -283,7 +301,8 @@ async fn plan_flush(s: &SyncSettings, links: &mut [LinkSpec]) -> Result<(), Sync
     if !s.flush_target {
         return Ok(());
     }
-    if links.len() == 1 {
+    // A cluster source's one master may be joined by others while the sync runs: it shares.
+    if links.len() == 1 && links[0].first_slot.is_none() {
         links[0].flush = link::Flush::EachFullSync;
         return Ok(());
     }
@@ -319,25 +338,30 @@ async fn plan_flush(s: &SyncSettings, links: &mut [LinkSpec]) -> Result<(), Sync
 }
 
 /// Runs the sync until `stop` turns true (then drains, checkpoints and returns) or a link fails
-/// for good (then the other links are stopped the same way and the error is returned).
+/// for good (then the other links are stopped the same way and the error is returned). A
+/// cluster source's links follow its masters meanwhile (see [`members`]).
 pub async fn run(
     s: SyncSettings,
     board: StatusBoard,
     stop: watch::Receiver<bool>,
 ) -> Result<SyncSummary, SyncError> {
     let started = Instant::now();
+    let cluster = source_is_cluster(&s).await?;
     let links = plan_links(&s).await?;
     if links.is_empty() {
         // More shards than masters: this one idles (serving /status) until it is stopped, so
-        // a StatefulSet of any N stays up; the other shards do the work.
+        // a StatefulSet of any N stays up; the other shards do the work. A master that joins
+        // with its first slot in this shard's range gets a link here.
         let masters = all_links(&s).await.map(|l| l.len()).unwrap_or(0);
         eprintln!("shake-sync: {}", s.shard.nothing_to_do(masters));
-        let mut stop = stop;
-        let _ = stop.wait_for(|v| *v).await;
-        return Ok(SyncSummary {
-            shards: Vec::new(),
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        if !cluster {
+            let mut stop = stop;
+            let _ = stop.wait_for(|v| *v).await;
+            return Ok(SyncSummary {
+                shards: Vec::new(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
     }
     let mut links = links;
     plan_flush(&s, &mut links).await?;
@@ -347,59 +371,30 @@ pub async fn run(
     // flips to stop its siblings.
     let relay = {
         let mut outer = stop.clone();
+        let mut inner = inner_stop.clone();
         let tx = inner_stop_tx.clone();
         tokio::spawn(async move {
-            let _ = outer.wait_for(|v| *v).await;
-            let _ = tx.send(true);
+            tokio::select! {
+                _ = outer.wait_for(|v| *v) => { let _ = tx.send(true); }
+                _ = inner.wait_for(|v| *v) => {}
+            }
         })
     };
-    let order = (links.len() > 1)
-        .then(|| handover::Board::new(settings.connect.clone(), inner_stop.clone()));
-    let mut handles = Vec::new();
-    for mut spec in links {
-        if let Some(b) = &order {
-            spec.handover = Some(b.register(&spec.name));
-        }
-        let status = board.add(ShardStatus::new(&spec.name, &spec.seed.address()));
-        let (settings, stop, tx) = (settings.clone(), inner_stop.clone(), inner_stop_tx.clone());
-        handles.push(tokio::spawn(async move {
-            let handle = spec.handover.clone();
-            let r = link::run_link(spec, settings, status.clone(), stop).await;
-            if let Some(h) = handle {
-                h.ended();
-            }
-            if let Ok(mut st) = status.lock() {
-                st.phase = if r.is_ok() {
-                    Phase::Stopped
-                } else {
-                    Phase::Failed
-                };
-                if let Err(e) = &r {
-                    st.last_error = Some(e.to_string());
-                }
-            }
-            if r.is_err() {
-                let _ = tx.send(true);
-            }
-            r
-        }));
+    // A cluster source may gain masters: its links always share a handover board.
+    let order = cluster.then(|| handover::Board::new(settings.connect.clone(), inner_stop.clone()));
+    let mut members = members::Members::new(
+        settings.clone(),
+        board.clone(),
+        order,
+        inner_stop,
+        inner_stop_tx,
+    );
+    for spec in links {
+        members.start(spec);
     }
-    let mut first_err = None;
-    for h in handles {
-        match h.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(e) => {
-                first_err.get_or_insert(SyncError::Fatal(format!("a link task failed: {e}")));
-            }
-        }
-    }
+    let r = members.run(cluster).await;
     relay.abort();
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    r?;
     Ok(SyncSummary {
         shards: board.snapshot(),
         seconds: started.elapsed().as_secs_f64(),

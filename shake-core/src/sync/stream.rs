@@ -67,6 +67,10 @@ pub struct StreamOptions {
     pub migrations: Arc<MigrationBoard>,
     /// What a command the target refuses leads to (see [`super::repair`]).
     pub on_target_error: OnTargetError,
+    /// Shared by the links of one sync: poked when a stream shows the source's slots moving
+    /// (`RESTORE-ASKING`, `CLUSTER SETSLOT`/`SYNCSLOTS`), so the sync re-reads the source's
+    /// topology now rather than at its next scheduled read (see [`super::members`]).
+    pub topology_hint: Arc<tokio::sync::Notify>,
 }
 
 impl Default for StreamOptions {
@@ -82,6 +86,7 @@ impl Default for StreamOptions {
             qps: 0,
             migrations: Arc::default(),
             on_target_error: OnTargetError::Repair,
+            topology_hint: Arc::default(),
         }
     }
 }
@@ -500,6 +505,7 @@ impl Applier {
             _ if name.eq_ignore_ascii_case(b"CLUSTER") => {
                 // Cluster bus and slot-migration chatter (CLUSTER SYNCSLOTS ...): never data.
                 self.stats.skipped += 1;
+                self.opts.topology_hint.notify_one();
                 if let Control::Handoff(h) = self.asm.control(&argv, end).await? {
                     self.settle().await?;
                     self.asm.await_handoff(h).await?;
@@ -848,6 +854,7 @@ impl Applier {
 
         // Only MIGRATE sends RESTORE-ASKING: a key arriving from another source master.
         if argv[0].eq_ignore_ascii_case(b"RESTORE-ASKING") && self.handover.is_some() {
+            self.opts.topology_hint.notify_one();
             let domain = if self.cluster {
                 Domain::Slot(slot_of(first))
             } else {
