@@ -97,8 +97,10 @@ struct Args {
     split_transactions: bool,
 
     /// Empty the target (FLUSHALL on every master) before a full sync: for re-seeding an old
-    /// primary after a failover, so keys deleted meanwhile do not survive. Destructive; not
-    /// allowed with filters or --db-map
+    /// primary after a failover, so keys deleted meanwhile do not survive. With a cluster source
+    /// (several links) the target is emptied once, before any link starts, when no link has a
+    /// checkpoint to resume from; a link that needs a full sync otherwise stops with an error.
+    /// Destructive; not allowed with filters, --db-map or --shard
     #[arg(long)]
     flush_target: bool,
 

@@ -3,8 +3,10 @@
 //! - `metrics_pass_promtool_and_feed_the_dashboard`: a sync of a Redis 7.0 cluster (three
 //!   links) is scraped: `promtool check metrics` finds nothing to lint (counters are counters
 //!   ending in `_total`, durations in seconds), every series carries the `shard`, `link` (source
-//!   master) and `source` labels, each link appears once per metric, and every metric that a
-//!   query of deploy/grafana/shake-sync.json names is one /metrics exports.
+//!   master) and `source` labels, each link appears once per metric, every metric that a
+//!   query of deploy/grafana/shake-sync.json names is one /metrics exports, and the dashboard
+//!   has a panel for each thing the issue lists (lag, applied ops/s, phase, full syncs,
+//!   reconnects, repairs, errors).
 //!
 //! The manifests themselves are checked by scripts/check-deploy.sh (kustomize, schema, checkov),
 //! which scripts/test runs as a step of its own.
@@ -197,6 +199,23 @@ fn metrics_pass_promtool_and_feed_the_dashboard() {
             "{}: the dashboard queries {name}, which /metrics does not export (it has {:?})",
             path.display(),
             series.keys().collect::<Vec<_>>()
+        );
+    }
+    // What issue 16 asks the dashboard to show: lag per master and worst lag, applied ops/s,
+    // phase, full syncs, reconnects, repairs, errors.
+    for want in [
+        "shake_sync_lag_seconds",
+        "shake_sync_commands_applied_total",
+        "shake_sync_phase",
+        "shake_sync_full_syncs_total",
+        "shake_sync_reconnects_total",
+        "shake_sync_repaired_keys_total",
+        "shake_sync_errors_total",
+    ] {
+        assert!(
+            used.contains(want),
+            "{}: no panel queries {want}",
+            path.display()
         );
     }
     eprintln!(

@@ -2507,3 +2507,143 @@ fn sync_target_resharding() {
         assert!(!l.contains("answered an error"), "{l}");
     }
 }
+
+/// `--flush-target` with a 3-master source: the target is emptied once, before any link
+/// writes, however far apart the links' full syncs end. One master delays its full sync by 3 s
+/// (`repl-diskless-sync-delay`: its `+FULLRESYNC` comes when its fork starts), so the other two
+/// links have written their keys by then; a flush at that link's full sync would wipe them.
+/// A restart with `--flush-target` and every checkpoint in place resumes and empties nothing;
+/// one with a link's checkpoint gone (that link must full-sync, which no flush of the shared
+/// target can serve) stops with an error naming the link.
+#[test]
+fn sync_flush_target_cluster_source_flushes_once() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Cluster::start_with(flavor, &[BACKLOG, ONE_DB]);
+    let dst = Cluster::start_with(flavor, &[ONE_DB]);
+    let snap_src = || cluster_snapshot(&src);
+    let snap_dst = || cluster_snapshot(&dst);
+    let mut scon = src.connection();
+    for i in 0..3000 {
+        cq(&mut scon, redis::cmd("SET").arg(format!("pre:{i}")).arg(i));
+    }
+    // What the flush is for: keys on the target that the source does not have.
+    let mut dcon = dst.connection();
+    for i in 0..300 {
+        cq(
+            &mut dcon,
+            redis::cmd("SET").arg(format!("stale:{i}")).arg(i),
+        );
+    }
+    let late = &src.masters()[2];
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync-delay")
+        .arg(3)
+        .query(&mut late.client())
+        .expect("CONFIG SET");
+
+    let load = prefixed_cluster_load(&src, "");
+    let mut s = Sync::start(&src.url(), &dst.url(), &["--flush-target"]);
+    let t = Instant::now();
+    while s.stderr().matches("full sync applied").count() < 3 {
+        assert!(s.running(), "shake-sync exited:\n{}", s.stderr());
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "3 full syncs not applied within 60 s:\n{}",
+            s.stderr()
+        );
+        sleep(Duration::from_millis(50));
+    }
+    sleep(Duration::from_secs(1));
+    stop_load(load);
+    converge(
+        "flush once: 3 links",
+        &snap_src,
+        &snap_dst,
+        Duration::from_secs(30),
+    );
+    let (code, log) = s.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        log.matches("target flushed").count(),
+        1,
+        "the target was not flushed exactly once:\n{log}"
+    );
+
+    // A restart with every checkpoint in place: resumes, flushes nothing.
+    let load = prefixed_cluster_load(&src, "r-");
+    let mut s = Sync::start(&src.url(), &dst.url(), &["--flush-target"]);
+    let t = Instant::now();
+    while s.stderr().matches("resumed from offset").count() < 3 {
+        assert!(s.running(), "shake-sync exited:\n{}", s.stderr());
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "3 links did not resume within 60 s:\n{}",
+            s.stderr()
+        );
+        sleep(Duration::from_millis(50));
+    }
+    sleep(Duration::from_secs(1));
+    stop_load(load);
+    converge(
+        "flush once: restart",
+        &snap_src,
+        &snap_dst,
+        Duration::from_secs(30),
+    );
+    let (code, log) = s.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        !log.contains("target flushed") && log.contains("not emptied"),
+        "a restart with checkpoints flushed the target:\n{log}"
+    );
+
+    // One link's checkpoint gone: that link would need a flush of its own. Refused, named.
+    let mut gone = None;
+    for m in dst.masters() {
+        let mut c = m.client();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("shake-sync:checkpoint:*")
+            .query(&mut c)
+            .expect("KEYS");
+        let name = keys
+            .iter()
+            .find(|k| !k.contains(":{") && !k.ends_with(":global"))
+            .cloned();
+        if let Some(lw) = name {
+            let link = lw.trim_start_matches("shake-sync:checkpoint:").to_string();
+            for k in keys.iter().filter(|k| k.starts_with(&lw)) {
+                let _: () = redis::cmd("DEL").arg(k).query(&mut c).expect("DEL");
+            }
+            gone = Some(link);
+            break;
+        }
+    }
+    let gone = gone.expect("a low-water checkpoint key on the target");
+    // The domain keys of that link on the other masters too.
+    for m in dst.masters() {
+        let mut c = m.client();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("shake-sync:checkpoint:{gone}:*"))
+            .query(&mut c)
+            .expect("KEYS");
+        for k in keys {
+            let _: () = redis::cmd("DEL").arg(k).query(&mut c).expect("DEL");
+        }
+    }
+    let mut s = Sync::start(&src.url(), &dst.url(), &["--flush-target"]);
+    let t = Instant::now();
+    while s.running() && t.elapsed() < Duration::from_secs(60) {
+        sleep(Duration::from_millis(100));
+    }
+    let log = s.stderr();
+    assert!(!s.running(), "a link's lone full sync went on:\n{log}");
+    assert!(
+        log.contains(&format!("{gone}: this link needs a full sync"))
+            && log.contains("--flush-target cannot empty the target for one link"),
+        "the refusal does not name the link {gone}:\n{log}"
+    );
+}

@@ -51,6 +51,24 @@ pub struct LinkSpec {
     pub source_nodes: Vec<Endpoint>,
     /// A cluster source's link: its place among its siblings (see [`super::handover`]).
     pub handover: Option<super::handover::Handle>,
+    /// What `--flush-target` asks of this link's full syncs.
+    pub flush: Flush,
+}
+
+/// `--flush-target` for one link. The target is shared by every link of a sync, so only a sync
+/// of one link may empty it whenever that link full-syncs; the links of a cluster source share
+/// one flush before any of them writes (see [`super::run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// No `--flush-target`.
+    No,
+    /// The only link: FLUSHALL before each of its full syncs.
+    EachFullSync,
+    /// One of several links. `flushed_at_start`: the target was emptied for all of them before
+    /// they started, which covers each link's first full sync (and its retries until one
+    /// completes). Any other full sync would need a flush that wipes the other links' keys: it
+    /// is refused.
+    Shared { flushed_at_start: bool },
 }
 
 type Status = Arc<Mutex<ShardStatus>>;
@@ -630,6 +648,26 @@ async fn reset_checkpoint(
     Ok(())
 }
 
+/// FLUSHALL and FUNCTION FLUSH on every master of the target (`--flush-target`).
+pub(crate) async fn flush_target(target: &mut Target<GroupTag>) -> Result<(), SyncError> {
+    for argv in [&["FLUSHALL"][..], &["FUNCTION", "FLUSH"][..]] {
+        for (node, r) in target
+            .broadcast(argv)
+            .await
+            .map_err(SyncError::from_client)?
+        {
+            // Servers before 7.0 have no functions to flush.
+            if let Some(e) = r.error().filter(|e| !e.contains("unknown command")) {
+                return Err(SyncError::Fatal(format!(
+                    "{node}: {} (--flush-target) failed: {e}",
+                    argv.join(" ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn session(
     spec: &LinkSpec,
     settings: &SyncSettings,
@@ -721,23 +759,21 @@ async fn session(
                 s.rdb_bytes_applied = 0;
                 s.rdb_keys_applied = 0;
             });
-            if settings.flush_target {
-                for argv in [&["FLUSHALL"][..], &["FUNCTION", "FLUSH"][..]] {
-                    for (node, r) in target
-                        .broadcast(argv)
-                        .await
-                        .map_err(SyncError::from_client)?
-                    {
-                        // Servers before 7.0 have no functions to flush.
-                        if let Some(e) = r.error().filter(|e| !e.contains("unknown command")) {
-                            return Err(SyncError::Fatal(format!(
-                                "{node}: {} (--flush-target) failed: {e}",
-                                argv.join(" ")
-                            )));
-                        }
-                    }
+            match spec.flush {
+                Flush::No => {}
+                Flush::EachFullSync => {
+                    flush_target(&mut target).await?;
+                    log(settings, &spec.name, "target flushed (--flush-target)");
                 }
-                log(settings, &spec.name, "target flushed (--flush-target)");
+                Flush::Shared {
+                    flushed_at_start: true,
+                } if !*full_synced => {}
+                Flush::Shared { .. } => {
+                    return Err(SyncError::Fatal(format!(
+                        "{}: this link needs a full sync from {source}, and --flush-target cannot empty the target for one link of a cluster source: FLUSHALL would wipe the other links' keys (with several links it empties the target once, before they start, and only when none has a checkpoint to resume from). Either run without --flush-target (this link's full sync replaces its keys; keys deleted from the source meanwhile stay on the target), or stop, empty the target and start again with --flush-target",
+                        spec.name
+                    )));
+                }
             }
             reset_checkpoint(&mut target, &keys, &found).await?;
             // A target that already holds this link's keys (an earlier full sync, or a restart

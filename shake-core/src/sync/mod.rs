@@ -224,6 +224,7 @@ async fn all_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
             first_slot: None,
             source_nodes: vec![s.source.clone()],
             handover: None,
+            flush: link::Flush::No,
         }]);
     }
     let topo = Topology::fetch(&mut conn)
@@ -239,6 +240,7 @@ async fn all_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
             first_slot: Some(first),
             source_nodes: masters.clone(),
             handover: None,
+            flush: link::Flush::No,
         });
     }
     name_by_history(s, &mut links).await?;
@@ -328,6 +330,51 @@ async fn name_by_history(s: &SyncSettings, links: &mut [LinkSpec]) -> Result<(),
     Ok(())
 }
 
+/// `--flush-target` over the links. One link owns the target: it empties it before each of its
+/// full syncs. Several links (a cluster source) share it, and a FLUSHALL at one link's full sync
+/// would wipe what the others wrote, whenever their full syncs end. So the target is emptied
+/// once, here, before any link starts, when none of them has a checkpoint to resume from (a
+/// fresh sync: every link will full-sync); when some have, nothing is emptied and a link that
+/// still needs a full sync stops with an error saying so (see [`link::Flush`]).
+async fn plan_flush(s: &SyncSettings, links: &mut [LinkSpec]) -> Result<(), SyncError> {
+    if !s.flush_target {
+        return Ok(());
+    }
+    if links.len() == 1 {
+        links[0].flush = link::Flush::EachFullSync;
+        return Ok(());
+    }
+    let mut target = link::connect_stream_target(s).await?;
+    let (masters, cluster) = (target.masters(), target.is_cluster());
+    let mut resumable = Vec::new();
+    for l in links.iter() {
+        let keys = checkpoint::CheckpointKeys::new(&l.name, cluster);
+        let (applied, _) = link::read_checkpoint(s, &masters, &keys).await?;
+        if applied.resume_offset().is_some() {
+            resumable.push(l.name.clone());
+        }
+    }
+    let flushed_at_start = resumable.is_empty();
+    if flushed_at_start {
+        link::flush_target(&mut target).await?;
+        if !s.quiet {
+            eprintln!(
+                "shake-sync: target flushed once for the {} links, before any of them starts (--flush-target)",
+                links.len()
+            );
+        }
+    } else if !s.quiet {
+        eprintln!(
+            "shake-sync: --flush-target: the target is not emptied, since links {} have checkpoints to resume from (a link that needs a full sync stops)",
+            resumable.join(", ")
+        );
+    }
+    for l in links.iter_mut() {
+        l.flush = link::Flush::Shared { flushed_at_start };
+    }
+    Ok(())
+}
+
 /// Runs the sync until `stop` turns true (then drains, checkpoints and returns) or a link fails
 /// for good (then the other links are stopped the same way and the error is returned).
 pub async fn run(
@@ -349,6 +396,8 @@ pub async fn run(
             seconds: started.elapsed().as_secs_f64(),
         });
     }
+    let mut links = links;
+    plan_flush(&s, &mut links).await?;
     let settings = Arc::new(s);
     let (inner_stop_tx, inner_stop) = watch::channel(false);
     // The outside stop reaches the links through our own switch, which a failing link also
