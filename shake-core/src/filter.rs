@@ -61,6 +61,11 @@ impl KeyFilter {
         !self.globs.is_empty() || self.regex.is_some()
     }
 
+    /// The databases `--db` names (empty: every database).
+    pub fn dbs(&self) -> &[u64] {
+        &self.dbs
+    }
+
     pub fn db_allowed(&self, db: u64) -> bool {
         self.dbs.is_empty() || self.dbs.contains(&db)
     }

@@ -216,9 +216,21 @@ impl Link {
         during: &(dyn Fn() -> String + Sync),
         received: u64,
     ) -> Result<usize, ReplError> {
+        self.wait_for_data_until(during, received, None)
+            .await
+            .map(|n| n.unwrap_or(0))
+    }
+
+    /// `wait_for_data`, giving up at `until` with `None` (nothing read, nothing lost).
+    async fn wait_for_data_until(
+        &mut self,
+        during: &(dyn Fn() -> String + Sync),
+        received: u64,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<Option<usize>, ReplError> {
         loop {
             if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
-                return Ok(0);
+                return Ok(Some(0));
             }
             let tick = tokio::time::sleep_until(self.next_tick);
             let stop = self.stop.clone();
@@ -230,16 +242,23 @@ impl Link {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let deadline = async move {
+                match until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 // Reading into the buffer is cancel-safe; an ACK being written is not, so the
-                // stop is only heard here, never inside the tick's write.
-                _ = stopped => return Ok(0),
+                // stop and the deadline are only heard here, never inside the tick's write.
+                _ = stopped => return Ok(Some(0)),
+                _ = deadline => return Ok(None),
                 r = self.conn.fill() => {
                     let cause = match r {
                         Ok(0) => "the server closed the connection".to_string(),
                         Ok(n) => {
                             self.last_data = Instant::now();
-                            return Ok(n);
+                            return Ok(Some(n));
                         }
                         Err(NetError::Io { source, .. }) => source.to_string(),
                         Err(e) => e.to_string(),
@@ -1022,6 +1041,22 @@ impl ReplStream {
         let offset = self.link.offset;
         self.link
             .wait_for_data(&|| format!("in the command stream at offset {offset}"), 0)
+            .await
+    }
+
+    /// [`ReplStream::fill`], waiting at most `wait`: `None` when nothing came meanwhile.
+    pub async fn fill_within(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Result<Option<usize>, ReplError> {
+        let offset = self.link.offset;
+        let until = tokio::time::Instant::now() + wait;
+        self.link
+            .wait_for_data_until(
+                &|| format!("in the command stream at offset {offset}"),
+                0,
+                Some(until),
+            )
             .await
     }
 

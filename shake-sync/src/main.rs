@@ -104,6 +104,13 @@ struct Args {
     #[arg(long)]
     flush_target: bool,
 
+    /// After a full sync, remove the keys of this sync's scope (its databases, keys and slots)
+    /// that the new snapshot did not hold and no later command wrote: `auto` when the target
+    /// already holds this sync's checkpoint (a fallback full sync: backlog overflow, new
+    /// replication id, interrupted full sync), `always` (also a first full sync), `never`
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    prune: String,
+
     /// Where the checkpoint lives: `target` (keys under shake-sync:checkpoint:<name> in database
     /// 0 of the target, committed with the data) or `target:DB` for another database of a
     /// standalone target
@@ -379,6 +386,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         apply,
         pipeline: args.apply.pipeline.max(1),
         flush_target: args.flush_target,
+        prune: shake_core::sync::prune::PrunePolicy::parse(&args.prune)?,
         retry_for: Duration::from_secs(args.retry_for),
         status_addr,
         quiet: args.log.quiet,

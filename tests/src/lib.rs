@@ -1108,11 +1108,13 @@ impl Cluster {
 /// A TCP proxy on a free loopback port in front of a server, for cutting links on purpose: a
 /// client connects to [`Proxy::url`] instead of the server's URL, and [`Proxy::cut`] closes
 /// every connection passing through (both sides see the link drop, as with a network fault);
-/// new connections are accepted again at once.
+/// new connections are accepted again at once. [`Proxy::hold`] cuts and keeps the link down
+/// (new connections are closed at once) until [`Proxy::release`].
 pub struct Proxy {
     port: u16,
     conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cuts: u32,
 }
 
@@ -1137,7 +1139,8 @@ impl Proxy {
             .expect("non-blocking proxy listener");
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c2, s2) = (conns.clone(), stop.clone());
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c2, s2, h2) = (conns.clone(), stop.clone(), held.clone());
         std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 let (client, _) = match listener.accept() {
@@ -1147,6 +1150,11 @@ impl Proxy {
                         continue;
                     }
                 };
+                if h2.load(Ordering::Relaxed) {
+                    // The link is down: the client sees its connection closed at once.
+                    drop(client);
+                    continue;
+                }
                 let _ = client.set_nonblocking(false);
                 let Ok(server) = TcpStream::connect(to) else {
                     continue;
@@ -1189,6 +1197,7 @@ impl Proxy {
             port,
             conns,
             stop,
+            held,
             cuts: 0,
         }
     }
@@ -1209,6 +1218,18 @@ impl Proxy {
             }
         }
         self.cuts += 1;
+    }
+
+    /// Cuts every connection and keeps the link down until [`Proxy::release`]: a network
+    /// outage as long as the test wants.
+    pub fn hold(&mut self) {
+        self.held.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+
+    /// Ends a [`Proxy::hold`]: connections are accepted again.
+    pub fn release(&mut self) {
+        self.held.store(false, Ordering::Relaxed);
     }
 
     /// Connections cut so far (calls of [`Proxy::cut`]).

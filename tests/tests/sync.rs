@@ -21,6 +21,13 @@
 //! - `sync_target_resharding`: the target cluster resharded (MIGRATE) during the sync and a
 //!   kill -9/restart: equal, no further full sync, no target error.
 //! - `sync_dr_drill`: A -> B; stop; writes on B; B -> A; stop; A -> B again; equal each time.
+//! - `sync_fallback_full_sync_removes_deleted_keys` (Redis 7.0, Valkey 9.1): keys deleted on the
+//!   source while a 16 KB backlog overflowed (a held link cut, then a stop), in databases 0, 1
+//!   and 5: gone from the target after the fallback full sync; counted in the log, `/status` and
+//!   `/metrics`. `sync_source_restarted_empty`: the source back without data; the target keeps
+//!   what is outside the scope (`--db`, `--key`), and a first full sync removes nothing.
+//!   `sync_cluster_fallback_prunes_one_masters_slots`: one master of three falls back; only its
+//!   slots are pruned (not a MIGRATING one).
 //! - `sync_config_file`: the RedisShake v3 sync.toml of ../shared/examples, unchanged, with flags
 //!   overriding its addresses; every ignored key reported once.
 
@@ -2646,4 +2653,498 @@ fn sync_flush_target_cluster_source_flushes_once() {
             && log.contains("--flush-target cannot empty the target for one link"),
         "the refusal does not name the link {gone}:\n{log}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fallback full sync removes what the source deleted (issue 11 item 2, docs/hardening.md)
+
+/// A backlog so small that a few hundred KB of writes overflow it.
+const TINY_BACKLOG: (&str, &str) = ("repl-backlog-size", "16kb");
+
+/// The sum of a `"name":N` field over the shards of a `/status` body.
+fn status_sum(body: &str, name: &str) -> u64 {
+    body.split(&format!("\"{name}\":"))
+        .skip(1)
+        .filter_map(|s| {
+            s.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The sum of the samples of one `/metrics` series.
+fn metric_sum(body: &str, name: &str) -> u64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// The numbers of the "removed N keys the source no longer holds" lines of a log.
+fn removed_counts(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.split("removed ").nth(1))
+        .filter(|r| r.contains("keys the source no longer holds"))
+        .filter_map(|r| r.split(' ').next().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+/// Writes more than the tiny backlog holds into database `db` of `server`, leaving no key
+/// behind (SETs of a scratch key, then its DEL).
+fn overflow_backlog(server: &Server, db: u64, key: &str) {
+    let mut con = server.client();
+    let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+    let mut pipe = redis::pipe();
+    let filler = "f".repeat(1000);
+    for _ in 0..200 {
+        pipe.cmd("SET").arg(key).arg(&filler).ignore();
+    }
+    pipe.cmd("DEL").arg(key).ignore();
+    let _: () = pipe.query(&mut con).expect("overflow the backlog");
+}
+
+/// Seeds `keep:*` and `gone:*` keys of several types in databases 0, 1 and 5.
+fn seed_keep_and_gone(server: &Server, gone: usize) {
+    let mut con = server.client();
+    for db in [0u64, 1, 5] {
+        let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+        let mut pipe = redis::pipe();
+        for i in 0..100 {
+            pipe.cmd("SET").arg(format!("keep:{i}")).arg(i).ignore();
+        }
+        for i in 0..gone {
+            pipe.cmd("DEL").arg(format!("gone:{i}")).ignore();
+            match i % 4 {
+                0 => pipe.cmd("SET").arg(format!("gone:{i}")).arg(i).ignore(),
+                1 => pipe.cmd("RPUSH").arg(format!("gone:{i}")).arg(i).ignore(),
+                2 => pipe
+                    .cmd("HSET")
+                    .arg(format!("gone:{i}"))
+                    .arg("f")
+                    .arg(i)
+                    .ignore(),
+                _ => pipe.cmd("SADD").arg(format!("gone:{i}")).arg(i).ignore(),
+            };
+        }
+        let _: () = pipe.query(&mut con).expect("seed");
+    }
+}
+
+/// Deletes the `gone:*` keys of databases 0, 1 and 5 (and re-creates one of them as another
+/// type, which a stale copy on the target must not merge with).
+fn delete_gone(server: &Server, gone: usize) {
+    let mut con = server.client();
+    for db in [0u64, 1, 5] {
+        let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+        let mut pipe = redis::pipe();
+        for i in 0..gone {
+            pipe.cmd("DEL").arg(format!("gone:{i}")).ignore();
+        }
+        pipe.cmd("INCR").arg("keep:0").ignore();
+        let _: () = pipe.query(&mut con).expect("delete");
+    }
+}
+
+/// (a) Keys deleted on the source while a resume became impossible (a link cut held while the
+/// source overflows a 16 KB backlog; then shake-sync stopped while the same happens) are gone
+/// from the target after the fallback full sync, in databases 0, 1 and 5 at once, under a write
+/// load; the removals are logged and counted in `/status` and `/metrics`. A stale key that the
+/// stream writes during the removal pass (`gone:1`, a list on the target, re-created as a
+/// string by the source after the fork) ends as the source has it.
+#[test]
+fn sync_fallback_full_sync_removes_deleted_keys() {
+    for flavor in [Flavor::Redis70, Flavor::Valkey91] {
+        if require(flavor) {
+            fallback_removes_deleted(flavor);
+        }
+    }
+}
+
+fn fallback_removes_deleted(flavor: Flavor) {
+    const GONE: usize = 100;
+    let src = Server::start_with(flavor, &[TINY_BACKLOG]);
+    let dst = Server::start(flavor);
+    let mut proxy = Proxy::start(src.addr());
+    seed_keep_and_gone(&src, GONE);
+    let port = free_port();
+    let (via, target) = (proxy.url(), dst.url());
+    let port_s = port.to_string();
+    let start = || {
+        Sync::start(
+            &via,
+            &target,
+            &["--checkpoint-name", "prune", "--status-addr", &port_s],
+        )
+    };
+    let mut sync = start();
+    sync.wait_incremental(Duration::from_secs(60));
+    converge(
+        &format!("{flavor} first sync"),
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    assert!(
+        removed_counts(&sync.stderr()).is_empty(),
+        "a first full sync removed keys:\n{}",
+        sync.stderr()
+    );
+
+    // Round 1: the link is down while the source deletes and overflows its backlog.
+    let load = Load::start(&src, "w:", false);
+    proxy.hold();
+    delete_gone(&src, GONE);
+    for db in [0u64, 1, 5] {
+        overflow_backlog(&src, db, "scratch");
+    }
+    proxy.release();
+    load.finish();
+    converge(
+        &format!("{flavor} after a held link cut"),
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(60),
+    );
+    // A key deleted during the cut, written again as another type.
+    let mut con = src.client();
+    let _: () = q(&mut con, redis::cmd("SET").arg("gone:1").arg("back"));
+    converge(
+        &format!("{flavor} a deleted key written again"),
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    wait_until(
+        "the removal's log line",
+        Duration::from_secs(30),
+        &mut || !removed_counts(&sync.stderr()).is_empty(),
+    );
+    assert_eq!(stat(&src, "sync_full"), 2, "{}", sync.stderr());
+    let log = sync.stderr();
+    assert!(
+        log.contains("cannot continue from"),
+        "no fallback full sync:\n{log}"
+    );
+    assert_eq!(removed_counts(&log), vec![3 * GONE as u64], "{log}");
+    let status = http_get(port, "/status");
+    assert_eq!(
+        status_sum(&status, "pruned_keys"),
+        3 * GONE as u64,
+        "{status}"
+    );
+    let metrics = http_get(port, "/metrics");
+    assert_eq!(
+        metric_sum(&metrics, "shake_sync_pruned_keys_total"),
+        3 * GONE as u64,
+        "{metrics}"
+    );
+
+    // Round 2: the keys back (streamed), then shake-sync stopped while the source deletes
+    // them and overflows its backlog.
+    seed_keep_and_gone(&src, GONE);
+    converge(
+        &format!("{flavor} keys seeded again"),
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    // The low-water mark is written at most once a second.
+    sleep(Duration::from_millis(1500));
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    delete_gone(&src, GONE);
+    for db in [0u64, 1, 5] {
+        overflow_backlog(&src, db, "scratch");
+    }
+    let mut sync = start();
+    sync.wait_incremental(Duration::from_secs(60));
+    converge(
+        &format!("{flavor} after a stop"),
+        &|| standalone_snapshot(&src),
+        &|| standalone_snapshot(&dst),
+        Duration::from_secs(60),
+    );
+    wait_until(
+        "the removal's log line",
+        Duration::from_secs(30),
+        &mut || !removed_counts(&sync.stderr()).is_empty(),
+    );
+    let log = sync.stderr();
+    assert_eq!(removed_counts(&log), vec![3 * GONE as u64], "{log}");
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// The data keys of one database of a server, sorted.
+fn keys_in(server: &Server, db: u64) -> Vec<String> {
+    let mut con = server.client();
+    let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+    let mut keys: Vec<String> = q(&mut con, redis::cmd("KEYS").arg("*"));
+    keys.retain(|k| !k.starts_with("shake-sync:"));
+    keys.sort();
+    keys
+}
+
+/// (b) The source restarted empty (no persistence): the target ends without this sync's keys
+/// but keeps what is outside its scope: a database it does not sync (`--db`), keys its `--key`
+/// filter leaves out. A key of the scope that was on the target before the first full sync stays
+/// through that one (a first full sync removes nothing: the target may hold other data) and goes
+/// with the fallback full sync (the link's checkpoint was there).
+#[test]
+fn sync_source_restarted_empty() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    const N: usize = 200;
+    let mut src = Server::start_with(flavor, &[("repl-diskless-sync", "yes")]);
+    let dst = Server::start(flavor);
+    {
+        let mut con = dst.client();
+        let _: () = q(
+            &mut con,
+            redis::cmd("SET").arg("mine:x").arg("target's own"),
+        );
+        let _: () = q(
+            &mut con,
+            redis::cmd("SET").arg("app:pre").arg("before the sync"),
+        );
+        let _: () = q(&mut con, redis::cmd("SELECT").arg(1));
+        let _: () = q(
+            &mut con,
+            redis::cmd("SET").arg("mine:y").arg("target's own"),
+        );
+        let _: () = q(&mut con, redis::cmd("SELECT").arg(2));
+        let _: () = q(&mut con, redis::cmd("SET").arg("app:db2").arg("not synced"));
+    }
+    {
+        let mut con = src.client();
+        for db in [0u64, 1, 2] {
+            let _: () = q(&mut con, redis::cmd("SELECT").arg(db));
+            let mut pipe = redis::pipe();
+            for i in 0..N {
+                pipe.cmd("SET").arg(format!("app:{i}")).arg(i).ignore();
+                pipe.cmd("SET").arg(format!("other:{i}")).arg(i).ignore();
+            }
+            let _: () = pipe.query(&mut con).expect("seed");
+        }
+    }
+    let mut sync = Sync::start(
+        &src.url(),
+        &dst.url(),
+        &[
+            "--db",
+            "0",
+            "--db",
+            "1",
+            "--key",
+            "app:*",
+            "--checkpoint-name",
+            "empty",
+        ],
+    );
+    sync.wait_incremental(Duration::from_secs(60));
+    wait_until(
+        "the first full sync on the target",
+        Duration::from_secs(30),
+        &mut || keys_in(&dst, 1).len() == N + 1,
+    );
+    assert_eq!(
+        keys_in(&dst, 0).len(),
+        N + 2,
+        "app:* of db 0, mine:x, app:pre"
+    );
+    assert!(
+        removed_counts(&sync.stderr()).is_empty(),
+        "{}",
+        sync.stderr()
+    );
+
+    // The source comes back empty: a new replication id, nothing to load.
+    src.stop();
+    let _ = std::fs::remove_file(src.rdb_path());
+    src.restart();
+    {
+        let mut con = src.client();
+        let _: () = q(&mut con, redis::cmd("SELECT").arg(1));
+        let _: () = q(&mut con, redis::cmd("SET").arg("app:new").arg("after"));
+    }
+    wait_until(
+        "a write after the restart on the target",
+        Duration::from_secs(60),
+        &mut || get_in(&dst, 1, "app:new").is_some(),
+    );
+    let want = |db: u64| -> Vec<String> {
+        match db {
+            0 => vec!["mine:x".into()],
+            1 => vec!["app:new".into(), "mine:y".into()],
+            _ => vec!["app:db2".into()],
+        }
+    };
+    let t = Instant::now();
+    while [0, 1, 2].iter().any(|&db| keys_in(&dst, db) != want(db)) {
+        if t.elapsed() > Duration::from_secs(30) {
+            for db in [0, 1, 2] {
+                let got = keys_in(&dst, db);
+                assert_eq!(
+                    got.len(),
+                    want(db).len(),
+                    "database {db} of the target: {:?}...",
+                    &got[..got.len().min(10)]
+                );
+                assert_eq!(got, want(db), "database {db} of the target");
+            }
+        }
+        sleep(Duration::from_millis(200));
+    }
+    wait_until(
+        "the removal's log line",
+        Duration::from_secs(30),
+        &mut || !removed_counts(&sync.stderr()).is_empty(),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(removed_counts(&log), vec![2 * N as u64 + 1], "{log}");
+}
+
+/// (c) A cluster source of 3 masters into a cluster target: one master's backlog overflows
+/// while shake-sync is stopped, so its link alone takes a fallback full sync; the keys deleted
+/// on it are removed, and only in its slots: the other links resume and apply their deletions
+/// from the stream, a key the target alone holds in another master's slots stays, and so does
+/// one in a slot that was MIGRATING on the master (its keys may be another link's).
+#[test]
+fn sync_cluster_fallback_prunes_one_masters_slots() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Cluster::start_with(flavor, &[ONE_DB, TINY_BACKLOG]);
+    let dst = Cluster::start_with(flavor, &[ONE_DB]);
+    let ranges = src.ranges();
+    let master_of = |k: &str| {
+        let s = shake_core::client::slot_of(k.as_bytes());
+        ranges
+            .iter()
+            .position(|&(a, b)| (a..=b).contains(&s))
+            .expect("slots covered")
+    };
+    let first_key = |prefix: &str, m: usize| {
+        (0..)
+            .map(|i| format!("{prefix}:{i}"))
+            .find(|k| master_of(k) == m)
+            .expect("a key of that master")
+    };
+    const N: usize = 600;
+    {
+        let mut con = src.connection();
+        for i in 0..N {
+            cq(&mut con, redis::cmd("SET").arg(format!("k:{i}")).arg(i));
+        }
+    }
+    let start = || Sync::start(&src.url(), &dst.url(), &["--checkpoint-name", "cl"]);
+    let sync = start();
+    converge(
+        "cluster first sync",
+        &|| cluster_snapshot(&src),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(60),
+    );
+    // Keys only the target holds: in master 0's slots, in master 1's, in a slot of master 0
+    // about to be MIGRATING.
+    let (extra0, extra1, moving) = (
+        first_key("extra", 0),
+        first_key("extra", 1),
+        first_key("moving", 0),
+    );
+    {
+        let mut con = dst.connection();
+        for k in [&extra0, &extra1, &moving] {
+            let _: () = redis::cmd("SET")
+                .arg(k)
+                .arg("target only")
+                .query(&mut con)
+                .expect("a target-only key");
+        }
+    }
+    sleep(Duration::from_millis(1500));
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    let masters = src.masters();
+    let slot = shake_core::client::slot_of(moving.as_bytes());
+    let _: () = q(
+        &mut masters[1].client(),
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("IMPORTING")
+            .arg(node_id(&masters[0])),
+    );
+    let _: () = q(
+        &mut masters[0].client(),
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("MIGRATING")
+            .arg(node_id(&masters[1])),
+    );
+    let mut deleted_on_0 = 0;
+    {
+        let mut con = src.connection();
+        for i in (0..N).step_by(3) {
+            let k = format!("k:{i}");
+            deleted_on_0 += u64::from(master_of(&k) == 0);
+            cq(&mut con, redis::cmd("DEL").arg(&k));
+        }
+    }
+    overflow_backlog(&masters[0], 0, &first_key("scratch", 0));
+    let mut sync = start();
+    sync.wait_incremental(Duration::from_secs(60));
+    let exists = |k: &str| -> bool {
+        let mut con = dst.connection();
+        redis::cmd("EXISTS")
+            .arg(k)
+            .query::<i64>(&mut con)
+            .expect("EXISTS")
+            == 1
+    };
+    wait_until(
+        "the deletions on the target",
+        Duration::from_secs(60),
+        &mut || !exists(&extra0) && (0..N).step_by(3).all(|i| !exists(&format!("k:{i}"))),
+    );
+    assert!(!exists(&extra0), "{extra0} (master 0's slots) survived");
+    assert!(exists(&extra1), "{extra1} (master 1's slots) was removed");
+    assert!(exists(&moving), "{moving} (a MIGRATING slot) was removed");
+    {
+        let mut con = dst.connection();
+        let _: () = redis::cmd("DEL").arg(&extra1).query(&mut con).expect("DEL");
+        let _: () = redis::cmd("DEL").arg(&moving).query(&mut con).expect("DEL");
+    }
+    converge(
+        "cluster after one link's fallback",
+        &|| cluster_snapshot(&src),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    wait_until(
+        "the removal's log line",
+        Duration::from_secs(30),
+        &mut || !removed_counts(&sync.stderr()).is_empty(),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(removed_counts(&log), vec![deleted_on_0 + 1], "{log}");
+    let removing: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("keys the source no longer holds"))
+        .collect();
+    assert!(
+        removing.len() == 1 && removing[0].contains("cl/0:"),
+        "only master 0's link (cl/0) removes keys:\n{log}"
+    );
+    let fulls: Vec<u64> = masters.iter().map(|m| stat(m, "sync_full")).collect();
+    assert_eq!(fulls, vec![2, 1, 1], "{log}");
 }

@@ -63,6 +63,9 @@ pub struct Exec<'a> {
     /// `stats.written`, readable while this `Exec` is borrowed by [`super::apply_rdb`] (the
     /// full sync's `/status` figure advances with it).
     written_live: Arc<AtomicU64>,
+    /// When set, every key written (target database and name) is recorded: what a full sync
+    /// of shake-sync prunes against (see `sync::prune`).
+    pub seen: Option<crate::sync::prune::KeyHashes>,
 }
 
 fn is_busykey(e: &str) -> bool {
@@ -81,6 +84,7 @@ impl<'a> Exec<'a> {
             collect_refusals: false,
             refused: Vec::new(),
             written_live: Arc::new(AtomicU64::new(0)),
+            seen: None,
         }
     }
 
@@ -245,6 +249,9 @@ impl<'a> Exec<'a> {
         match w {
             Work::Restore { db, key, cmd } => {
                 self.select(db)?;
+                if let Some(seen) = &mut self.seen {
+                    seen.insert(db, &key);
+                }
                 // Only RESTORE ... REPLACE can be sent twice without a false BUSYKEY.
                 let idem = if self.opts.conflict == ConflictPolicy::Rewrite {
                     Idempotent::Yes
@@ -275,6 +282,9 @@ impl<'a> Exec<'a> {
                 last,
             } => {
                 self.select(db)?;
+                if let (true, Some(seen)) = (first, &mut self.seen) {
+                    seen.insert(db, &key);
+                }
                 if first {
                     // A new start of the key (a string read again in parts) decides anew.
                     self.skipping.remove(&key);

@@ -143,6 +143,23 @@ impl DbMap {
         self.rules.is_empty()
     }
 
+    /// Whether target database `target` receives keys of some source database among `sources`
+    /// (empty: every source database).
+    pub fn receives(&self, target: u64, sources: &[u64]) -> bool {
+        if !sources.is_empty() {
+            return sources.iter().any(|&s| self.map(s) == Some(target));
+        }
+        if self.rules.iter().any(|(s, d)| s.is_some() && *d == target) {
+            return true;
+        }
+        match self.rules.iter().find(|(s, _)| s.is_none()) {
+            // Every database no exact rule names goes there.
+            Some((_, d)) => *d == target,
+            // Databases keep their number unless a rule moves them.
+            None => !self.rules.iter().any(|(s, _)| *s == Some(target)),
+        }
+    }
+
     /// Whether another source database may land in the same target database as `db` (so a
     /// FLUSHDB of `db` would also delete the other's keys). Conservative with `*` rules.
     pub fn merges(&self, db: u64) -> bool {

@@ -74,6 +74,9 @@ pub struct ShardStatus {
     /// Keys re-copied from the source after the target refused a command (`--on-target-error
     /// repair`).
     pub repaired_keys: u64,
+    /// Keys removed after full syncs because the new snapshot no longer held them (a fallback
+    /// full sync: see `sync::prune`).
+    pub pruned_keys: u64,
     pub reconnects: u64,
     pub full_syncs: u64,
     pub partial_syncs: u64,
@@ -99,6 +102,7 @@ impl ShardStatus {
             ops_per_sec: 0.0,
             errors: 0,
             repaired_keys: 0,
+            pruned_keys: 0,
             reconnects: 0,
             full_syncs: 0,
             partial_syncs: 0,
@@ -181,7 +185,7 @@ impl StatusBoard {
             Gauge,
             Counter,
         }
-        let table: [(&str, Kind, &str, &dyn Fn(&ShardStatus) -> f64); 16] = [
+        let table: [(&str, Kind, &str, &dyn Fn(&ShardStatus) -> f64); 17] = [
             ("rdb_bytes_received", Gauge, "RDB bytes received in the current or last full sync", &|s| s.rdb_bytes_received as f64),
             ("rdb_bytes_applied", Gauge, "RDB bytes applied to the target in the current or last full sync", &|s| s.rdb_bytes_applied as f64),
             ("rdb_keys_applied", Gauge, "keys applied in the current or last full sync", &|s| s.rdb_keys_applied as f64),
@@ -197,6 +201,7 @@ impl StatusBoard {
             ("full_syncs_total", Counter, "full synchronisations", &|s| s.full_syncs as f64),
             ("partial_syncs_total", Counter, "partial resynchronisations (+CONTINUE)", &|s| s.partial_syncs as f64),
             ("repaired_keys_total", Counter, "keys re-copied from the source after the target refused a command", &|s| s.repaired_keys as f64),
+            ("pruned_keys_total", Counter, "keys removed after a full sync because the new snapshot no longer held them", &|s| s.pruned_keys as f64),
             ("up", Gauge, "1 while the link runs (handshake, full sync, incremental, reconnecting), 0 stopped or failed", &|s| (!matches!(s.phase, Phase::Stopped | Phase::Failed)) as u8 as f64),
         ];
         for (name, kind, help, f) in table {

@@ -17,6 +17,7 @@ use bytes::{Buf, Bytes};
 use tokio::sync::{mpsc, watch};
 
 use super::checkpoint::{Applied, Checkpoint, CheckpointKeys, KEY_PREFIX};
+use super::prune::{KeyHasher, KeyHashes, Prune, Scope};
 use super::stream::{Applier, GroupTag};
 use super::{SyncError, SyncSettings};
 use crate::apply::exec::Exec;
@@ -493,7 +494,8 @@ async fn full_sync(
     status: &Status,
     mut transfer: Transfer,
     policy: ConflictPolicy,
-) -> Result<ReplStream, SyncError> {
+    seen: Option<KeyHashes>,
+) -> Result<(ReplStream, Option<KeyHashes>), SyncError> {
     let mut target = connect_target(
         &settings.target,
         settings.target_cluster,
@@ -524,6 +526,7 @@ async fn full_sync(
     let mut exec = Exec::new(&mut target, &prepared.apply);
     exec.source = format!("the source (link {})", spec.name);
     let diskless = transfer.is_diskless();
+    exec.seen = seen;
     let pump = async {
         let r = async {
             while let Some(chunk) = transfer.next_chunk().await? {
@@ -593,6 +596,7 @@ async fn full_sync(
     }
     let (plan, bytes) = applied.map_err(SyncError::from_apply)?;
     exec.finish().await.map_err(SyncError::from_apply)?;
+    let seen = exec.seen.take();
     let written = exec.stats.written;
     update(status, |s| {
         s.rdb_bytes_applied = bytes;
@@ -607,7 +611,7 @@ async fn full_sync(
         ),
     );
     let (stream, _) = transfer.finish().await?;
-    Ok(stream)
+    Ok((stream, seen))
 }
 
 /// Deletes this link's checkpoint keys and marks the target as holding this link's data
@@ -730,6 +734,8 @@ async fn session(
         .await
         .map_err(|e| SyncError::Link(e.into()))?;
     let started = start_sync(conn, &settings.repl, resume.as_ref()).await?;
+    // After a full sync: the removal of the keys the snapshot did not hold (see super::prune).
+    let mut prune: Option<Prune> = None;
     let (mut stream, applied, start_db) = match started {
         SyncStart::Full(transfer) => {
             let Some(replid) = transfer.replid().map(str::to_string) else {
@@ -770,7 +776,7 @@ async fn session(
                 } if !*full_synced => {}
                 Flush::Shared { .. } => {
                     return Err(SyncError::Fatal(format!(
-                        "{}: this link needs a full sync from {source}, and --flush-target cannot empty the target for one link of a cluster source: FLUSHALL would wipe the other links' keys (with several links it empties the target once, before they start, and only when none has a checkpoint to resume from). Either run without --flush-target (this link's full sync replaces its keys; keys deleted from the source meanwhile stay on the target), or stop, empty the target and start again with --flush-target",
+                        "{}: this link needs a full sync from {source}, and --flush-target cannot empty the target for one link of a cluster source: FLUSHALL would wipe the other links' keys (with several links it empties the target once, before they start, and only when none has a checkpoint to resume from). Either run without --flush-target (this link's full sync replaces its keys and removes, in its slots, the ones the source deleted meanwhile: --prune), or stop, empty the target and start again with --flush-target",
                         spec.name
                     )));
                 }
@@ -784,9 +790,28 @@ async fn session(
             } else {
                 settings.apply.conflict
             };
+            // Whether this full sync removes what the snapshot does not hold: by default when the
+            // target holds this link's data already (see super::prune).
+            let prunes = !settings.flush_target && settings.prune.prunes(ours || *full_synced);
+            let why = match (&resume, ours || *full_synced) {
+                (Some(r), _) => format!(
+                    "the source could not continue from {} offset {}",
+                    r.replid, r.offset
+                ),
+                (None, true) => {
+                    "this link's data was on the target, without a position to resume from".into()
+                }
+                (None, false) => "a first full sync, --prune always".into(),
+            };
+            // A cluster source: the slots whose keys are this master's alone.
+            let mut slots = None;
+            if prunes && spec.first_slot.is_some() {
+                slots = Some(super::prune::owned_slots(&source, &settings.connect).await?);
+            }
+            let seen = prunes.then(|| KeyHashes::new(KeyHasher::default()));
             let mut halt = stop.clone();
-            let stream = tokio::select! {
-                r = full_sync(spec, settings, status, transfer, policy) => r?,
+            let (stream, seen) = tokio::select! {
+                r = full_sync(spec, settings, status, transfer, policy, seen) => r?,
                 // Dropping the full sync drops its connections; the checkpoint still says "full
                 // sync in progress", so the next start does it again, replacing what was written.
                 _ = halt.wait_for(|v| *v) => {
@@ -800,25 +825,56 @@ async fn session(
             if let Some(h) = &spec.handover {
                 h.applied(offset);
             }
-            let lw = keys.low_water();
-            // A source that starts a full sync re-emits SELECT before its next command, so the
-            // database here is a placeholder the stream overrides.
-            let c = Checkpoint::at(&replid, offset, 0).set_command(&lw);
-            target
-                .submit(
-                    Some(&lw),
-                    c,
-                    crate::client::Idempotent::Yes,
-                    GroupTag::LowWater,
-                )
-                .await
-                .map_err(SyncError::from_client)?;
-            for (_, r) in target.drain().await.map_err(SyncError::from_client)? {
-                if let Some(e) = r.error() {
-                    return Err(SyncError::Fatal(format!(
-                        "{}: cannot write the checkpoint: {e}",
-                        target.seed()
-                    )));
+            if let Some(seen) = seen {
+                if let (Some(s), true) = (slots.as_mut(), spec.first_slot.is_some()) {
+                    // Owned at the fork and still at the end of the snapshot.
+                    let now = super::prune::owned_slots(&source, &settings.connect).await?;
+                    super::prune::intersect(s, &now);
+                }
+                let scope = Scope::new(
+                    settings.stream.filter.clone(),
+                    settings.stream.db_map.clone(),
+                    slots,
+                );
+                log(
+                    settings,
+                    &spec.name,
+                    &format!(
+                        "removing the keys of this link the new snapshot did not hold ({why}){}; the checkpoint is written when that is over",
+                        scope
+                            .slot_count()
+                            .map(|n| format!(", in the {n} slots of this master"))
+                            .unwrap_or_default()
+                    ),
+                );
+                prune = Some(Prune::new(
+                    scope,
+                    seen,
+                    target.masters(),
+                    settings.connect.clone(),
+                    why,
+                ));
+            } else {
+                let lw = keys.low_water();
+                // A source that starts a full sync re-emits SELECT before its next command, so
+                // the database here is a placeholder the stream overrides.
+                let c = Checkpoint::at(&replid, offset, 0).set_command(&lw);
+                target
+                    .submit(
+                        Some(&lw),
+                        c,
+                        crate::client::Idempotent::Yes,
+                        GroupTag::LowWater,
+                    )
+                    .await
+                    .map_err(SyncError::from_client)?;
+                for (_, r) in target.drain().await.map_err(SyncError::from_client)? {
+                    if let Some(e) = r.error() {
+                        return Err(SyncError::Fatal(format!(
+                            "{}: cannot write the checkpoint: {e}",
+                            target.seed()
+                        )));
+                    }
                 }
             }
             (
@@ -877,6 +933,9 @@ async fn session(
     if let Some(h) = &spec.handover {
         applier.set_handover(h.clone());
     }
+    if let Some(p) = prune {
+        applier.set_prune(p);
+    }
     stream_loop(
         spec,
         settings,
@@ -933,10 +992,10 @@ async fn stream_loop(
     };
     let mut source_offset = end;
     // Counters of earlier sessions, so the figures add up over reconnects.
-    let (base_applied, base_errors, base_repaired) = status
+    let (base_applied, base_errors, base_repaired, base_pruned) = status
         .lock()
-        .map(|s| (s.commands_applied, s.errors, s.repaired_keys))
-        .unwrap_or((0, 0, 0));
+        .map(|s| (s.commands_applied, s.errors, s.repaired_keys, s.pruned_keys))
+        .unwrap_or((0, 0, 0, 0));
     // When the oldest byte not yet applied arrived.
     let mut pending_since: Option<Instant> = None;
     loop {
@@ -967,6 +1026,9 @@ async fn stream_loop(
             if applier.batch_full() {
                 applier.flush().await?;
             }
+        }
+        if let Some(done) = applier.prune_turn().await? {
+            log(settings, &spec.name, &done);
         }
         applier.flush().await?;
         applier.collect()?;
@@ -1003,6 +1065,7 @@ async fn stream_loop(
             s.commands_applied = base_applied + st.applied;
             s.errors = base_errors + st.errors;
             s.repaired_keys = base_repaired + applier.repairs.repaired;
+            s.pruned_keys = base_pruned + st.pruned;
             if st.last_error.is_some() {
                 s.last_error = st.last_error.clone();
             }
@@ -1010,7 +1073,13 @@ async fn stream_loop(
         if *stop.borrow() {
             break;
         }
-        if stream.fill().await? == 0 {
+        // While stale keys are being removed, the loop turns even when the source is quiet.
+        let filled = if applier.pruning() {
+            stream.fill_within(Duration::from_millis(1)).await?
+        } else {
+            Some(stream.fill().await?)
+        };
+        if filled == Some(0) {
             break;
         }
     }
@@ -1026,6 +1095,13 @@ async fn stream_loop(
         s.phase = Phase::Stopped;
         s.repaired_keys = base_repaired + applier.repairs.repaired;
     });
+    if applier.pruning() {
+        log(
+            settings,
+            &spec.name,
+            "stopped before the keys the source deleted were all removed: the checkpoint still says the full sync is in progress, so the next start does it again",
+        );
+    }
     log(
         settings,
         &spec.name,

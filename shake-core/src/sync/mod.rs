@@ -6,6 +6,7 @@
 //! - [`asm`]: atomic slot migrations on a cluster source (what the links drop, where they wait);
 //! - [`repair`]: keys the target refused, re-copied from the source (`--on-target-error`);
 //! - [`handover`]: the order between a cluster source's links when keys migrate between masters;
+//! - [`prune`]: after a fallback full sync, removing the keys the source deleted;
 //! - [`link`]: one replication link (one source master): connect, resume or full sync, stream,
 //!   and start over from the checkpoint after any fault;
 //! - this module: the whole sync, one link per source master, status, stopping.
@@ -17,6 +18,7 @@ pub mod asm;
 pub mod checkpoint;
 pub mod handover;
 pub mod link;
+pub mod prune;
 pub mod repair;
 pub mod stream;
 
@@ -53,6 +55,9 @@ pub struct SyncSettings {
     pub pipeline: usize,
     /// FLUSHALL every target master before a full sync (re-seeding an old primary).
     pub flush_target: bool,
+    /// When a full sync removes the keys of its scope the new snapshot did not hold
+    /// ([`prune`]).
+    pub prune: prune::PrunePolicy,
     /// The checkpoint name (per link: plus `/<first slot>` for a cluster source shard).
     pub checkpoint_name: String,
     /// Keep retrying a failing link this long before giving up.

@@ -26,6 +26,9 @@
 //!   `UNLINK`, `TOUCH`, `MSET`, `MSETNX` are split by slot; anything else stops the sync.
 //! - Keys under `shake-sync:` (checkpoints of other links) are never written.
 //! - Filters judge a command by its first key and its database.
+//! - After a full sync that prunes (see [`super::prune`]): the first command naming a key the
+//!   snapshot did not hold is preceded by its `DEL`, and the removals the scan finds are
+//!   queued in the batches as `UNLINK`s (counted in `pruned`, not as stream commands).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -116,6 +119,9 @@ pub struct StreamStats {
     pub errors: u64,
     pub last_error: Option<String>,
     pub transactions: u64,
+    /// Keys removed after a full sync because the new snapshot did not hold them (see
+    /// [`super::prune`]).
+    pub pruned: u64,
 }
 
 /// A command waiting for its batch to go out.
@@ -125,6 +131,9 @@ struct Pending {
     /// The source database it came from (what a repair reads).
     src_db: u64,
     frame: Bytes,
+    /// A removal of a key the source no longer holds (see [`super::prune`]), not a stream
+    /// command: counted apart.
+    prune: bool,
 }
 
 /// A stream command in a transaction sent to the target.
@@ -133,6 +142,7 @@ pub struct Sent {
     src_db: u64,
     db: u64,
     frame: Bytes,
+    prune: bool,
 }
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
@@ -183,6 +193,11 @@ pub struct Applier {
     pub repairs: Repairs,
     /// Keyless commands of a batch the target refused (judged once the reply is in).
     refused_keyless: Vec<(Bytes, String, u64)>,
+    /// After a full sync: the removal of the keys the snapshot did not hold (see
+    /// [`super::prune`]); `None` when there is none, or once it is over.
+    prune: Option<super::prune::Prune>,
+    /// Removals of stale keys the command being classified must be preceded by.
+    stale_first: Vec<Pending>,
 }
 
 struct Handover {
@@ -217,6 +232,8 @@ impl Applier {
         Ok(Applier {
             repairs,
             refused_keyless: Vec::new(),
+            prune: None,
+            stale_first: Vec::new(),
             target,
             keys,
             cluster,
@@ -242,6 +259,75 @@ impl Applier {
             received: start,
             stats: StreamStats::default(),
         })
+    }
+
+    /// After a full sync: remove the keys of the scope the snapshot did not hold, while the
+    /// stream is applied (see [`super::prune`]).
+    pub fn set_prune(&mut self, prune: super::prune::Prune) {
+        self.prune = Some(prune);
+    }
+
+    /// Whether the removal of stale keys after a full sync is under way.
+    pub fn pruning(&self) -> bool {
+        self.prune.is_some()
+    }
+
+    /// One step of the removal of stale keys: a SCAN of the target, the keys to remove queued
+    /// in the batch as `UNLINK`s. Once the scan is over and every removal answered, the
+    /// checkpoint is written (the full sync is complete) and the log line returned.
+    pub async fn prune_turn(&mut self) -> Result<Option<String>, SyncError> {
+        let Some(p) = self.prune.as_mut() else {
+            return Ok(None);
+        };
+        if !p.scanned_all() {
+            let found = p.step().await?;
+            let mut groups: BTreeMap<(Domain, u64), Vec<Vec<u8>>> = BTreeMap::new();
+            for (db, k) in found {
+                let domain = if self.cluster {
+                    Domain::Slot(slot_of(&k))
+                } else {
+                    Domain::Single
+                };
+                groups.entry((domain, db)).or_default().push(k);
+            }
+            for ((domain, db), keys) in groups {
+                let mut argv: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
+                argv.push(b"UNLINK");
+                argv.extend(keys.iter().map(Vec::as_slice));
+                let mut frame = Vec::new();
+                encode_command(&mut frame, &argv);
+                self.batch_bytes += frame.len();
+                self.batch.push(Pending {
+                    domain,
+                    db,
+                    src_db: self.src_db,
+                    frame: Bytes::from(frame),
+                    prune: true,
+                });
+            }
+            return Ok(None);
+        }
+        // An open source transaction holds the batch back: finish on a later turn.
+        if self.tx.is_some() {
+            return Ok(None);
+        }
+        self.settle().await?;
+        if !self.batch.is_empty() || self.target.outstanding() > 0 {
+            return Ok(None);
+        }
+        let Some(p) = self.prune.take() else {
+            return Ok(None);
+        };
+        // Written even when the offset did not move: it replaces "full sync in progress".
+        self.put_low_water().await?;
+        Ok(Some(format!(
+            "removed {} keys the source no longer holds ({}; the new snapshot had {} keys of this link, {} keys of the target were looked at, in {:.1}s)",
+            self.stats.pruned,
+            p.why,
+            p.snapshot_len(),
+            p.scanned,
+            p.started.elapsed().as_secs_f64()
+        )))
     }
 
     /// Takes part in the handover barrier of a cluster source's links.
@@ -383,7 +469,14 @@ impl Applier {
                 Ok(false)
             }
             Kind::Discard => {
-                self.tx = None;
+                // Removals of stale keys stand whatever the transaction became: their keys
+                // are counted as touched.
+                for p in self.tx.take().unwrap_or_default() {
+                    if p.prune {
+                        self.batch_bytes += p.frame.len();
+                        self.batch.push(p);
+                    }
+                }
                 Ok(false)
             }
             Kind::Exec => {
@@ -405,7 +498,11 @@ impl Applier {
                 Ok(false)
             }
             _ => {
-                if let Some(p) = self.classify(info, kind, &frame, &argv, end).await? {
+                let classified = self.classify(info, kind, &frame, &argv, end).await?;
+                for p in std::mem::take(&mut self.stale_first) {
+                    self.push(p);
+                }
+                if let Some(p) = classified {
                     for p in p {
                         self.push(p);
                     }
@@ -577,6 +674,12 @@ impl Applier {
                         }
                     )));
                 }
+                if self.prune.take().is_some() {
+                    eprintln!(
+                        "shake-sync: warning: SWAPDB {a} {b} at source offset {end} came while the keys the source deleted were being removed after the full sync ({} removed so far): the rest of that removal is abandoned, so keys deleted on the source before the full sync may remain on the target",
+                        self.stats.pruned
+                    );
+                }
                 let mut out = Vec::new();
                 let (sa, sb) = (ma.unwrap_or(a).to_string(), mb.unwrap_or(b).to_string());
                 encode_command(&mut out, &["SWAPDB", sa.as_str(), sb.as_str()]);
@@ -676,6 +779,10 @@ impl Applier {
             _ => frame.clone(),
         };
 
+        if self.prune.is_some() {
+            self.note_touched(kind, argv, &key_idx, db);
+        }
+
         // Only MIGRATE sends RESTORE-ASKING: a key arriving from another source master.
         if argv[0].eq_ignore_ascii_case(b"RESTORE-ASKING") && self.handover.is_some() {
             let domain = if self.cluster {
@@ -754,7 +861,65 @@ impl Applier {
             db,
             src_db: self.src_db,
             frame,
+            prune: false,
         }))
+    }
+
+    /// While stale keys are being removed after a full sync: the keys a command writes (target
+    /// database, name) that the snapshot did not hold and no command named before get a `DEL`
+    /// ahead of the command (see [`super::prune`]).
+    fn note_touched(&mut self, kind: Kind, argv: &[&[u8]], key_idx: &[usize], db: u64) {
+        let Some(prune) = self.prune.as_mut() else {
+            return;
+        };
+        let mut named: Vec<(u64, &[u8])> = key_idx.iter().map(|&i| (db, argv[i])).collect();
+        // Keys landing in another database: MOVE's key there, COPY ... DB n's destination.
+        let other_db = |a: Option<&&[u8]>| {
+            let to = parse_db(a)?;
+            self.opts
+                .db_map
+                .map(to)
+                .filter(|_| self.opts.filter.db_allowed(to))
+        };
+        match kind {
+            Kind::Move => {
+                if let (Some(m), Some(k)) = (other_db(argv.get(2)), argv.get(1)) {
+                    named.push((m, k));
+                }
+            }
+            Kind::Copy => {
+                let pos = argv
+                    .iter()
+                    .skip(3)
+                    .position(|a| a.eq_ignore_ascii_case(b"DB"))
+                    .map(|p| p + 3);
+                if let (Some(p), Some(k)) = (pos, argv.get(2)) {
+                    if let Some(m) = other_db(argv.get(p + 1)) {
+                        named.push((m, k));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (d, k) in named {
+            if !prune.first_touch(d, k) {
+                continue;
+            }
+            let mut frame = Vec::with_capacity(k.len() + 24);
+            encode_command(&mut frame, &[&b"DEL"[..], k]);
+            let domain = if self.cluster {
+                Domain::Slot(slot_of(k))
+            } else {
+                Domain::Single
+            };
+            self.stale_first.push(Pending {
+                domain,
+                db: d,
+                src_db: self.src_db,
+                frame: Bytes::from(frame),
+                prune: true,
+            });
+        }
     }
 
     /// The rule of [`super::repair`] for a command ending at `end`: true when a repaired value
@@ -918,6 +1083,7 @@ impl Applier {
                 src_db: p.src_db,
                 db: p.db,
                 frame: p.frame.clone(),
+                prune: p.prune,
             })
         };
         if !self.cluster {
@@ -938,8 +1104,8 @@ impl Applier {
                         cur = p.db;
                     }
                     sent.push(sent_of(&p));
+                    n += u32::from(!p.prune);
                     cmds.push(p.frame);
-                    n += 1;
                 }
                 if cur != home {
                     cmds.push(select_cmd(home));
@@ -973,8 +1139,8 @@ impl Applier {
                     v.3 = p.db;
                 }
                 v.1.push(sent_of(&p));
+                v.2 += u32::from(!p.prune);
                 v.0.push(p.frame);
-                v.2 += 1;
             }
             for s in order {
                 let Some((mut cmds, mut sent, n, cur)) = by_slot.remove(&s) else {
@@ -1221,6 +1387,11 @@ impl Applier {
                             .enumerate()
                             .take(results.len().saturating_sub(1))
                         {
+                            if let (Some(Some(s)), Some(n)) = (sent.get(i), r.as_int()) {
+                                if s.prune {
+                                    self.stats.pruned += n.max(0) as u64;
+                                }
+                            }
                             if let Some(e) = r.error() {
                                 if let Some(Some(s)) = sent.get(i) {
                                     self.refused(s, e, end)?;
@@ -1348,11 +1519,21 @@ impl Applier {
     /// Records the low-water mark on the target if it moved and a second has passed (or
     /// `force`). Safe at any time: the low-water mark only claims what is acknowledged.
     pub async fn write_low_water(&mut self, force: bool) -> Result<(), SyncError> {
+        // Until the removal of stale keys is over, the checkpoint keeps saying "full sync in
+        // progress": a restart before then does the full sync again (see `super::prune`).
+        if self.prune.is_some() {
+            return Ok(());
+        }
         if self.low_water <= self.written_low_water
             || (!force && self.last_low_water_write.elapsed().as_secs() < 1)
         {
             return Ok(());
         }
+        self.put_low_water().await
+    }
+
+    /// Writes the low-water mark as it stands.
+    async fn put_low_water(&mut self) -> Result<(), SyncError> {
         let key = self.keys.low_water();
         let cmd = Checkpoint::at(&self.replid, self.low_water, self.low_water_db).set_command(&key);
         self.target
