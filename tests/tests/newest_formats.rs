@@ -795,6 +795,17 @@ fn malformed_templates_and_new_types_fail_cleanly() {
             }),
             "unknown tag 9",
         ),
+        // GCRA (ENABLE_GCRA builds only): refused as what it is, not as corruption.
+        (
+            "gcra",
+            Vec::new(),
+            ok_keys(t::GCRA, {
+                let mut v = Vec::new();
+                write_len(&mut v, 1_767_225_600_000_000);
+                v
+            }),
+            "GCRA rate-limiter value (type 33)",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut problems = Vec::new();
@@ -1098,4 +1109,163 @@ fn module_values_pass_to_the_same_module_and_are_refused_elsewhere() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The Redis 8.10 hash-template DUMP payloads that redis/redis holds as test data, byte for byte
+/// as in `tests/unit/type/hash-templates.tcl` @ a077cf1e391511f793226cf9254b0dae5aff8333 (the
+/// "RESTORE rejects malformed template payload" tests and the REF-type refusal). Each is refused
+/// there for the reason given; ours must refuse it too, with its own words. All carry CRC 0,
+/// which Redis 8.10's RESTORE takes (the payloads reach its content checks).
+const UPSTREAM_BAD_PAYLOADS: &[(&str, &[u8], &str)] = &[
+    (
+        "value count != field count",
+        b"\x1d\x00\x17\x17\x00\x00\x00\x02\x00\x86\x66\x69\x65\x6c\x64\x31\x07\x86\x66\x69\x65\x6c\x64\x32\x07\xff\x0b\x0b\x00\x00\x00\x02\x00\x00\x01\x01\x01\xff\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        "holds 1 values for 2 fields",
+    ),
+    (
+        "empty values listpack",
+        b"\x1d\x00\x17\x17\x00\x00\x00\x02\x00\x86\x66\x69\x65\x6c\x64\x31\x07\x86\x66\x69\x65\x6c\x64\x32\x07\xff\x07\x07\x00\x00\x00\x00\x00\xff\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        "value listpack is empty",
+    ),
+    (
+        "non-integer template id",
+        b"\x1d\x00\x17\x17\x00\x00\x00\x02\x00\x86\x66\x69\x65\x6c\x64\x31\x07\x86\x66\x69\x65\x6c\x64\x32\x07\xff\x0e\x0e\x00\x00\x00\x03\x00\x81\x78\x02\x01\x01\x02\x01\xff\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        "does not start with an integer template id",
+    ),
+    (
+        "TMPL_LP zero fields",
+        b"\x1d\x00\x07\x07\x00\x00\x00\x00\x00\xff\x0d\x0d\x00\x00\x00\x03\x00\x00\x01\x01\x01\x02\x01\xff\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        "has no fields",
+    ),
+    (
+        "TMPL_ARRAY zero fields",
+        b"\x1f\x01\x00\x06\x66\x69\x65\x6c\x64\x31\x06\x66\x69\x65\x6c\x64\x32\xc0\x01\xc0\x02\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        "has no fields",
+    ),
+    // Types 30/32 exist only in RDB files: a payload has no template record to refer to.
+    (
+        "TMPL_LP_REF in a payload",
+        b"\x1e\x0d\x0d\x00\x00\x00\x03\x00\x05\x01\x01\x01\x02\x01\xff\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        "template 5",
+    ),
+    (
+        "TMPL_ARRAY_REF in a payload",
+        b"\x20\x05\xc0\x01\xc0\x02\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        "template 5",
+    ),
+];
+
+fn payload_fields(payload: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    let (ty, body, stamp) = parse_dump_payload(payload)?;
+    let h = Header {
+        magic: Magic::Redis,
+        version: u32::from(stamp),
+    };
+    let mut p = RdbParser::for_value(body, h, ty, b"rk", ParserOptions::default())
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(c) = p.next_chunk().map_err(|e| e.to_string())? {
+        if let Chunk::Fields(v) = c {
+            out.extend(v.into_iter().map(|f| (f.field, f.value)));
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn upstream_hash_template_payloads() {
+    // The refusals.
+    let mut problems = Vec::new();
+    for (what, payload, want) in UPSTREAM_BAD_PAYLOADS {
+        match payload_fields(payload) {
+            Ok(f) => problems.push(format!("{what}: accepted as {f:?}")),
+            Err(e) if !e.contains(want) => problems.push(format!("{what}: {e}")),
+            Err(_) => {}
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // Their parts are what the project's writer makes: the field-name listpack of the first
+    // payloads, the values listpack (id 0, then 1 and 2) of "TMPL_LP zero fields", the values
+    // strings of the array form, and a template record as the upstream RDB test patches it
+    // (its field count two bytes before the first name).
+    let names_lp = &UPSTREAM_BAD_PAYLOADS[0].1[3..3 + 23];
+    assert_eq!(lp(&[b"field1", b"field2"]), names_lp);
+    let values_lp = &UPSTREAM_BAD_PAYLOADS[3].1[11..11 + 13];
+    assert_eq!(lp(&[b"0", b"1", b"2"]), values_lp);
+    assert_eq!([string(b"1"), string(b"2")].concat(), b"\xc0\x01\xc0\x02");
+    let rec = template_record(5, &[b"field1", b"field2"]);
+    assert_eq!(rec[1], 2);
+    assert_eq!(&rec[2..9], b"\x06field1");
+
+    // The well-formed payloads those tests start from, made of the upstream bytes: type 29 with
+    // the listpack names and values above, and the array form with its field count (the byte
+    // the upstream test zeroes, offset 2) back at 2. Our writer makes the same bytes (up to
+    // the CRC, which Redis leaves 0 in these), and our reader reads both as the hash they are.
+    let want = vec![
+        (b"field1".to_vec(), b"1".to_vec()),
+        (b"field2".to_vec(), b"2".to_vec()),
+    ];
+    let mut lp_form = b"\x1d\x00\x17".to_vec();
+    lp_form.extend_from_slice(names_lp);
+    lp_form.push(0x0d);
+    lp_form.extend_from_slice(values_lp);
+    lp_form.extend_from_slice(b"\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00");
+    let mut array_form = UPSTREAM_BAD_PAYLOADS[4].1.to_vec();
+    array_form[2] = 2;
+    for (form, upstream) in [
+        (t::HASH_TMPL_LP, &lp_form),
+        (t::HASH_TMPL_ARRAY, &array_form),
+    ] {
+        assert_eq!(payload_fields(upstream).unwrap(), want, "type {form}");
+        let body: Vec<u8> = if form == t::HASH_TMPL_LP {
+            [
+                inline_names(0, &[b"field1", b"field2"]),
+                string(&lp(&[b"0", b"1", b"2"])),
+            ]
+            .concat()
+        } else {
+            [
+                inline_names(1, &[b"field1", b"field2"]),
+                string(b"1"),
+                string(b"2"),
+            ]
+            .concat()
+        };
+        let ours = shake_core::rdb::writer::dump_payload(form, &body, 15);
+        let n = ours.len();
+        assert_eq!(
+            &ours[..n - 8],
+            &upstream[..upstream.len() - 8],
+            "type {form}"
+        );
+        assert_eq!(payload_fields(&ours).unwrap(), want, "type {form}");
+    }
+
+    // The REF forms refused in a payload are read in a file, after the template record (id 5).
+    let ref_lp = &UPSTREAM_BAD_PAYLOADS[5].1;
+    let ref_arr = &UPSTREAM_BAD_PAYLOADS[6].1;
+    let keys = vec![
+        Key {
+            name: "k1",
+            ty: t::HASH_TMPL_LP_REF,
+            value: ref_lp[1..ref_lp.len() - 10].to_vec(),
+        },
+        Key {
+            name: "k2",
+            ty: t::HASH_TMPL_ARRAY_REF,
+            value: ref_arr[1..ref_arr.len() - 10].to_vec(),
+        },
+    ];
+    let file = write_file(15, &[(op::HASH_TEMPLATE, rec)], &keys);
+    for (name, chunks) in round_trip(&file, &keys) {
+        let got: Vec<(Vec<u8>, Vec<u8>)> = chunks
+            .into_iter()
+            .flat_map(|c| match c {
+                Chunk::Fields(v) => v.into_iter().map(|f| (f.field, f.value)).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
 }

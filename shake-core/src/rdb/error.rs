@@ -34,6 +34,15 @@ pub enum RdbErrorKind {
     },
     /// A module value of the pre-GA form (type 6) cannot be walked without the module.
     ModulePreGa,
+    /// A value this reader knows of but cannot read (its layout is unpublished); the text says
+    /// what it is and what to do.
+    Unreadable(String),
+    /// Valkey's LZ4 envelope (`rdbcompression lz4`) is damaged or of a form this reader does
+    /// not know; `msg` names the field and its byte in the (compressed) file.
+    Envelope {
+        msg: String,
+        truncated: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -67,7 +76,14 @@ impl RdbError {
 
     /// True when the input simply stopped early (a truncated file or a dropped link).
     pub fn is_truncation(&self) -> bool {
-        matches!(self.kind, RdbErrorKind::UnexpectedEof { .. })
+        matches!(
+            self.kind,
+            RdbErrorKind::UnexpectedEof { .. }
+                | RdbErrorKind::Envelope {
+                    truncated: true,
+                    ..
+                }
+        )
     }
 }
 
@@ -102,12 +118,16 @@ impl fmt::Display for RdbErrorKind {
                 f,
                 "module value in the pre-release format (type 6) cannot be read without its module"
             ),
+            RdbErrorKind::Unreadable(msg) => write!(f, "{msg}"),
+            RdbErrorKind::Envelope { msg, .. } => write!(f, "{msg}; decompressed"),
         }
     }
 }
 
 impl fmt::Display for RdbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Inside an envelope the offset counts decompressed bytes ("...; decompressed at byte
+        // offset N"): the envelope's own message names the byte of the file.
         write!(f, "{} at byte offset {}", self.kind, self.offset)?;
         if let Some(key) = &self.key {
             write!(f, " (in key {})", crate::text::quote_bytes(key))?;

@@ -7,6 +7,7 @@
 //! the raw bytes while decoding. Nothing reads the input twice and no big collection is held whole.
 
 pub mod compact;
+pub mod envelope;
 mod error;
 pub mod file_writer;
 mod model;

@@ -180,9 +180,14 @@ impl<R: Read> RdbParser<R> {
         Self::with_options(reader, ParserOptions::default())
     }
 
+    /// A parser over a whole RDB file or transfer; Valkey's LZ4 envelope is undone underneath.
     pub fn with_options(reader: R, opts: ParserOptions) -> Self {
+        Self::with_source(Source::file(reader), opts)
+    }
+
+    fn with_source(src: Source<R>, opts: ParserOptions) -> Self {
         RdbParser {
-            src: Source::new(reader),
+            src,
             opts,
             header: None,
             db: 0,
@@ -218,7 +223,8 @@ impl<R: Read> RdbParser<R> {
             )
             .with_key(key));
         }
-        let mut p = Self::with_options(reader, opts);
+        // A value's bytes are never enveloped (and a string's may well start with "VCS").
+        let mut p = Self::with_source(Source::new(reader), opts);
         p.header = Some(header);
         p.finished = true;
         // Raw captures do not include the file's CRC; none is checked here.
@@ -229,6 +235,12 @@ impl<R: Read> RdbParser<R> {
             elements: 0,
         });
         Ok(p)
+    }
+
+    /// Whether the input is Valkey's LZ4-compressed RDB (`rdbcompression lz4`), known once the
+    /// header is read; offsets then count decompressed bytes.
+    pub fn is_compressed(&self) -> bool {
+        self.src.is_compressed()
     }
 
     /// Offset of the next byte to be read.
@@ -248,7 +260,7 @@ impl<R: Read> RdbParser<R> {
             return Ok(h);
         }
         let first: [u8; 5] = self.src.array("the RDB header").map_err(|e| {
-            if e.is_truncation() {
+            if matches!(e.kind, RdbErrorKind::UnexpectedEof { .. }) {
                 RdbError::new(RdbErrorKind::NotRdb { found: Vec::new() }, 0)
             } else {
                 e
@@ -464,8 +476,15 @@ impl<R: Read> RdbParser<R> {
                         return Err(RdbError::new(RdbErrorKind::ModulePreGa, at).with_key(&key));
                     }
                     if ty == t::GCRA && header.magic == Magic::Redis {
-                        return Err(RdbError::corrupt(
-                            "Redis GCRA value (type 33, ENABLE_GCRA builds only): its layout is not public, so it cannot be read",
+                        // See `types::GCRA` for why this is not decoded.
+                        return Err(RdbError::new(
+                            RdbErrorKind::Unreadable(
+                                "Redis GCRA rate-limiter value (type 33), which only Redis builds \
+                                 with ENABLE_GCRA write (no release does): its layout is not in \
+                                 Redis's published sources, so it cannot be read; delete the key \
+                                 on the source (or let it expire) and save again"
+                                    .into(),
+                            ),
                             at,
                         )
                         .with_key(&key));
@@ -485,6 +504,7 @@ impl<R: Read> RdbParser<R> {
     fn finish(&mut self, header: Header) -> Result<Item> {
         self.finished = true;
         if header.version < 5 {
+            self.src.finish_envelope()?;
             return Ok(Item::End {
                 checksum: ChecksumStatus::Absent,
                 crc64: 0,
@@ -493,6 +513,7 @@ impl<R: Read> RdbParser<R> {
         let computed = self.src.finish_crc();
         let at = self.src.offset();
         let stored = u64::from_le_bytes(self.src.array("the checksum trailer")?);
+        self.src.finish_envelope()?;
         if stored == 0 {
             return Ok(Item::End {
                 checksum: ChecksumStatus::Disabled,
@@ -788,17 +809,23 @@ impl<R: Read> RdbParser<R> {
                     Ok(())
                 })
                 .map_err(|m| RdbError::corrupt(m, lp_at))?;
+                if elems.is_empty() {
+                    return Err(RdbError::corrupt(
+                        "hash template value listpack is empty",
+                        lp_at,
+                    ));
+                }
+                // Both forms lead with the template id (Redis refuses a type 29 whose first
+                // entry is no integer, as for type 30).
+                let id = elems.first().and_then(|e| e.as_int()).ok_or_else(|| {
+                    RdbError::corrupt(
+                        "hash template listpack does not start with an integer template id",
+                        lp_at,
+                    )
+                })?;
                 let names = match names {
                     Some(n) => n,
-                    None => {
-                        let id = elems.first().and_then(|e| e.as_int()).ok_or_else(|| {
-                            RdbError::corrupt(
-                                "hash template listpack does not start with a template id",
-                                lp_at,
-                            )
-                        })?;
-                        self.template(id as u64, lp_at)?
-                    }
+                    None => self.template(id as u64, lp_at)?,
                 };
                 // The values follow the template id (also present, and not needed, in type 29).
                 let skip = 1;

@@ -1,9 +1,12 @@
 //! The byte source under the RDB parser: a buffered reader over any `io::Read` that knows its
 //! absolute offset, keeps the running CRC-64 of everything consumed, and can record the exact
 //! bytes of a stretch of input (a value's raw encoding, for DUMP payloads) without a second read.
+//! A whole file is read through [`Unwrap`], so Valkey's LZ4 envelope is undone underneath: offsets,
+//! the CRC and captures are then those of the decompressed (logical) RDB.
 
 use std::io::{self, Read};
 
+use super::envelope::{EnvelopeError, Unwrap};
 use super::error::{RdbError, RdbErrorKind, Result};
 use crate::crc64::Crc64;
 
@@ -13,7 +16,7 @@ const BUF_SIZE: usize = 256 * 1024;
 const GROW_STEP: usize = 1 << 20;
 
 pub struct Source<R> {
-    inner: R,
+    inner: Unwrap<R>,
     buf: Box<[u8]>,
     pos: usize,
     end: usize,
@@ -28,7 +31,17 @@ pub struct Source<R> {
 }
 
 impl<R: Read> Source<R> {
+    /// A source over bytes that are RDB as they are (a DUMP payload body, a captured value).
     pub fn new(inner: R) -> Self {
+        Self::over(Unwrap::plain(inner))
+    }
+
+    /// A source over a whole RDB file or transfer, which may be VCS-enveloped.
+    pub fn file(inner: R) -> Self {
+        Self::over(Unwrap::probing(inner))
+    }
+
+    fn over(inner: Unwrap<R>) -> Self {
         Source {
             inner,
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
@@ -82,9 +95,39 @@ impl<R: Read> Source<R> {
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(RdbError::new(RdbErrorKind::Io(e), self.offset())),
+                Err(e) => return Err(self.read_error(e)),
             }
         }
+    }
+
+    /// An envelope error keeps its own words and file offset; anything else is the reader's.
+    fn read_error(&self, e: io::Error) -> RdbError {
+        if !e.get_ref().is_some_and(|i| i.is::<EnvelopeError>()) {
+            return RdbError::new(RdbErrorKind::Io(e), self.offset());
+        }
+        let truncated = e.kind() == io::ErrorKind::UnexpectedEof;
+        let msg = e.into_inner().map_or_else(String::new, |i| i.to_string());
+        RdbError::new(RdbErrorKind::Envelope { msg, truncated }, self.offset())
+    }
+
+    /// Whether the input is Valkey's LZ4-compressed envelope (known after the first read).
+    pub fn is_compressed(&self) -> bool {
+        self.inner.is_compressed()
+    }
+
+    /// After the RDB's last byte (EOF opcode and CRC trailer): an enveloped input must hold no
+    /// more decompressed bytes, and its frame is read to its end (end mark, content checksum).
+    pub fn finish_envelope(&mut self) -> Result<()> {
+        if !self.inner.is_compressed() {
+            return Ok(());
+        }
+        let unread = self.end - self.pos;
+        self.inner.finish(unread).map_err(|e| self.read_error(e))?;
+        // The decompressed bytes held (counted in the error above) are not part of anything.
+        self.settle();
+        self.pos = self.end;
+        self.settle();
+        Ok(())
     }
 
     fn eof(&self, wanted: &'static str) -> RdbError {
@@ -186,7 +229,9 @@ impl<R: Read> Source<R> {
 
     /// Gives back the inner reader with any bytes read ahead but not consumed.
     pub fn into_parts(self) -> (R, Vec<u8>) {
-        let rest = self.buf[self.pos..self.end].to_vec();
-        (self.inner, rest)
+        let mut rest = self.buf[self.pos..self.end].to_vec();
+        let (inner, head) = self.inner.into_parts();
+        rest.extend_from_slice(&head);
+        (inner, rest)
     }
 }

@@ -50,12 +50,44 @@ pub const HASH_TMPL_LP: u8 = 29;
 pub const HASH_TMPL_LP_REF: u8 = 30;
 pub const HASH_TMPL_ARRAY: u8 = 31;
 pub const HASH_TMPL_ARRAY_REF: u8 = 32;
-/// Redis's GCRA rate limiter (ENABLE_GCRA builds only): no public layout.
+/// Redis's GCRA rate limiter: type 33 (29 before redis PR #15364), only in builds with
+/// ENABLE_GCRA (redis PR #15191 held GCRA out of the 8.8 release, so no release writes it).
+/// Refused, naming the key. Evidence read (facts only): redis `src/gcra.c` @ 10040538b194 is the
+/// string-backed version (no RDB type); the object type came with redis PR #14905, whose review
+/// thread shows the value's time (TaT, microseconds) first saved as an 8-byte time and then
+/// agreed to become an `rdbSaveLen`; `defrag.c` says the object is "just an allocation to a long
+/// long value", and AOF rewrite writes that number. The final `rdb.c` branch was not readable
+/// here (and librdb does not parse the type), so the layout is not assumed: a wrong guess would
+/// misread every byte after the key.
 pub const GCRA: u8 = 33;
 /// Valkey 9.0 (RDB 80): hash with field TTLs (same byte as [`HASH_METADATA_PRE_GA`]).
 pub const VALKEY_HASH_2: u8 = 22;
 /// Valkey 9.2 (RDB 81): path hash (same byte as [`HASH_LISTPACK_EX_PRE_GA`]).
 pub const VALKEY_PATH_HASH: u8 = 23;
+
+/// Valkey's whole-file compression envelope, written with `rdbcompression lz4` (valkey PR #3531,
+/// merged 2026). A file that starts with [`vcs::MAGIC`] holds the logical RDB (its own
+/// `REDIS`/`VALKEY` header, body and CRC trailer) as one LZ4 frame after the 7-byte envelope;
+/// `envelope.rs` reads it. Where the layout was read (valkey-io/valkey, facts only):
+/// `src/compression_stream.h` @ f02e95d5270e (field offsets, codec and kind ids),
+/// `src/compression_stream.c` @ c2b96ec0c239 (the probe: 3-byte magic, else plain input replayed;
+/// a nonzero reserved byte, unknown version, codec or kind rejected; the frame is finished after
+/// the logical RDB, bytes after it ignored), `src/compression_lz4.c` @ f8439d32aea7 (LZ4 frame
+/// format, 64 KiB linked blocks, block and content checksums iff `rdbchecksum yes`), and the byte
+/// assertions of `tests/integration/rdb-compression.tcl` @ c01fe4a884e5 (`86 67 83 1 1 0 1`, frame
+/// magic `04 22 4D 18` at offset 7). Confidence: source-read, no real file (the Valkey 9.1 in the
+/// rig has no `rdbcompression lz4`). Earlier revisions of the PR used an 8-byte `VKCS` envelope;
+/// no release wrote it, and it is refused as "not an RDB".
+pub mod vcs {
+    pub const MAGIC: &[u8; 3] = b"VCS";
+    /// Magic, version, codec, reserved (0), stream kind.
+    pub const LEN: usize = 7;
+    pub const VERSION: u8 = 1;
+    pub const CODEC_LZ4: u8 = 1;
+    /// Only in the unmerged ZSTD PR (valkey #3798); named so the refusal says what the file is.
+    pub const CODEC_ZSTD: u8 = 2;
+    pub const STREAM_KIND_RDB: u8 = 1;
+}
 
 /// Which numbering a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
