@@ -630,6 +630,9 @@ pub struct Transfer {
     searched: usize,
     verifier: Option<Verifier>,
     keys: Arc<AtomicU64>,
+    /// The last bytes handed out (up to [`MARK_LEN`]) of a diskless transfer: what follows the
+    /// RDB's end when its parser stops before the end mark ([`Transfer::expect_end_mark`]).
+    tail: Vec<u8>,
 }
 
 impl Transfer {
@@ -672,6 +675,7 @@ impl Transfer {
             searched: 0,
             verifier,
             keys,
+            tail: Vec::new(),
         })
     }
 
@@ -777,6 +781,12 @@ impl Transfer {
                 Some(c) if c.is_empty() => continue,
                 Some(c) => {
                     self.received += c.len() as u64;
+                    if let Framing::Mark { .. } = self.framing {
+                        let keep = c.len().min(MARK_LEN);
+                        self.tail.extend_from_slice(&c[c.len() - keep..]);
+                        let over = self.tail.len().saturating_sub(MARK_LEN);
+                        self.tail.drain(..over);
+                    }
                     self.check(&c).await?;
                     return Ok(Some(c));
                 }
@@ -808,6 +818,63 @@ impl Transfer {
                     }
                 }
             }
+        }
+    }
+
+    /// A diskless transfer whose RDB ended (its parser read the checksum trailer, `rdb_len`
+    /// bytes in) before [`Transfer::next_chunk`] saw the end mark: the mark must follow the
+    /// RDB's last byte at once. Waits for the mark's 40 bytes (not for the idle timeout: a
+    /// source sends nothing more before it is ACKed) and either consumes them, as `next_chunk`
+    /// would have, or says the stream is corrupt, with what was expected and what was found.
+    /// Call it only after a cancelled `next_chunk` (no chunk in hand); for a transfer framed by
+    /// its length there is nothing to check.
+    pub async fn expect_end_mark(&mut self, rdb_len: u64) -> Result<(), ReplError> {
+        let Framing::Mark { mark, .. } = &self.framing else {
+            return Ok(());
+        };
+        let mark = *mark;
+        // Bytes handed out past the RDB's end (the parser left them unread).
+        let extra = self.received.saturating_sub(rdb_len);
+        loop {
+            if self.done && extra == 0 {
+                return Ok(());
+            }
+            let buf = self.link.conn.buffer();
+            let mut found: Vec<u8> = Vec::with_capacity(MARK_LEN);
+            let from_tail = (extra as usize).min(self.tail.len());
+            found.extend_from_slice(&self.tail[self.tail.len() - from_tail..]);
+            let more = MARK_LEN.saturating_sub(found.len()).min(buf.len());
+            found.extend_from_slice(&buf[..more]);
+            if extra == 0 && found == mark {
+                buf.advance(MARK_LEN);
+                self.done = true;
+                return Ok(());
+            }
+            if found.len() >= MARK_LEN || self.done || extra > MARK_LEN as u64 {
+                let found = if extra > MARK_LEN as u64 {
+                    format!(
+                        "{extra} more bytes, the last of them {}",
+                        crate::text::quote_bytes(&found)
+                    )
+                } else {
+                    crate::text::quote_bytes(&found)
+                };
+                return Err(self
+                    .link
+                    .conn
+                    .protocol_err(format!(
+                        "corrupt replication stream: the RDB of the diskless full sync ends at byte {rdb_len}, where the transfer's end mark {} announced by `$EOF:` must follow; found {found} instead (the bytes were changed between the source and here)",
+                        crate::text::quote_bytes(&mark)
+                    ))
+                    .into());
+            }
+            let during = format!(
+                "after the last byte of the RDB ({rdb_len} bytes), waiting for the diskless transfer's end mark"
+            );
+            let received = self.received;
+            self.link
+                .wait_for_data(&|| during.clone(), received)
+                .await?;
         }
     }
 

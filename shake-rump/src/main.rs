@@ -269,6 +269,8 @@ fn settings(args: &Args) -> Result<RumpSettings, String> {
             type_name,
             memory_probe: !args.no_memory_probe,
             window_bytes: args.dump_window.max(1),
+            // Set by the copy when it writes to a live target.
+            string_parts: None,
         },
         functions: !args.no_functions,
         follow: args.follow,

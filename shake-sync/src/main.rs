@@ -25,9 +25,12 @@ use shake_core::sync::{self, StreamOptions, SyncSettings};
 /// only when the source's backlog no longer holds the checkpoint, and the log says so.
 ///
 /// SIGINT/SIGTERM: stop reading, let the target answer what is in flight, record the
-/// checkpoint, exit 0.
+/// checkpoint, exit 0. A target that does not answer within 10 s (frozen, unreachable) ends the
+/// stop with exit 3: the final checkpoint was not recorded, the next start resumes from the last
+/// one that was (nothing lost, nothing applied twice).
 ///
-/// Exit status: 0 stopped cleanly, 1 failure (the message names the endpoint and offset), 2 usage.
+/// Exit status: 0 stopped cleanly, 1 failure (the message names the endpoint and offset), 2 usage,
+/// 3 stopped without recording the final checkpoint.
 #[derive(Parser, Debug)]
 #[command(
     name = "shake-sync",
@@ -250,7 +253,10 @@ async fn run(settings: SyncSettings) -> ExitCode {
         }
         Err(e) => {
             eprintln!("shake-sync: {e}");
-            ExitCode::from(1)
+            match e {
+                sync::SyncError::Unrecorded(_) => ExitCode::from(3),
+                _ => ExitCode::from(1),
+            }
         }
     }
 }

@@ -1325,6 +1325,7 @@ fn copy_delayed(
     mut from: TcpStream,
     mut to: TcpStream,
     delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    mut tamper: Option<Box<dyn Tamper>>,
 ) {
     let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
     std::thread::spawn(move || {
@@ -1345,7 +1346,12 @@ fn copy_delayed(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let due = Instant::now() + Duration::from_millis(delay_ms.load(Ordering::Relaxed));
-                if tx.send((due, buf[..n].to_vec())).is_err() {
+                // The tamper sees the bytes as the server sent them; the delay applies after it.
+                let chunk = match tamper.as_mut() {
+                    Some(t) => t.tamper(&buf[..n]),
+                    None => buf[..n].to_vec(),
+                };
+                if tx.send((due, chunk)).is_err() {
                     break;
                 }
             }
@@ -1359,6 +1365,17 @@ fn copy_delayed(
 impl Proxy {
     /// Starts forwarding to `to` (`127.0.0.1:<port>`).
     pub fn start(to: SocketAddr) -> Proxy {
+        Proxy::start_inner(to, None)
+    }
+
+    /// Like [`Proxy::start`], but the bytes each server connection sends go through a fresh
+    /// [`Tamper`] made by `tamper` (the client's bytes pass unchanged): a link that damages the
+    /// stream on the way, for the checks that must notice it.
+    pub fn start_tampering(to: SocketAddr, tamper: fn() -> Box<dyn Tamper>) -> Proxy {
+        Proxy::start_inner(to, Some(tamper))
+    }
+
+    fn start_inner(to: SocketAddr, tamper: Option<fn() -> Box<dyn Tamper>>) -> Proxy {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a proxy port");
         let port = listener.local_addr().expect("proxy address").port();
         listener
@@ -1387,6 +1404,8 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(to) else {
                     continue;
                 };
+                // The client's bytes pass unchanged and at once; the server's go through
+                // copy_delayed (tamper, then delay).
                 let pipe = |mut from: TcpStream, mut to: TcpStream| {
                     std::thread::spawn(move || {
                         let _ = io::copy(&mut from, &mut to);
@@ -1404,7 +1423,8 @@ impl Proxy {
                     (Ok(c), Ok(s)) => {
                         pipe(c, server);
                         let d = d2.clone();
-                        std::thread::spawn(move || copy_delayed(s, client, d));
+                        let t = tamper.map(|make| make());
+                        std::thread::spawn(move || copy_delayed(s, client, d, t));
                     }
                     _ => continue,
                 }
@@ -1467,6 +1487,74 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         self.cut();
+    }
+}
+
+/// A change a [`Proxy::start_tampering`] makes to what a server sends.
+pub trait Tamper: Send {
+    /// Takes each piece read from the server, returns what to forward now; it may hold bytes
+    /// back for the next call (a pattern split between two reads).
+    fn tamper(&mut self, data: &[u8]) -> Vec<u8>;
+}
+
+/// Changes one byte of the end mark of a diskless full sync (`$EOF:<40-byte mark>\r\n`, the
+/// RDB, then the mark again): the first byte of the mark's second occurrence becomes another
+/// hex digit. Everything else passes unchanged.
+#[derive(Default)]
+pub struct EofMarkTamper {
+    /// Bytes not yet forwarded: the start of the stream until the `$EOF:` line is complete,
+    /// then at most a partial mark at the end.
+    held: Vec<u8>,
+    mark: Option<Vec<u8>>,
+    done: bool,
+}
+
+/// The length of the longest end of `data` that is a proper beginning of `pattern`.
+fn held_prefix(data: &[u8], pattern: &[u8]) -> usize {
+    (1..pattern.len().min(data.len() + 1))
+        .rev()
+        .find(|&k| data[data.len() - k..] == pattern[..k])
+        .unwrap_or(0)
+}
+
+impl EofMarkTamper {
+    pub fn boxed() -> Box<dyn Tamper> {
+        Box::new(EofMarkTamper::default())
+    }
+}
+
+impl Tamper for EofMarkTamper {
+    fn tamper(&mut self, data: &[u8]) -> Vec<u8> {
+        if self.done {
+            return data.to_vec();
+        }
+        self.held.extend_from_slice(data);
+        let mut out = Vec::new();
+        if self.mark.is_none() {
+            let Some(at) = self.held.windows(5).position(|w| w == b"$EOF:") else {
+                // No transfer header yet: forward all but what could start "$EOF:".
+                let keep = held_prefix(&self.held, b"$EOF:");
+                out.extend(self.held.drain(..self.held.len() - keep));
+                return out;
+            };
+            if self.held.len() < at + 5 + 40 + 2 {
+                out.extend(self.held.drain(..at));
+                return out;
+            }
+            self.mark = Some(self.held[at + 5..at + 45].to_vec());
+            out.extend(self.held.drain(..at + 47));
+        }
+        let mark = self.mark.clone().unwrap_or_default();
+        if let Some(p) = self.held.windows(40).position(|w| w == &mark[..]) {
+            self.held[p] = if self.held[p] == b'0' { b'1' } else { b'0' };
+            self.done = true;
+            out.append(&mut self.held);
+            return out;
+        }
+        // Hold back the longest end of what arrived that could begin the mark.
+        let keep = held_prefix(&self.held, &mark);
+        out.extend(self.held.drain(..self.held.len() - keep));
+        out
     }
 }
 

@@ -446,3 +446,76 @@ fn big_string_full_sync_and_stream() {
     );
     sync.stop();
 }
+
+/// shake-rump copies a 256 MiB string (with a TTL) into a target in parts (GETRANGE, then SET +
+/// APPENDs under the temporary name, the TTL, RENAME), within the 64 MiB bound; it DUMPed the
+/// value whole (memory ~ its size). A second copy, during which the source key is appended to,
+/// reads the key again and ends with the source's new value.
+#[test]
+fn rump_copies_a_big_string_in_parts() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Server::start(flavor);
+    let key = "big:rump";
+    append_all(&mut src.client(), key, &noise(256 * MIB, 17));
+    let _: () = redis::cmd("PEXPIREAT")
+        .arg(key)
+        .arg(4_102_444_800_000i64)
+        .query(&mut src.client())
+        .unwrap();
+    let dst = Server::start(flavor);
+    let m = measured(
+        "shake-rump",
+        &["--source", &src.url(), "--target", &dst.url(), "-q"],
+    );
+    assert_bounded("rump of a 256 MiB string", &m);
+    same_value(&src, &dst, key, "rump");
+    let building: Vec<String> = redis::cmd("KEYS")
+        .arg("shake-building:*")
+        .query(&mut dst.client())
+        .unwrap();
+    assert!(building.is_empty(), "left behind: {building:?}");
+
+    // The key changes while it is read: the attempt is dropped and the key read again.
+    let dst = Server::start(flavor);
+    let temp = shake_core::apply::building_name(key.as_bytes());
+    let child = Command::new(bin("shake-rump"))
+        .args(["--source", &src.url(), "--target", &dst.url(), "-q"])
+        .env_remove("RUST_BACKTRACE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&temp)
+            .query(&mut dst.client())
+            .unwrap();
+        if exists == 1 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the temporary key never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _: i64 = redis::cmd("APPEND")
+        .arg(key)
+        .arg("and a tail")
+        .query(&mut src.client())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("changed while it was read in parts; reading it again"),
+        "{err}"
+    );
+    same_value(&src, &dst, key, "rump with a concurrent APPEND");
+}

@@ -2,6 +2,8 @@
 //! client — RESTORE for payloads, batches for big keys, FUNCTION LOAD on every master — and
 //! checks every reply against the conflict policy. Also caps the write rate (`--qps`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ApplyError, ApplyOptions, ConflictPolicy, Work};
@@ -48,14 +50,19 @@ pub struct Exec<'a> {
     target: &'a mut Target<Tag>,
     opts: &'a ApplyOptions,
     pub stats: ExecStats,
-    /// A big key being skipped because it existed (`ignore`).
-    skipping: Option<Vec<u8>>,
+    /// Big keys being skipped because they existed (`ignore`). More than one when batches of
+    /// different keys interleave (shake-rump: a string read in parts from one master, a DUMPed
+    /// big key from another).
+    skipping: std::collections::HashSet<Vec<u8>>,
     started: Instant,
     /// Where the data comes from, as messages name it ("the source" unless told).
     pub source: String,
     /// Keep refused writes in `refused` for the caller to repair, instead of failing.
     pub collect_refusals: bool,
     pub refused: Vec<Refusal>,
+    /// `stats.written`, readable while this `Exec` is borrowed by [`super::apply_rdb`] (the
+    /// full sync's `/status` figure advances with it).
+    written_live: Arc<AtomicU64>,
     /// When set, every key written (target database and name) is recorded: what a full sync
     /// of shake-sync prunes against (see `sync::prune`).
     pub seen: Option<crate::sync::prune::KeyHashes>,
@@ -71,13 +78,24 @@ impl<'a> Exec<'a> {
             target,
             opts,
             stats: ExecStats::default(),
-            skipping: None,
+            skipping: Default::default(),
             started: Instant::now(),
             source: "the source".into(),
             collect_refusals: false,
             refused: Vec::new(),
+            written_live: Arc::new(AtomicU64::new(0)),
             seen: None,
         }
+    }
+
+    /// A counter that follows `stats.written` as replies are judged.
+    pub fn written_counter(&self) -> Arc<AtomicU64> {
+        self.written_live.clone()
+    }
+
+    fn note_written(&mut self) {
+        self.stats.written += 1;
+        self.written_live.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn target_name(&self) -> String {
@@ -134,7 +152,7 @@ impl<'a> Exec<'a> {
 
     fn judge(&mut self, tag: Tag, reply: Reply) -> Result<(), ApplyError> {
         match (tag, reply.error()) {
-            (Tag::Restore { .. }, None) => self.stats.written += 1,
+            (Tag::Restore { .. }, None) => self.note_written(),
             (Tag::Restore { key, .. }, Some(e)) if is_busykey(e) => match self.opts.conflict {
                 ConflictPolicy::Ignore => self.stats.conflicts += 1,
                 _ => {
@@ -146,7 +164,7 @@ impl<'a> Exec<'a> {
             },
             (Tag::Command { last, .. }, None) => {
                 if last {
-                    self.stats.written += 1;
+                    self.note_written();
                 }
             }
             // The final RENAME found no building key: its TTL passed while it was written
@@ -268,6 +286,8 @@ impl<'a> Exec<'a> {
                     seen.insert(db, &key);
                 }
                 if first {
+                    // A new start of the key (a string read again in parts) decides anew.
+                    self.skipping.remove(&key);
                     // Under rewrite the final RENAME replaces the key; otherwise an existing
                     // key is a conflict.
                     if self.opts.conflict != ConflictPolicy::Rewrite && self.exists(&key).await? {
@@ -278,7 +298,7 @@ impl<'a> Exec<'a> {
                             });
                         }
                         self.stats.conflicts += 1;
-                        self.skipping = Some(key.clone());
+                        self.skipping.insert(key.clone());
                     } else {
                         // What an interrupted run left under the building name goes first.
                         let mut b = CommandBuilder::new();
@@ -298,9 +318,9 @@ impl<'a> Exec<'a> {
                         .await?;
                     }
                 }
-                if self.skipping.as_deref() == Some(&key[..]) {
+                if self.skipping.contains(&key) {
                     if last {
-                        self.skipping = None;
+                        self.skipping.remove(&key);
                     }
                     return Ok(());
                 }

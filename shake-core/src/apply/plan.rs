@@ -245,6 +245,80 @@ impl<'a> Planner<'a> {
         self.portable(&mut parser, k, db, emit)
     }
 
+    /// Starts a big string that arrives in parts instead of as one payload (shake-rump reads a
+    /// string above the big-key threshold with GETRANGE, never whole): the same decisions as
+    /// for any key (database map, filters, a TTL already passed), then the big-key path: SET of
+    /// the first part and APPENDs under the key's [`building_name`], the TTL, RENAME. `None`
+    /// when the key is left out (counted). `len` is the value's length (STRLEN).
+    pub fn begin_string(
+        &mut self,
+        db: u64,
+        key: Vec<u8>,
+        len: u64,
+        expire_at_ms: Option<i64>,
+    ) -> Option<StringBuild> {
+        let k = KeyHeader {
+            db,
+            key,
+            rdb_type: t::STRING,
+            value_type: ValueType::String,
+            expire_at_ms,
+            idle_s: None,
+            freq: None,
+            offset: 0,
+            meta: Vec::new(),
+        };
+        let db = self.admit(&k)?;
+        let cmds = Commands::new(db, &k, self.opts, &self.target, self.now_ms);
+        Some(StringBuild {
+            k,
+            cmds,
+            offset: 0,
+            len,
+        })
+    }
+
+    /// The next part of a string begun with [`Planner::begin_string`], in order.
+    pub fn string_part(
+        &mut self,
+        b: &mut StringBuild,
+        data: &[u8],
+        emit: &mut dyn FnMut(Work) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
+        let c = Chunk::StringPart {
+            offset: b.offset,
+            len: b.len,
+            data: data.to_vec(),
+        };
+        b.offset += data.len() as u64;
+        b.cmds.chunk(&b.k, c, emit)
+    }
+
+    /// Ends a string begun with [`Planner::begin_string`]: its TTL as read after the last part
+    /// (the one that holds for the bytes read), then RENAME into place.
+    pub fn finish_string(
+        &mut self,
+        mut b: StringBuild,
+        expire_at_ms: Option<i64>,
+        emit: &mut dyn FnMut(Work) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
+        self.stats.big_keys += 1;
+        b.k.expire_at_ms = expire_at_ms;
+        b.cmds.build.expire_at_ms = expire_at_ms;
+        b.cmds.finish(&b.k, emit)
+    }
+
+    /// Drops a string begun with [`Planner::begin_string`] whose source key changed while it
+    /// was read: it is not counted, and what was written under the building name is removed
+    /// (the next attempt's first batch would remove it too, but a fall-back to DUMP would not).
+    pub fn abandon_string(&mut self, b: StringBuild) -> Option<Work> {
+        self.stats.keys = self.stats.keys.saturating_sub(1);
+        b.cmds.begun.then(|| Work::Delete {
+            db: b.cmds.db,
+            key: building_name(&b.k.key),
+        })
+    }
+
     /// Plans the deletion of a key that is gone from the source (shake-rump --follow): `None`
     /// when the database map or the key filters leave it out. The type of a deleted key is no
     /// longer known, so `--type` filters do not apply.
@@ -528,6 +602,22 @@ fn chunk_bytes(c: &Chunk) -> usize {
         Chunk::StreamConsumer(c) => c.name.len() + c.pending.len() * 16 + 32,
         Chunk::Module { raw, .. } => raw.len(),
         _ => 64,
+    }
+}
+
+/// A big string arriving in parts, between [`Planner::begin_string`] and
+/// [`Planner::finish_string`] (or [`Planner::abandon_string`]).
+pub struct StringBuild {
+    k: KeyHeader,
+    cmds: Commands,
+    /// Bytes of the value planned so far, of `len`.
+    offset: u64,
+    len: u64,
+}
+
+impl StringBuild {
+    pub fn key(&self) -> &[u8] {
+        &self.k.key
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     found_queue, now_ms, Counters, Dumper, Found, FoundSender, ScanOptions, Subscription, Tag,
 };
 use crate::apply::exec::{Exec, ExecStats};
-use crate::apply::plan::{PlanStats, Planner};
+use crate::apply::plan::{PlanStats, Planner, StringBuild};
 use crate::apply::{
     connect_target, prepare_target, work_queue, ApplyError, ApplyOptions, ConflictPolicy,
     OnTargetError, Work,
@@ -132,6 +132,9 @@ impl fmt::Display for RumpSummary {
 
 /// How long the writer waits for more work before it sends what it buffered.
 const IDLE_FLUSH: Duration = Duration::from_millis(20);
+
+/// Bytes per GETRANGE of a big string read in parts (the parser's part size for an RDB's).
+const STRING_PART_BYTES: usize = 1 << 20;
 
 /// How much found data (payloads) may wait between the walkers and the writer.
 const FOUND_QUEUE_BYTES: usize = 32 << 20;
@@ -334,8 +337,17 @@ async fn node_task(
 
 /// Runs the copy. `stop` ends the follow phase (gracefully: what was read is written); during
 /// the scan it aborts the copy with an error.
-pub async fn rump(s: RumpSettings, stop: CancellationToken) -> Result<RumpSummary, String> {
+pub async fn rump(mut s: RumpSettings, stop: CancellationToken) -> Result<RumpSummary, String> {
     let started = Instant::now();
+    // Into a live target, a string above the big-key threshold is read in parts and written
+    // as SET + APPENDs (docs/big-values.md); a file takes each value as one DUMP payload.
+    if let RumpOutput::Target { .. } = s.output {
+        s.scan.string_parts = Some(super::StringParts {
+            above: s.apply.big_key_bytes,
+            part_bytes: STRING_PART_BYTES,
+            connect: s.connect.clone(),
+        });
+    }
     let plan = plan_source(&s).await?;
     if plan.nodes.is_empty() && !s.shard.is_whole() {
         return Ok(RumpSummary::default());
@@ -615,6 +627,33 @@ async fn run(
     Ok(summary)
 }
 
+/// Hands on the work of a big string read in parts; a re-copy (follow mode) deletes the key
+/// ahead of its first batch, as a re-copied DUMP's big key does.
+fn push_string_work(
+    sender: &mut crate::apply::WorkSender,
+    ahead: &mut u64,
+    recopy: bool,
+    w: Work,
+) -> Result<(), ApplyError> {
+    if let (
+        true,
+        Work::Commands {
+            db,
+            key,
+            first: true,
+            ..
+        },
+    ) = (recopy, &w)
+    {
+        *ahead += 1;
+        sender.push(Work::Delete {
+            db: *db,
+            key: key.clone(),
+        })?;
+    }
+    sender.push(w)
+}
+
 /// Plans and writes everything found into the target until the walkers are done.
 async fn write_target(
     target: &mut crate::client::Target<crate::apply::exec::Tag>,
@@ -637,8 +676,13 @@ async fn write_target(
         let mut planner = Planner::new(&apply, format, now_ms()).with_modules(modules.clone());
         let mut recopier = Planner::new(&recopy_opts, format, now_ms()).with_modules(modules);
         // DELs sent ahead of a re-copied big key (the executor judges its batches by the
-        // run's own policy, which must not see the old value as a conflict).
+        // run's own policy, which must not see the old value as a conflict), and of the
+        // building key of a string read in parts whose reading was dropped.
         let mut ahead = 0u64;
+        // Big strings arriving in parts (one at a time; keyed all the same), with whether
+        // they are re-copies.
+        let mut strings: std::collections::HashMap<(u64, Vec<u8>), (StringBuild, bool)> =
+            Default::default();
         let r = (|| {
             while let Some((batch, permit)) = rx.blocking_recv() {
                 planner.set_now(now_ms());
@@ -684,6 +728,52 @@ async fn write_target(
                         Found::Function { code } => {
                             planner.stats.functions += 1;
                             sender.push(Work::Function { code })?;
+                        }
+                        Found::StringStart {
+                            db,
+                            key,
+                            len,
+                            expire_at_ms,
+                            recopy,
+                        } => {
+                            let p = if recopy { &mut recopier } else { &mut planner };
+                            if let Some(b) = p.begin_string(db, key.clone(), len, expire_at_ms) {
+                                strings.insert((db, key), (b, recopy));
+                            }
+                        }
+                        Found::StringPart { db, key, data } => {
+                            // Absent: the key was left out (filters, an expired TTL).
+                            let Some((b, recopy)) = strings.get_mut(&(db, key)) else {
+                                continue;
+                            };
+                            let p = if *recopy { &mut recopier } else { &mut planner };
+                            let recopy = *recopy;
+                            p.string_part(b, &data, &mut |w| {
+                                push_string_work(&mut sender, &mut ahead, recopy, w)
+                            })?;
+                        }
+                        Found::StringEnd {
+                            db,
+                            key,
+                            expire_at_ms,
+                        } => {
+                            let Some((b, recopy)) = strings.remove(&(db, key)) else {
+                                continue;
+                            };
+                            let p = if recopy { &mut recopier } else { &mut planner };
+                            p.finish_string(b, expire_at_ms, &mut |w| {
+                                push_string_work(&mut sender, &mut ahead, recopy, w)
+                            })?;
+                        }
+                        Found::StringAbandon { db, key } => {
+                            let Some((b, recopy)) = strings.remove(&(db, key)) else {
+                                continue;
+                            };
+                            let p = if recopy { &mut recopier } else { &mut planner };
+                            if let Some(w) = p.abandon_string(b) {
+                                ahead += 1;
+                                sender.push(w)?;
+                            }
                         }
                     }
                 }
@@ -960,6 +1050,15 @@ fn write_file(
                     continue;
                 }
                 Found::Gone { .. } => continue,
+                Found::StringStart { key, .. }
+                | Found::StringPart { key, .. }
+                | Found::StringEnd { key, .. }
+                | Found::StringAbandon { key, .. } => {
+                    return Err(format!(
+                    "key {}: a string read in parts cannot go into a file (it takes DUMP payloads)",
+                    crate::text::quote_bytes(&key)
+                ))
+                }
                 Found::Key {
                     db,
                     key,

@@ -24,6 +24,19 @@
 //! never copied). Where MEMORY is refused (some managed services), or with
 //! `memory_probe: false`, DUMPs are bounded by count only.
 //!
+//! # Big strings
+//!
+//! With [`ScanOptions::string_parts`] set (shake-rump writing to a live target), a key whose
+//! size estimate is above the big-key threshold and whose TYPE is `string` is never DUMPed: on
+//! a second connection to its master it is read with `WATCH key`, `STRLEN`, `PTTL`, then
+//! `GETRANGE` of one part at a time, then `MULTI PEXPIRETIME EXEC` (`PTTL` before 7.0). Its parts go on as
+//! [`Found::StringStart`] / [`Found::StringPart`] / [`Found::StringEnd`], so no side holds more
+//! than a few parts. An EXEC that answers nil means the key was written while it was read (any
+//! write, its TTL included, touches a WATCHed key): the attempt is dropped
+//! ([`Found::StringAbandon`]) and the key read again, up to [`STRING_ATTEMPTS`] times; a key
+//! that changes during every attempt is DUMPed whole, as before (memory ~ its size, with a
+//! warning). One big string is read at a time across all walkers.
+//!
 //! # Vanishing keys
 //!
 //! A key SCAN named may be gone before its DUMP: DUMP nil or PTTL -2 (the key expired or was
@@ -60,7 +73,23 @@ pub struct ScanOptions {
     pub memory_probe: bool,
     /// Most estimated bytes of DUMP replies in flight per connection (a bigger key goes alone).
     pub window_bytes: usize,
+    /// Read strings larger than this in parts instead of DUMPing them (see "Big strings").
+    pub string_parts: Option<StringParts>,
 }
+
+/// How big strings are read in parts.
+#[derive(Debug, Clone)]
+pub struct StringParts {
+    /// Strings whose size estimate is above this many bytes (the big-key threshold).
+    pub above: usize,
+    /// Bytes per GETRANGE.
+    pub part_bytes: usize,
+    /// For the second connection to the master.
+    pub connect: crate::net::ConnectOptions,
+}
+
+/// Attempts at reading a big string in parts before it is DUMPed whole.
+pub const STRING_ATTEMPTS: u32 = 3;
 
 impl Default for ScanOptions {
     fn default() -> Self {
@@ -70,6 +99,7 @@ impl Default for ScanOptions {
             type_name: None,
             memory_probe: true,
             window_bytes: 32 << 20,
+            string_parts: None,
         }
     }
 }
@@ -90,6 +120,27 @@ pub enum Found {
     Gone { db: u64, key: Vec<u8> },
     /// A function library's code (from FUNCTION DUMP).
     Function { code: Vec<u8> },
+    /// A big string read in parts begins: `len` bytes (STRLEN), the TTL read before the first
+    /// part (the one that counts is `StringEnd`'s).
+    StringStart {
+        db: u64,
+        key: Vec<u8>,
+        len: u64,
+        expire_at_ms: Option<i64>,
+        recopy: bool,
+    },
+    /// The next part of the big string `key`, in order.
+    StringPart { db: u64, key: Vec<u8>, data: Bytes },
+    /// The big string `key` is complete and did not change while it was read; its TTL, read
+    /// in the same transaction that confirmed it.
+    StringEnd {
+        db: u64,
+        key: Vec<u8>,
+        expire_at_ms: Option<i64>,
+    },
+    /// The big string `key` changed while it was read: drop what was planned of it (another
+    /// attempt, or its DUMP, follows).
+    StringAbandon { db: u64, key: Vec<u8> },
 }
 
 impl Found {
@@ -98,6 +149,10 @@ impl Found {
             Found::Key { key, payload, .. } => key.len() + payload.len() + 64,
             Found::Gone { key, .. } => key.len() + 64,
             Found::Function { code } => code.len() + 64,
+            Found::StringPart { key, data, .. } => key.len() + data.len() + 64,
+            Found::StringStart { key, .. }
+            | Found::StringEnd { key, .. }
+            | Found::StringAbandon { key, .. } => key.len() + 64,
         }
     }
 }
@@ -121,6 +176,11 @@ pub struct Counters {
     pub gone: AtomicU64,
     /// Set when MEMORY USAGE was refused and the probe was turned off.
     pub probe_refused: AtomicU64,
+    /// Big strings read in parts (GETRANGE), and attempts dropped because the key changed.
+    pub read_in_parts: AtomicU64,
+    pub part_attempts_dropped: AtomicU64,
+    /// Held while a walker reads a big string in parts: one at a time, across all walkers.
+    pub big_string: tokio::sync::Mutex<()>,
 }
 
 impl Counters {
@@ -147,6 +207,14 @@ pub struct FoundSender {
 }
 
 impl FoundSender {
+    /// Sends one part of a big string, claiming a quarter of the queue's budget whatever its
+    /// size: at most four parts wait between a walker and the writer (a big string must not
+    /// fill the whole queue with its bytes).
+    pub async fn send_part(&self, part: Found) -> Result<(), String> {
+        let claim = part.bytes().max(self.limit / 4);
+        self.send(vec![part], claim).await
+    }
+
     /// Sends a batch, waiting while the queue holds its byte budget (a batch larger than the
     /// whole budget waits until the queue is empty).
     pub async fn send(&self, batch: Vec<Found>, bytes: usize) -> Result<(), String> {
@@ -191,8 +259,24 @@ pub enum Tag {
     Scan,
     Select(u64),
     Memory(Vec<u8>),
-    Dump { key: Vec<u8>, estimate: usize },
+    Dump {
+        key: Vec<u8>,
+        estimate: usize,
+    },
     Pttl,
+    /// TYPE of a key whose estimate says it may be a big string.
+    Type {
+        key: Vec<u8>,
+        estimate: usize,
+    },
+}
+
+/// A key waiting for its DUMP: its size estimate, and whether its TYPE is known not to need
+/// the big-string path (asked already, or no need to ask).
+struct Waiting {
+    key: Vec<u8>,
+    estimate: usize,
+    typed: bool,
 }
 
 /// The DUMP machinery on one source connection: keys go in, `Found` items come out in batches.
@@ -205,8 +289,14 @@ pub struct Dumper<'a> {
     db: u64,
     /// Follow mode: a key found missing is reported as `Gone` instead of counted as vanished.
     follow: bool,
-    /// Keys waiting for their DUMP, with their size estimate.
-    waiting: VecDeque<(Vec<u8>, usize)>,
+    /// Keys waiting for their DUMP.
+    waiting: VecDeque<Waiting>,
+    /// The second connection big strings are read on (WATCH cannot share the pipeline), and
+    /// the database it is in.
+    side: Option<(crate::net::Connection, u64)>,
+    /// Whether the source answers PEXPIRETIME (7.0+): a big string's TTL is then read as the
+    /// absolute time it is, not computed from PTTL and this host's clock.
+    pexpiretime: Option<bool>,
     estimate_in_flight: usize,
     dumps_in_flight: usize,
     /// The DUMP reply waiting for its PTTL (the next reply).
@@ -232,6 +322,8 @@ impl<'a> Dumper<'a> {
             db: 0,
             follow: false,
             waiting: VecDeque::new(),
+            side: None,
+            pexpiretime: None,
             estimate_in_flight: 0,
             dumps_in_flight: 0,
             stash: None,
@@ -278,19 +370,47 @@ impl<'a> Dumper<'a> {
             self.submit(&[b"MEMORY", b"USAGE", &k], Tag::Memory(key))
                 .await?;
         } else {
-            self.waiting.push_back((key, 0));
+            self.waiting.push_back(Waiting {
+                key,
+                estimate: 0,
+                typed: true,
+            });
         }
         self.admit().await
     }
 
-    /// Sends DUMP + PTTL for waiting keys while the estimated bytes in flight allow.
+    /// Whether a key of this size estimate may go the big-string way.
+    fn may_be_big_string(&self, estimate: usize) -> bool {
+        self.opts
+            .string_parts
+            .as_ref()
+            .is_some_and(|p| estimate > p.above)
+    }
+
+    /// Sends DUMP + PTTL for waiting keys while the estimated bytes in flight allow (a key that
+    /// may be a big string is asked its TYPE first).
     async fn admit(&mut self) -> Result<(), String> {
-        while let Some((_, est)) = self.waiting.front() {
-            let est = *est;
+        while let Some(w) = self.waiting.front() {
+            let est = w.estimate;
+            if !w.typed {
+                let Some(w) = self.waiting.pop_front() else {
+                    break;
+                };
+                let k = w.key.clone();
+                self.submit(
+                    &[b"TYPE", &k],
+                    Tag::Type {
+                        key: w.key,
+                        estimate: est,
+                    },
+                )
+                .await?;
+                continue;
+            }
             if self.dumps_in_flight > 0 && self.estimate_in_flight + est > self.opts.window_bytes {
                 break;
             }
-            let Some((key, _)) = self.waiting.pop_front() else {
+            let Some(Waiting { key, .. }) = self.waiting.pop_front() else {
                 break;
             };
             if est > self.opts.window_bytes {
@@ -304,6 +424,212 @@ impl<'a> Dumper<'a> {
             self.submit(&[b"PTTL", &k], Tag::Pttl).await?;
         }
         Ok(())
+    }
+
+    /// The connection big strings are read on, in the walker's database.
+    async fn side(&mut self) -> Result<&mut crate::net::Connection, String> {
+        let db = self.db;
+        if self.side.as_ref().is_some_and(|(_, d)| *d != db) {
+            self.side = None;
+        }
+        if self.side.is_none() {
+            let connect = self
+                .opts
+                .string_parts
+                .as_ref()
+                .map(|p| p.connect.clone())
+                .unwrap_or_default();
+            let endpoint = self.pipe.endpoint().clone();
+            let mut conn = crate::net::Connection::connect(&endpoint, &connect)
+                .await
+                .map_err(|e| e.to_string())?;
+            if db != 0 {
+                let n = db.to_string();
+                let r = conn
+                    .request(&[&b"SELECT"[..], n.as_bytes()])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(e) = r.error() {
+                    return Err(format!("{endpoint}: SELECT {db} failed: {e}"));
+                }
+            }
+            self.side = Some((conn, db));
+        }
+        let name = self.endpoint();
+        match self.side.as_mut() {
+            Some((c, _)) => Ok(c),
+            None => Err(format!("{name}: no connection for big strings")),
+        }
+    }
+
+    /// One request on the side connection; an error reply is an error naming `what`.
+    async fn side_request(&mut self, argv: &[&[u8]], key: &[u8]) -> Result<Reply, String> {
+        let endpoint = self.endpoint();
+        let db = self.db;
+        let conn = self.side().await?;
+        let r = conn.request(argv).await.map_err(|e| e.to_string())?;
+        if let Some(e) = r.error() {
+            return Err(format!(
+                "{endpoint}: {} {} (database {db}) failed: {e}",
+                String::from_utf8_lossy(argv[0]),
+                quote_bytes(key)
+            ));
+        }
+        Ok(r)
+    }
+
+    /// Reads the string `key` in parts (see "Big strings" in the module doc). Returns false
+    /// when it must be DUMPed after all: it is no longer a big string, or it changed during
+    /// every attempt.
+    async fn big_string(&mut self, key: &[u8]) -> Result<bool, String> {
+        let Some(parts) = self.opts.string_parts.clone() else {
+            return Ok(false);
+        };
+        let part = parts.part_bytes.max(1);
+        let counters = self.counters;
+        let _one = counters.big_string.lock().await;
+        // What this walker found before goes first.
+        self.flush().await?;
+        for attempt in 1..=STRING_ATTEMPTS {
+            self.side_request(&[b"WATCH", key], key).await?;
+            let len = {
+                let conn = self.side().await?;
+                let r = conn
+                    .request(&[&b"STRLEN"[..], key])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                r.as_int()
+            };
+            let pttl = self.side_request(&[b"PTTL", key], key).await?.as_int();
+            let (Some(len), Some(pttl)) = (len, pttl) else {
+                // Not a string any more (WRONGTYPE), or an odd answer: the DUMP path decides.
+                self.side_request(&[b"UNWATCH"], key).await?;
+                return Ok(false);
+            };
+            if pttl == -2 {
+                self.side_request(&[b"UNWATCH"], key).await?;
+                self.missing(key.to_vec());
+                return Ok(true);
+            }
+            if (len as u64) <= parts.above as u64 {
+                self.side_request(&[b"UNWATCH"], key).await?;
+                return Ok(false);
+            }
+            let len = len as u64;
+            let at = now_ms();
+            self.out
+                .send_part(Found::StringStart {
+                    db: self.db,
+                    key: key.to_vec(),
+                    len,
+                    expire_at_ms: (pttl >= 0).then(|| at.saturating_add(pttl)),
+                    recopy: self.follow,
+                })
+                .await?;
+            let mut offset = 0u64;
+            while offset < len {
+                let end = (offset + part as u64).min(len) - 1;
+                let (from, to) = (offset.to_string(), end.to_string());
+                let r = self
+                    .side_request(&[b"GETRANGE", key, from.as_bytes(), to.as_bytes()], key)
+                    .await?;
+                let Reply::Bulk(data) = r else {
+                    return Err(format!(
+                        "{}: GETRANGE {} answered {r}",
+                        self.endpoint(),
+                        quote_bytes(key)
+                    ));
+                };
+                if data.is_empty() {
+                    // Shorter than it was: EXEC below says it changed.
+                    break;
+                }
+                offset += data.len() as u64;
+                self.out
+                    .send_part(Found::StringPart {
+                        db: self.db,
+                        key: key.to_vec(),
+                        data,
+                    })
+                    .await?;
+            }
+            if self.pexpiretime.is_none() {
+                let conn = self.side().await?;
+                let r = conn
+                    .request(&[&b"PEXPIRETIME"[..], key])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.pexpiretime = Some(!r.is_error());
+            }
+            let absolute = self.pexpiretime == Some(true);
+            let conn = self.side().await?;
+            conn.queue(&[&b"MULTI"[..]]);
+            if absolute {
+                conn.queue(&[&b"PEXPIRETIME"[..], key]);
+            } else {
+                conn.queue(&[&b"PTTL"[..], key]);
+            }
+            conn.queue(&[&b"EXEC"[..]]);
+            conn.flush().await.map_err(|e| e.to_string())?;
+            let mut replies = Vec::with_capacity(3);
+            for _ in 0..3 {
+                replies.push(conn.read_reply().await.map_err(|e| e.to_string())?);
+            }
+            let at = now_ms();
+            let confirmed = match &replies[2] {
+                Reply::Array(v) => v.first().and_then(Reply::as_int),
+                _ => None,
+            };
+            match confirmed {
+                Some(ttl) if ttl != -2 => {
+                    let expire_at_ms = match ttl {
+                        -1 => None,
+                        t if absolute => Some(t),
+                        t => Some(at.saturating_add(t)),
+                    };
+                    Counters::add(&self.counters.read_in_parts, 1);
+                    Counters::add(&self.counters.dumped, 1);
+                    if self.follow {
+                        Counters::add(&self.counters.recopied, 1);
+                    }
+                    return self
+                        .out
+                        .send_part(Found::StringEnd {
+                            db: self.db,
+                            key: key.to_vec(),
+                            expire_at_ms,
+                        })
+                        .await
+                        .map(|_| true);
+                }
+                _ => {
+                    // EXEC nil: written meanwhile (or gone: PTTL -2).
+                    Counters::add(&self.counters.part_attempts_dropped, 1);
+                    self.out
+                        .send_part(Found::StringAbandon {
+                            db: self.db,
+                            key: key.to_vec(),
+                        })
+                        .await?;
+                    if attempt < STRING_ATTEMPTS {
+                        eprintln!(
+                            "shake-rump: {}: key {} (database {}) changed while it was read in parts; reading it again (attempt {} of {STRING_ATTEMPTS})",
+                            self.endpoint(),
+                            quote_bytes(key),
+                            self.db,
+                            attempt + 1
+                        );
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "shake-rump: {}: key {} (database {}) changed during each of {STRING_ATTEMPTS} reads in parts; copying it whole with DUMP (held in memory once)",
+            self.endpoint(),
+            quote_bytes(key),
+            self.db
+        );
+        Ok(false)
     }
 
     /// Keys queued and not read yet.
@@ -322,7 +648,15 @@ impl<'a> Dumper<'a> {
                 self.db = db;
             }
             Tag::Memory(key) => match reply {
-                Reply::Int(n) => self.waiting.push_back((key, n.max(0) as usize)),
+                Reply::Int(n) => {
+                    let estimate = n.max(0) as usize;
+                    let typed = !self.may_be_big_string(estimate);
+                    self.waiting.push_back(Waiting {
+                        key,
+                        estimate,
+                        typed,
+                    });
+                }
                 Reply::Nil => self.missing(key),
                 Reply::Error(e) => {
                     // Refused (NOPERM, unknown command on a trimmed service): go on without it.
@@ -334,7 +668,11 @@ impl<'a> Dumper<'a> {
                             self.endpoint()
                         );
                     }
-                    self.waiting.push_back((key, 0));
+                    self.waiting.push_back(Waiting {
+                        key,
+                        estimate: 0,
+                        typed: true,
+                    });
                 }
                 other => {
                     return Err(format!(
@@ -344,6 +682,16 @@ impl<'a> Dumper<'a> {
                     ))
                 }
             },
+            Tag::Type { key, estimate } => {
+                let string = reply.as_bytes() == Some(&b"string"[..]);
+                if !(string && self.big_string(&key).await?) {
+                    self.waiting.push_front(Waiting {
+                        key,
+                        estimate,
+                        typed: true,
+                    });
+                }
+            }
             Tag::Dump { key, estimate } => {
                 self.dumps_in_flight -= 1;
                 self.estimate_in_flight -= estimate;

@@ -90,6 +90,10 @@ fn log(settings: &SyncSettings, name: &str, msg: &str) {
     }
 }
 
+/// How long a stop (SIGTERM/SIGINT) waits for the target to answer what is in flight and
+/// record the final checkpoint: a frozen target must not hold the process (docs/hardening.md).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs sessions until stopped (Ok) or a fault no retry cures (Err).
 pub async fn run_link(
     spec: LinkSpec,
@@ -102,43 +106,96 @@ pub async fn run_link(
     let mut full_synced = false;
     loop {
         let started = Instant::now();
-        let r = session(&spec, &settings, &status, stop.clone(), &mut full_synced).await;
-        match r {
+        let r = within_stop_grace(
+            session(&spec, &settings, &status, stop.clone(), &mut full_synced),
+            stop.clone(),
+        )
+        .await
+        .map_err(SyncError::name_credential);
+        let e = match r {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && !*stop.borrow() => {
-                if started.elapsed() >= HEALTHY_SESSION {
-                    failing_since = None;
-                    backoff.reset();
-                }
-                let since = *failing_since.get_or_insert(started);
-                if since.elapsed() >= settings.retry_for {
-                    return Err(SyncError::Fatal(format!(
-                        "{}: giving up after {}s of failed attempts: {e}",
-                        spec.name,
-                        since.elapsed().as_secs()
-                    )));
-                }
-                let delay = backoff.next_delay().unwrap_or(Duration::from_secs(5));
-                update(&status, |s| {
-                    s.phase = Phase::Reconnecting;
-                    s.reconnects += 1;
-                    s.last_error = Some(e.to_string());
-                });
-                log(
-                    &settings,
-                    &spec.name,
-                    &format!("{e}; starting again from the target's checkpoint in {delay:?}"),
-                );
-                let mut st = stop.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = st.wait_for(|v| *v) => return Ok(()),
-                }
-            }
-            Err(e) if e.is_transient() => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => e,
+        };
+        if *stop.borrow() {
+            // The session failed while it drained: the target never confirmed the end.
+            return Err(match e {
+                SyncError::Unrecorded(cause) => unrecorded(&spec, &status, &cause),
+                e if e.is_transient() => unrecorded(&spec, &status, &e.to_string()),
+                e => e,
+            });
+        }
+        // A password refused once the link has worked (rotated under a running sync) may be
+        // put back: retried like a lost link. At the first start it is a mistake to fix.
+        let worked = status
+            .lock()
+            .map(|s| s.full_syncs + s.partial_syncs > 0)
+            .unwrap_or(false);
+        let retry = e.is_transient() || (worked && matches!(e, SyncError::Auth { .. }));
+        if !retry {
+            return Err(e);
+        }
+        if started.elapsed() >= HEALTHY_SESSION {
+            failing_since = None;
+            backoff.reset();
+        }
+        let since = *failing_since.get_or_insert(started);
+        if since.elapsed() >= settings.retry_for {
+            return Err(SyncError::Fatal(format!(
+                "{}: giving up after {}s of failed attempts: {e}",
+                spec.name,
+                since.elapsed().as_secs()
+            )));
+        }
+        let delay = backoff.next_delay().unwrap_or(Duration::from_secs(5));
+        update(&status, |s| {
+            s.phase = Phase::Reconnecting;
+            s.reconnects += 1;
+            s.last_error = Some(e.to_string());
+        });
+        let left = settings.retry_for.saturating_sub(since.elapsed()).as_secs();
+        log(
+            &settings,
+            &spec.name,
+            &format!(
+                "{e}; starting again from the target's checkpoint in {delay:?} (retrying for {left}s more)"
+            ),
+        );
+        let mut st = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = st.wait_for(|v| *v) => return Ok(()),
         }
     }
+}
+
+/// Runs a session; once a stop is asked for, gives it [`STOP_GRACE`] to drain and record the
+/// checkpoint, then drops it (its connections close; what the target did not commit is sent
+/// again by the next start, from the checkpoint it did commit).
+async fn within_stop_grace(
+    session: impl std::future::Future<Output = Result<(), SyncError>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), SyncError> {
+    tokio::pin!(session);
+    tokio::select! {
+        r = &mut session => return r,
+        _ = stop.wait_for(|v| *v) => {}
+    }
+    match tokio::time::timeout(STOP_GRACE, session).await {
+        Ok(r) => r,
+        Err(_) => Err(SyncError::Unrecorded(format!(
+            "the target did not answer within {}s",
+            STOP_GRACE.as_secs()
+        ))),
+    }
+}
+
+/// The one line of a stop whose final checkpoint the target did not record.
+fn unrecorded(spec: &LinkSpec, status: &Status, cause: &str) -> SyncError {
+    let at = status.lock().map(|s| s.applied_offset).unwrap_or(0);
+    SyncError::Unrecorded(format!(
+        "{}: stopped, but the final checkpoint could not be written to the target ({cause}): the next start resumes from the last checkpoint the target recorded (offset {at} or just before) and applies what followed it exactly once; nothing is lost",
+        spec.name
+    ))
 }
 
 /// The source master to replicate from now. For a cluster shard: the master whose replication
@@ -446,6 +503,9 @@ impl Read for ChunkReader {
     }
 }
 
+/// How often the full sync's figures in `/status` are refreshed while it runs.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
 /// Applies a full-sync transfer to the target while it arrives; returns the stream after it.
 async fn full_sync(
     spec: &LinkSpec,
@@ -484,6 +544,7 @@ async fn full_sync(
     );
     let mut exec = Exec::new(&mut target, &prepared.apply);
     exec.source = format!("the source (link {})", spec.name);
+    let diskless = transfer.is_diskless();
     exec.seen = seen;
     let pump = async {
         let r = async {
@@ -504,11 +565,54 @@ async fn full_sync(
         drop(tx);
         r
     };
-    let (pumped, applied) = tokio::join!(
-        pump,
-        apply_rdb(&mut exec, Box::new(reader), &prepared, &popts, progress)
-    );
-    pumped?;
+    // The figures of /status move while the RDB is applied, not only at its end: a throttled
+    // (--qps) or large full sync takes minutes.
+    let keys = exec.written_counter();
+    let figures = || {
+        let (bytes, written) = (
+            applied_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            keys.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        update(status, |s| {
+            s.rdb_bytes_applied = bytes;
+            s.rdb_keys_applied = written;
+        });
+    };
+    let mut pump = Box::pin(pump);
+    let mut apply = Box::pin(apply_rdb(
+        &mut exec,
+        Box::new(reader),
+        &prepared,
+        &popts,
+        progress,
+    ));
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    let mut pumped = false;
+    let applied = loop {
+        tokio::select! {
+            p = &mut pump, if !pumped => {
+                p?;
+                pumped = true;
+            }
+            a = &mut apply => break a,
+            _ = tick.tick() => figures(),
+        }
+    };
+    drop(apply);
+    if !pumped {
+        match (&applied, diskless) {
+            // The RDB ended (its parser read the checksum) before the transfer's end mark was
+            // seen: the mark must follow at once. Waiting for it would only time out.
+            (Ok((_, rdb_len)), true) => {
+                drop(pump);
+                transfer.expect_end_mark(*rdb_len).await?;
+            }
+            (Ok(_), false) => pump.await?,
+            (Err(_), _) => drop(pump),
+        }
+    } else {
+        drop(pump);
+    }
     let (plan, bytes) = applied.map_err(SyncError::from_apply)?;
     exec.finish().await.map_err(SyncError::from_apply)?;
     let seen = exec.seen.take();

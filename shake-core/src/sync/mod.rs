@@ -93,6 +93,41 @@ pub enum SyncError {
     /// Anything a retry cannot cure.
     #[error("{0}")]
     Fatal(String),
+    /// A server refused this sync's password (rotated while the sync ran, or mistyped). A
+    /// link that has worked before retries it for `--retry-for` (the old password may be put
+    /// back); at the first start it is final.
+    #[error("the {side} refused this sync's password ({source}): set the current one in the --{side} URL or {}, or put the old one back on the server", side.password_env())]
+    Auth { side: Side, source: NetError },
+    /// Stopped (SIGTERM/SIGINT), but the target did not answer in time to record the final
+    /// checkpoint; the message says what a restart does.
+    #[error("{0}")]
+    Unrecorded(String),
+}
+
+/// Which end of the sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    /// Where the password of this side can also come from.
+    pub fn password_env(self) -> &'static str {
+        match self {
+            Side::Source => "SHAKE_SOURCE_PASSWORD",
+            Side::Target => "SHAKE_TARGET_PASSWORD",
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        })
+    }
 }
 
 impl SyncError {
@@ -109,11 +144,32 @@ impl SyncError {
                 _ => false,
             },
             SyncError::Target(_) => true,
-            SyncError::Source(_) | SyncError::Fatal(_) => false,
+            SyncError::Source(_)
+            | SyncError::Fatal(_)
+            | SyncError::Auth { .. }
+            | SyncError::Unrecorded(_) => false,
+        }
+    }
+
+    /// The same error, an authentication failure of the source link named as such (the target
+    /// side's are named where they are converted: [`SyncError::from_client`], `from_net`).
+    pub fn name_credential(self) -> SyncError {
+        match self {
+            SyncError::Link(ReplError::Net(source @ NetError::Auth { .. })) => SyncError::Auth {
+                side: Side::Source,
+                source,
+            },
+            other => other,
         }
     }
 
     pub fn from_client(e: ClientError) -> SyncError {
+        if let ClientError::Net(source @ NetError::Auth { .. }) = e {
+            return SyncError::Auth {
+                side: Side::Target,
+                source,
+            };
+        }
         match &e {
             ClientError::Net(n) if n.is_transient() => SyncError::Target(e.to_string()),
             ClientError::Unreachable { .. }
@@ -136,6 +192,12 @@ impl SyncError {
     }
 
     pub fn from_net(e: NetError) -> SyncError {
+        if let NetError::Auth { .. } = e {
+            return SyncError::Auth {
+                side: Side::Target,
+                source: e,
+            };
+        }
         if e.is_transient() {
             SyncError::Target(e.to_string())
         } else {
