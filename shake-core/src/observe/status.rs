@@ -227,17 +227,8 @@ impl StatusBoard {
             };
             metric(name, kind, help, f);
         }
-        let _ = writeln!(
-            out,
-            "# HELP shake_sync_links links of this process now (one per source master of its shard)"
-        );
-        let _ = writeln!(out, "# TYPE shake_sync_links gauge");
-        let _ = writeln!(
-            out,
-            "shake_sync_links{{shard=\"{}\"}} {}",
-            escape(&shard),
-            shards.len()
-        );
+        // No per-process "links" gauge: every series carries shard, link and source, so the
+        // number of links is `count by (shard) (shake_sync_up)` (a removed link leaves it).
         let _ = writeln!(
             out,
             "# HELP shake_sync_phase 1 for the phase the link is in, 0 for the others"
