@@ -457,6 +457,12 @@ fn restore_valkey_9_1_into_redis_8_2() {
     matrix_to(Flavor::Valkey91, &[Flavor::Redis82]);
 }
 
+/// Redis 7.0 up to Redis 8.2 (8.2 <-> 7.0 both ways, with the pair above).
+#[test]
+fn restore_redis_7_0_into_redis_8_2() {
+    matrix_to(Flavor::Redis70, &[Flavor::Redis82]);
+}
+
 fn matrix(source: Flavor) {
     matrix_to(source, &Flavor::matrix());
 }

@@ -389,6 +389,12 @@ fn rump_valkey_9_1_into_redis_8_2() {
     matrix_to(Flavor::Valkey91, &[Flavor::Redis82]);
 }
 
+/// Redis 7.0 up to Redis 8.2 (8.2 <-> 7.0 both ways, with the pair above).
+#[test]
+fn rump_redis_7_0_into_redis_8_2() {
+    matrix_to(Flavor::Redis70, &[Flavor::Redis82]);
+}
+
 /// `source` into itself and every older flavor of the matrix.
 fn matrix(source: Flavor) {
     let targets: Vec<Flavor> = Flavor::matrix()
