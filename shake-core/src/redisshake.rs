@@ -146,9 +146,7 @@ fn lowercase(t: &toml::Table, at: &str) -> Result<toml::Table, String> {
             other => other.clone(),
         };
         if out.insert(lk, v).is_some() {
-            return Err(format!(
-                "{path} is given twice (keys are case-insensitive)"
-            ));
+            return Err(format!("{path} is given twice (keys are case-insensitive)"));
         }
     }
     Ok(out)
@@ -260,7 +258,10 @@ impl Section<'_> {
                         .ok_or_else(|| format!("{}: {v} is not a database number", self.key(k)))
                 })
                 .collect(),
-            Some(other) => Err(format!("{} = {other}: expected a list of numbers", self.key(k))),
+            Some(other) => Err(format!(
+                "{} = {other}: expected a list of numbers",
+                self.key(k)
+            )),
         }
     }
     fn url(&self) -> Result<String, String> {
@@ -429,7 +430,10 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                     }
                     "prefer_replica" => {
                         if rs.bool(k)? {
-                            out.note(&rs.key(k), "not supported yet for shake-rump; it reads the address given");
+                            out.note(
+                                &rs.key(k),
+                                "not supported yet for shake-rump; it reads the address given",
+                            );
                         }
                     }
                     other => out.note(&rs.key(other), "not a RedisShake v4 scan_reader key"),
@@ -517,7 +521,10 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
 
     // The filter.
     if let Some(ft) = table("filter")? {
-        let fs = Section { name: "filter", t: ft };
+        let fs = Section {
+            name: "filter",
+            t: ft,
+        };
         let mut allow_re = Vec::new();
         for (k, _) in ft {
             match k.as_str() {
@@ -559,7 +566,9 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                         return Err(format!("filter.{k} is {NOT_YET}: excluding keys or databases has no flag yet; name what to copy with the allow_ keys instead"));
                     }
                 }
-                "allow_command" | "block_command" | "allow_command_group"
+                "allow_command"
+                | "block_command"
+                | "allow_command_group"
                 | "block_command_group" => {
                     if !fs.t.get(k).is_none_or(is_empty_list) {
                         return Err(format!("filter.{k} is {NOT_YET}: shake-sync has no command filter yet (it copies every data command; FLUSHALL/FLUSHDB are skipped whenever a key or database filter is set)"));
@@ -671,7 +680,10 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
             "module" => {
                 if let toml::Value::Table(t) = v {
                     for mk in t.keys() {
-                        out.note(&format!("module.{mk}"), "module values are copied as their RESTORE payloads, never re-encoded");
+                        out.note(
+                            &format!("module.{mk}"),
+                            "module values are copied as their RESTORE payloads, never re-encoded",
+                        );
                     }
                 }
             }
@@ -792,7 +804,11 @@ pub fn merge(cmd: &clap::Command, plan: &Plan, argv: &[OsString]) -> Vec<OsStrin
 /// What a binary does with its command line before parsing it: `Ok(argv)` to parse (the file's
 /// flags merged in, or the line unchanged without a v4 `--config`), or `Err(exit code)` after
 /// printing why, or after running the tool the file is for (exec: this only returns on error).
-pub fn front_door(tool: Tool, cmd: clap::Command, argv: Vec<OsString>) -> Result<Vec<OsString>, u8> {
+pub fn front_door(
+    tool: Tool,
+    cmd: clap::Command,
+    argv: Vec<OsString>,
+) -> Result<Vec<OsString>, u8> {
     let me = tool.binary();
     let Some(path) = config_path(&argv) else {
         return Ok(argv);
@@ -802,7 +818,10 @@ pub fn front_door(tool: Tool, cmd: clap::Command, argv: Vec<OsString>) -> Result
         // Not v4: shake-sync reads v3 files itself.
         Ok(None) if tool == Tool::Sync => return Ok(argv),
         Ok(None) => {
-            eprintln!("{me}: {}: not a RedisShake v4 file (no [*_reader]/[*_writer] section)", path.display());
+            eprintln!(
+                "{me}: {}: not a RedisShake v4 file (no [*_reader]/[*_writer] section)",
+                path.display()
+            );
             return Err(2);
         }
         Err(e) => {
@@ -820,7 +839,11 @@ pub fn front_door(tool: Tool, cmd: clap::Command, argv: Vec<OsString>) -> Result
             eprintln!("{me}: {}: this file is for {other} (its reader section), which is not next to {me}: run `{other} --config {}`", path.display(), path.display());
             return Err(2);
         };
-        eprintln!("{me}: {}: the file is for {other}: running {}", path.display(), sibling.display());
+        eprintln!(
+            "{me}: {}: the file is for {other}: running {}",
+            path.display(),
+            sibling.display()
+        );
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
@@ -830,7 +853,10 @@ pub fn front_door(tool: Tool, cmd: clap::Command, argv: Vec<OsString>) -> Result
         }
         #[cfg(not(unix))]
         {
-            return match std::process::Command::new(&sibling).args(&argv[1..]).status() {
+            return match std::process::Command::new(&sibling)
+                .args(&argv[1..])
+                .status()
+            {
                 Ok(s) => Err(s.code().unwrap_or(1) as u8),
                 Err(e) => {
                     eprintln!("{me}: cannot run {}: {e}", sibling.display());
@@ -860,7 +886,10 @@ mod tests {
     #[test]
     fn substitutes_like_envsubst() {
         assert_eq!(substitute("x=${A} $A $$A", &env).unwrap(), "x=one one $A");
-        assert_eq!(substitute("${B:-d} ${E:-d} ${E-d} ${B-d}", &env).unwrap(), "d d  d");
+        assert_eq!(
+            substitute("${B:-d} ${E:-d} ${E-d} ${B-d}", &env).unwrap(),
+            "d d  d"
+        );
         assert_eq!(substitute("cost $5 and $", &env).unwrap(), "cost $5 and $");
         let e = substitute("a\nb = \"${NOPE}\"", &env).unwrap_err();
         assert!(e.contains("line 2") && e.contains("NOPE"), "{e}");
@@ -906,15 +935,28 @@ mod tests {
         }
         assert!(!f.contains(&"--db 0".to_string()) && !f.contains(&"--db 4".to_string()));
         let notes = p.notes.join("\n");
-        for n in ["advanced.ncpu ignored", "advanced.bogus ignored", "filter.function ignored"] {
+        for n in [
+            "advanced.ncpu ignored",
+            "advanced.bogus ignored",
+            "filter.function ignored",
+        ] {
             assert_eq!(notes.matches(n).count(), 1, "{notes}");
         }
         assert!(plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nblock_key_prefix=['x']").is_err());
-        assert!(plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\nsentinel=true").is_err());
-        let r = plan("[rdb_reader]\nfilepath='d.rdb'\n[redis_writer]\naddress='b:1'\n[advanced]\ndir='/w'").unwrap();
+        assert!(
+            plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\nsentinel=true")
+                .is_err()
+        );
+        let r = plan(
+            "[rdb_reader]\nfilepath='d.rdb'\n[redis_writer]\naddress='b:1'\n[advanced]\ndir='/w'",
+        )
+        .unwrap();
         assert_eq!(r.tool, Tool::Restore);
         assert!(flags(&r).contains(&"/w/d.rdb".to_string()));
-        assert!(plan("[sync_reader]\naddress='a:1'\nADDRESS='b'\n[redis_writer]\naddress='b:1'").is_err());
+        assert!(
+            plan("[sync_reader]\naddress='a:1'\nADDRESS='b'\n[redis_writer]\naddress='b:1'")
+                .is_err()
+        );
     }
 
     #[test]

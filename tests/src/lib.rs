@@ -2034,7 +2034,11 @@ pub fn shake_check(source: &str, target: &str, extra: &[&str]) -> (bool, String)
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_ne!(out.status.code(), Some(2), "shake-check could not compare:\n{text}");
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "shake-check could not compare:\n{text}"
+    );
     (out.status.success(), text)
 }
 
@@ -2049,5 +2053,8 @@ pub fn run_tool(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run tool");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -135,7 +135,9 @@ password = ""
 tls = false
 off_reply = false
 {}"#,
-            advanced("panic").replace("[advanced]", "[Advanced]").replace("log_interval", "LOG_Interval")
+            advanced("panic")
+                .replace("[advanced]", "[Advanced]")
+                .replace("log_interval", "LOG_Interval")
         ),
     );
     let env = [
@@ -225,7 +227,11 @@ fn v4_sync_cluster() {
     sync.wait_incremental(Duration::from_secs(60));
     {
         let mut con = src.connection();
-        let _: () = redis::cmd("SET").arg("late").arg("1").query(&mut con).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("late")
+            .arg("1")
+            .query(&mut con)
+            .unwrap();
     }
     converge(
         "v4 cluster sync",
@@ -235,7 +241,11 @@ fn v4_sync_cluster() {
     );
     let (code, log) = sync.stop();
     assert_eq!(code, Some(0), "{log}");
-    assert_equal(&src.url(), &dst.url(), "cluster config run against the source");
+    assert_equal(
+        &src.url(),
+        &dst.url(),
+        "cluster config run against the source",
+    );
     assert_eq!(cluster_snapshot(&dst).keys.len(), 301);
 }
 
@@ -293,7 +303,10 @@ function = ""
     // The front door: shake-sync runs shake-rump for a [scan_reader] file.
     let (code, log) = run_tool("shake-sync", &["--config", &file], &[]);
     assert_eq!(code, Some(0), "{log}");
-    assert!(log.contains("running") && log.contains("shake-rump"), "{log}");
+    assert!(
+        log.contains("running") && log.contains("shake-rump"),
+        "{log}"
+    );
     let (code, flags_log) = run_tool(
         "shake-rump",
         &[
@@ -316,7 +329,10 @@ function = ""
     // dbs = [0, 1] and allow_db = [0, 3]: database 0 only, keys by prefix or suffix.
     assert_eq!(keys(&a, 0), vec!["order:9:active", "user:1", "user:2:tmp"]);
     assert!(keys(&a, 1).is_empty() && keys(&a, 3).is_empty());
-    let v: String = redis::cmd("GET").arg("user:1").query(&mut a.client()).unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("user:1")
+        .query(&mut a.client())
+        .unwrap();
     assert_eq!(v, "u", "rewrite replaced the target's key");
     assert_noted_once(&log, &["advanced.dir", "module.target_mbbloom_version"]);
     assert_not_noted(&log, &["filter.function", "count", "dbs", "allow_db"]);
@@ -432,7 +448,10 @@ fn v4_refusals() {
             "filter.block_key_prefix",
         ),
         (
-            base.replace("[redis_writer]\n", "[redis_writer]\nsentinel = true\nmaster = \"m\"\n"),
+            base.replace(
+                "[redis_writer]\n",
+                "[redis_writer]\nsentinel = true\nmaster = \"m\"\n",
+            ),
             "redis_writer.sentinel",
         ),
         (

@@ -33,7 +33,14 @@ pub struct Sync {
 
 impl Sync {
     pub fn start(source: &str, target: &str, extra: &[&str]) -> Sync {
-        let mut args = vec!["--source", source, "--target", target, "--log-interval", "1"];
+        let mut args = vec![
+            "--source",
+            source,
+            "--target",
+            target,
+            "--log-interval",
+            "1",
+        ];
         args.extend_from_slice(extra);
         Self::start_args(&args, &[])
     }
