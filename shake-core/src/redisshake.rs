@@ -526,6 +526,7 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
             t: ft,
         };
         let mut allow_re = Vec::new();
+        let mut block_re = Vec::new();
         for (k, _) in ft {
             match k.as_str() {
                 "allow_key_prefix" => {
@@ -560,10 +561,31 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                         });
                     }
                 }
-                "block_key_prefix" | "block_key_suffix" | "block_keys" | "block_key_regex"
-                | "block_db" => {
-                    if !fs.t.get(k).is_none_or(is_empty_list) {
-                        return Err(format!("filter.{k} is {NOT_YET}: excluding keys or databases has no flag yet; name what to copy with the allow_ keys instead"));
+                "block_key_prefix" => {
+                    for p in fs.strs(k)? {
+                        block_re.push(format!("^{}", regex::escape(&p)));
+                    }
+                }
+                "block_key_suffix" => {
+                    for p in fs.strs(k)? {
+                        block_re.push(format!("{}$", regex::escape(&p)));
+                    }
+                }
+                "block_keys" => {
+                    for p in fs.strs(k)? {
+                        block_re.push(format!("^{}$", regex::escape(&p)));
+                    }
+                }
+                "block_key_regex" => {
+                    for p in fs.strs(k)? {
+                        regex::Regex::new(&p)
+                            .map_err(|e| format!("filter.block_key_regex {p:?}: {e}"))?;
+                        block_re.push(format!("(?:{p})"));
+                    }
+                }
+                "block_db" => {
+                    for d in fs.ints(k)? {
+                        out.flag("exclude-db", d.to_string());
                     }
                 }
                 "allow_command"
@@ -584,6 +606,9 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
         }
         if !allow_re.is_empty() {
             out.flag("key-regex", allow_re.join("|"));
+        }
+        if !block_re.is_empty() {
+            out.flag("exclude-key-regex", block_re.join("|"));
         }
     }
     if let Some(dbs) = allow_dbs {
@@ -942,7 +967,14 @@ mod tests {
         ] {
             assert_eq!(notes.matches(n).count(), 1, "{notes}");
         }
-        assert!(plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nblock_key_prefix=['x']").is_err());
+        let b = plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nblock_key_prefix=['x*']\nblock_key_suffix=[':t']\nblock_db=[2]").unwrap();
+        let f = flags(&b);
+        assert!(
+            f.contains(&"--exclude-key-regex ^x\\*|:t$".to_string()),
+            "{f:?}"
+        );
+        assert!(f.contains(&"--exclude-db 2".to_string()), "{f:?}");
+        assert!(plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nblock_command=['FLUSHALL']").is_err());
         assert!(
             plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\nsentinel=true")
                 .is_err()

@@ -346,6 +346,11 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         );
     }
     let filter = args.filter.to_filter()?;
+    if filter.excludes_dbs() && !args.apply.db_map.is_empty() {
+        return Err(
+            "--exclude-db with --db-map: name the databases to copy with --db instead".into(),
+        );
+    }
     let shard = args.shard.to_shard()?;
     if args.flush_target && !shard.is_whole() {
         return Err(format!("--flush-target with --shard {shard}: each shard would empty the whole target, the other shards' keys included; empty the target once (FLUSHALL on each master) before starting the shards, without --flush-target"));

@@ -4,15 +4,16 @@
 //! notes on stderr are checked: each ignored key reported once, used keys never.
 //!
 //! - `v4_sync_standalone`: `[sync_reader]` → shake-sync with `${VAR}` addresses, mixed-case
-//!   keys, an unknown key and the template's `[advanced]`/`[module]`; same data as the flags.
+//!   keys, an unknown key, `block_key_prefix` and `block_db`, and the template's
+//!   `[advanced]`/`[module]`; same data as the flags (`--exclude-key`, `--exclude-db`).
 //! - `v4_sync_cluster`: cluster → cluster (`cluster = true` on both sides), equal to the source.
 //! - `v4_scan_reader_filter`: `[scan_reader]` run through shake-sync's front door (it runs
-//!   shake-rump): `dbs`, `allow_key_prefix`/`allow_key_suffix`, `allow_db`,
+//!   shake-rump): `dbs`, `allow_key_prefix`/`allow_key_suffix`, `block_key_suffix`, `allow_db`,
 //!   `rdb_restore_command_behavior = "rewrite"`; same data as shake-rump's flags.
 //! - `v4_scan_ksn_follows`: `ksn = true` → `--follow`: a write after the scan arrives.
 //! - `v4_rdb_reader_skip`: `[rdb_reader]` with `rdb_restore_command_behavior = "skip"` over a
 //!   target holding a conflicting key; same data as shake-restore's flags (the key kept).
-//! - `v4_refusals`: an unset `${VAR}`, `block_key_prefix`, `sentinel = true`, `sync_aof = false`
+//! - `v4_refusals`: an unset `${VAR}`, `block_command`, `sentinel = true`, `sync_aof = false`
 //!   each stop with exit 2 and a line naming the key; nothing is written.
 
 #[path = "live_common/mod.rs"]
@@ -106,7 +107,7 @@ fn v4_sync_standalone() {
     }
     let src = Server::start(FLAVOR);
     let (a, b) = (Server::start(FLAVOR), Server::start(FLAVOR));
-    set(&src, 0, &[("k1", "v1"), ("k2", "v2")]);
+    set(&src, 0, &[("k1", "v1"), ("k2", "v2"), ("tmp:1", "t")]);
     set(&src, 2, &[("other", "db2")]);
     let dir = tempfile::tempdir().unwrap();
     let file = write(
@@ -134,6 +135,10 @@ username = ""
 password = ""
 tls = false
 off_reply = false
+
+[filter]
+block_key_prefix = ["tmp:"]
+block_db = [2]
 {}"#,
             advanced("panic")
                 .replace("[advanced]", "[Advanced]")
@@ -146,25 +151,40 @@ off_reply = false
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut by_file = Sync::start_args(&["--config", &file, "--log-interval", "1"], &env);
-    let mut by_flags = Sync::start(&src.url(), &b.url(), &["--source-single-node"]);
+    let mut by_flags = Sync::start(
+        &src.url(),
+        &b.url(),
+        &[
+            "--source-single-node",
+            "--exclude-db",
+            "2",
+            "--exclude-key",
+            "tmp:*",
+        ],
+    );
     by_file.wait_incremental(Duration::from_secs(30));
     by_flags.wait_incremental(Duration::from_secs(30));
-    set(&src, 0, &[("after", "the full sync")]);
-    for t in [&a, &b] {
-        converge(
-            "v4 sync",
-            &|| data_of(live_common::snapshot(&mut src.client())),
-            &|| data_of(live_common::snapshot(&mut t.client())),
-            Duration::from_secs(20),
-        );
+    set(&src, 0, &[("after", "the full sync"), ("tmp:2", "t")]);
+    set(&src, 2, &[("late", "db2")]);
+    // The flags run is the reference: the file's run must converge to it.
+    let want = ["after", "k1", "k2"];
+    let t = std::time::Instant::now();
+    while (keys(&a, 0) != want || keys(&b, 0) != want) && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
     }
+    converge(
+        "v4 sync against the flags run",
+        &|| data_of(live_common::snapshot(&mut b.client())),
+        &|| data_of(live_common::snapshot(&mut a.client())),
+        Duration::from_secs(20),
+    );
     let (code, log) = by_file.stop();
     assert_eq!(code, Some(0), "{log}");
     let (code, flags_log) = by_flags.stop();
     assert_eq!(code, Some(0), "{flags_log}");
     assert_equal(&a.url(), &b.url(), "config run against flags run");
-    assert_equal(&src.url(), &a.url(), "config run against the source");
-    assert_eq!(keys(&a, 2), vec!["other".to_string()]);
+    assert_eq!(keys(&a, 0), want, "block_key_prefix left out tmp:*");
+    assert!(keys(&a, 2).is_empty(), "block_db = [2] left out database 2");
     assert_noted_once(
         &log,
         &[
@@ -293,6 +313,7 @@ allow_key_prefix = ["user:"]
 allow_key_suffix = [":active"]
 allow_db = [0, 3]
 block_key_prefix = []
+block_key_suffix = [":tmp"]
 function = ""
 {}"#,
             src.port(),
@@ -318,6 +339,8 @@ function = ""
             "0",
             "--key-regex",
             "^user:|:active$",
+            "--exclude-key",
+            "*:tmp",
             "--on-conflict",
             "rewrite",
             "--no-source-cluster",
@@ -327,7 +350,7 @@ function = ""
     assert_eq!(code, Some(0), "{flags_log}");
     assert_equal(&a.url(), &b.url(), "scan config run against flags run");
     // dbs = [0, 1] and allow_db = [0, 3]: database 0 only, keys by prefix or suffix.
-    assert_eq!(keys(&a, 0), vec!["order:9:active", "user:1", "user:2:tmp"]);
+    assert_eq!(keys(&a, 0), vec!["order:9:active", "user:1"]);
     assert!(keys(&a, 1).is_empty() && keys(&a, 3).is_empty());
     let v: String = redis::cmd("GET")
         .arg("user:1")
@@ -444,8 +467,8 @@ fn v4_refusals() {
             "NO_SUCH_SHAKE_VAR",
         ),
         (
-            format!("{base}[filter]\nblock_key_prefix = [\"tmp:\"]\n"),
-            "filter.block_key_prefix",
+            format!("{base}[filter]\nblock_command = [\"FLUSHALL\"]\n"),
+            "filter.block_command",
         ),
         (
             base.replace(
