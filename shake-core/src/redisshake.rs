@@ -588,10 +588,21 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                         out.flag("exclude-db", d.to_string());
                     }
                 }
-                "allow_command"
-                | "block_command"
-                | "allow_command_group"
-                | "block_command_group" => {
+                "block_command" => {
+                    let names = fs.strs(k)?;
+                    if !names.is_empty() && tool != Tool::Sync {
+                        out.note(
+                            &fs.key(k),
+                            "only a sync has a command stream; this tool copies keys, not commands",
+                        );
+                    }
+                    if tool == Tool::Sync {
+                        for c in names {
+                            out.flag("exclude-command", c);
+                        }
+                    }
+                }
+                "allow_command" | "allow_command_group" | "block_command_group" => {
                     if !fs.t.get(k).is_none_or(is_empty_list) {
                         return Err(format!("filter.{k} is {NOT_YET}: shake-sync has no command filter yet (it copies every data command; FLUSHALL/FLUSHDB are skipped whenever a key or database filter is set)"));
                     }
@@ -974,7 +985,9 @@ mod tests {
             "{f:?}"
         );
         assert!(f.contains(&"--exclude-db 2".to_string()), "{f:?}");
-        assert!(plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nblock_command=['FLUSHALL']").is_err());
+        assert!(plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nallow_command=['SET']").is_err());
+        let c = plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nblock_command=['FLUSHALL']").unwrap();
+        assert!(flags(&c).contains(&"--exclude-command FLUSHALL".to_string()));
         assert!(
             plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\nsentinel=true")
                 .is_err()

@@ -89,6 +89,11 @@ struct Args {
     #[command(flatten)]
     target_error: TargetErrorArgs,
 
+    /// Do not apply this command of the stream (repeatable; e.g. FLUSHALL, FLUSHDB, DEL): it is
+    /// skipped and counted. The full sync is a snapshot and is not affected
+    #[arg(long, value_name = "NAME")]
+    exclude_command: Vec<String>,
+
     /// Also write PUBLISH/SPUBLISH to the target (default: messages are not data, skipped)
     #[arg(long)]
     forward_publish: bool,
@@ -402,6 +407,11 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
             checkpoint_db,
             qps: args.apply.qps,
             on_target_error: args.target_error.policy()?,
+            exclude_commands: args
+                .exclude_command
+                .iter()
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
             ..StreamOptions::default()
         },
         apply,

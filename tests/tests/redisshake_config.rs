@@ -4,7 +4,7 @@
 //! notes on stderr are checked: each ignored key reported once, used keys never.
 //!
 //! - `v4_sync_standalone`: `[sync_reader]` → shake-sync with `${VAR}` addresses, mixed-case
-//!   keys, an unknown key, `block_key_prefix` and `block_db`, and the template's
+//!   keys, an unknown key, `block_key_prefix`, `block_db`, `block_command`, and the template's
 //!   `[advanced]`/`[module]`; same data as the flags (`--exclude-key`, `--exclude-db`).
 //! - `v4_sync_cluster`: cluster → cluster (`cluster = true` on both sides), equal to the source.
 //! - `v4_scan_reader_filter`: `[scan_reader]` run through shake-sync's front door (it runs
@@ -13,7 +13,7 @@
 //! - `v4_scan_ksn_follows`: `ksn = true` → `--follow`: a write after the scan arrives.
 //! - `v4_rdb_reader_skip`: `[rdb_reader]` with `rdb_restore_command_behavior = "skip"` over a
 //!   target holding a conflicting key; same data as shake-restore's flags (the key kept).
-//! - `v4_refusals`: an unset `${VAR}`, `block_command`, `sentinel = true`, `sync_aof = false`
+//! - `v4_refusals`: an unset `${VAR}`, `allow_command`, `sentinel = true`, `sync_aof = false`
 //!   each stop with exit 2 and a line naming the key; nothing is written.
 
 #[path = "live_common/mod.rs"]
@@ -139,6 +139,7 @@ off_reply = false
 [filter]
 block_key_prefix = ["tmp:"]
 block_db = [2]
+block_command = ["del"]
 {}"#,
             advanced("panic")
                 .replace("[advanced]", "[Advanced]")
@@ -160,10 +161,17 @@ block_db = [2]
             "2",
             "--exclude-key",
             "tmp:*",
+            "--exclude-command",
+            "DEL",
         ],
     );
     by_file.wait_incremental(Duration::from_secs(30));
     by_flags.wait_incremental(Duration::from_secs(30));
+    // block_command = ["del"]: the source's DEL is not applied (k1 stays on the targets).
+    let _: () = redis::cmd("DEL")
+        .arg("k1")
+        .query(&mut src.client())
+        .unwrap();
     set(&src, 0, &[("after", "the full sync"), ("tmp:2", "t")]);
     set(&src, 2, &[("late", "db2")]);
     // The flags run is the reference: the file's run must converge to it.
@@ -467,8 +475,8 @@ fn v4_refusals() {
             "NO_SUCH_SHAKE_VAR",
         ),
         (
-            format!("{base}[filter]\nblock_command = [\"FLUSHALL\"]\n"),
-            "filter.block_command",
+            format!("{base}[filter]\nallow_command = [\"SET\"]\n"),
+            "filter.allow_command",
         ),
         (
             base.replace(
