@@ -40,6 +40,7 @@ pub mod part_file;
 pub mod preflight;
 pub mod rdb;
 pub mod rebuild;
+pub mod redisshake;
 pub mod repl;
 pub mod resp;
 pub mod scan;
