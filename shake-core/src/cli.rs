@@ -31,6 +31,18 @@ pub struct FilterArgs {
     /// Only keys of this type: string, list, set, zset, hash, stream, module (repeatable)
     #[arg(long = "type", value_name = "T", value_parser = KeyFilter::parse_type)]
     pub types: Vec<ValueType>,
+
+    /// Leave out this source database, whatever --db says (repeatable)
+    #[arg(long = "exclude-db", value_name = "N")]
+    pub exclude_dbs: Vec<u64>,
+
+    /// Leave out keys matching this glob, whatever --key says (repeatable)
+    #[arg(long = "exclude-key", value_name = "GLOB")]
+    pub exclude_keys: Vec<String>,
+
+    /// Leave out keys matching this regular expression
+    #[arg(long, value_name = "RE")]
+    pub exclude_key_regex: Option<String>,
 }
 
 impl FilterArgs {
@@ -40,6 +52,11 @@ impl FilterArgs {
             self.keys.clone(),
             self.key_regex.as_deref(),
             self.types.clone(),
+        )?
+        .excluding(
+            self.exclude_dbs.clone(),
+            self.exclude_keys.clone(),
+            self.exclude_key_regex.as_deref(),
         )
     }
 }

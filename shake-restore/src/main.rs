@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use shake_core::apply::{self, RestoreInput, RestoreSettings};
 use shake_core::cli::{cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs};
 use shake_core::net::Endpoint;
@@ -25,7 +25,7 @@ use shake_core::preflight::Preflight;
 #[command(
     name = "shake-restore",
     version,
-    after_help = "Examples:\n  shake-restore --target redis://10.0.0.5:6379 dump.rdb\n  shake-dump --source redis://a:6379 -o - | shake-restore --target redis://b:6379 -\n  shake-restore --target redis://cluster-node:7000 --db-map '*=0' multi-db.rdb\n  shake-restore --target redis://10.0.0.5:6379 --preflight dump.rdb   (check, write nothing)"
+    after_help = "Examples:\n  shake-restore --target redis://10.0.0.5:6379 dump.rdb\n  shake-dump --source redis://a:6379 -o - | shake-restore --target redis://b:6379 -\n  shake-restore --target redis://cluster-node:7000 --db-map '*=0' multi-db.rdb\n  shake-restore --target redis://10.0.0.5:6379 --preflight dump.rdb   (check, write nothing)\n  shake-restore --config shake.toml       (a RedisShake v4 file with [rdb_reader]; flags override it)"
 )]
 struct Args {
     /// Target URL: redis://[[user]:password@]host[:port][/db], rediss:// for TLS
@@ -43,6 +43,12 @@ struct Args {
     /// Treat the target as a standalone server even if it reports cluster mode
     #[arg(long)]
     no_cluster: bool,
+
+    /// A RedisShake v4 shake.toml, read unchanged (flags on the command line win over it): every
+    /// key is used or reported once as ignored; a file for another tool runs that tool
+    /// (docs/migrating-from-redisshake.md)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 
     #[command(flatten)]
     apply: ApplyArgs,
@@ -71,7 +77,15 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let argv = match shake_core::redisshake::front_door(
+        shake_core::redisshake::Tool::Restore,
+        Args::command(),
+        std::env::args_os().collect(),
+    ) {
+        Ok(a) => a,
+        Err(code) => return ExitCode::from(code),
+    };
+    let args = Args::parse_from(argv);
     let settings = match settings(&args) {
         Ok(s) => s,
         Err(msg) => {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use shake_core::cli::{
     cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs,
     TargetErrorArgs,
@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "shake-rump",
     version,
-    after_help = "Examples:\n  shake-rump --source redis://cloud-cache:6379 --target redis://10.0.0.5:6379\n  shake-rump --source rediss://user:@cloud:6380 -o backup.rdb      (password from SHAKE_SOURCE_PASSWORD)\n  shake-rump --source redis://node1:7000 --target redis://new:7000 --on-conflict rewrite --follow\n  shake-rump --source redis://a:6379 --target redis://cluster:7000 --db-map '*=0' --match 'user:*'"
+    after_help = "Examples:\n  shake-rump --source redis://cloud-cache:6379 --target redis://10.0.0.5:6379\n  shake-rump --source rediss://user:@cloud:6380 -o backup.rdb      (password from SHAKE_SOURCE_PASSWORD)\n  shake-rump --source redis://node1:7000 --target redis://new:7000 --on-conflict rewrite --follow\n  shake-rump --source redis://a:6379 --target redis://cluster:7000 --db-map '*=0' --match 'user:*'\n  shake-rump --config shake.toml          (a RedisShake v4 file with [scan_reader]; flags override it)"
 )]
 struct Args {
     /// Source URL: redis://[[user]:password@]host[:port] (rediss:// for TLS); password also from
@@ -121,6 +121,12 @@ struct Args {
     #[arg(long)]
     no_target_cluster: bool,
 
+    /// A RedisShake v4 shake.toml, read unchanged (flags on the command line win over it): every
+    /// key is used or reported once as ignored; a file for another tool runs that tool
+    /// (docs/migrating-from-redisshake.md)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     #[command(flatten)]
     apply: ApplyArgs,
 
@@ -144,7 +150,15 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let argv = match shake_core::redisshake::front_door(
+        shake_core::redisshake::Tool::Rump,
+        Args::command(),
+        std::env::args_os().collect(),
+    ) {
+        Ok(a) => a,
+        Err(code) => return ExitCode::from(code),
+    };
+    let args = Args::parse_from(argv);
     let settings = match settings(&args) {
         Ok(s) => s,
         Err(msg) => {

@@ -35,7 +35,7 @@ use shake_core::sync::{self, StreamOptions, SyncSettings};
 #[command(
     name = "shake-sync",
     version,
-    after_help = "Examples:\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379 --preflight   (check, write nothing)\n  shake-sync --source redis://src-node:7000 --target redis://dst-node:7000 --status-addr 127.0.0.1:9121\n  shake-sync --config sync.toml            (a RedisShake v3 sync.toml; flags override it)"
+    after_help = "Examples:\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379 --preflight   (check, write nothing)\n  shake-sync --source redis://src-node:7000 --target redis://dst-node:7000 --status-addr 127.0.0.1:9121\n  shake-sync --config shake.toml           (a RedisShake v4 shake.toml or v3 sync.toml; flags override it; a\n                                           [scan_reader] or [rdb_reader] file runs shake-rump or shake-restore)"
 )]
 struct Args {
     /// Source URL: redis://[[user]:password@]host[:port], rediss:// for TLS; any node of a
@@ -57,8 +57,10 @@ struct Args {
     )]
     target: Option<String>,
 
-    /// A RedisShake v3 sync.toml: every key is used or reported once as ignored; flags given
-    /// on the command line win over it
+    /// A RedisShake v4 shake.toml (or v3 sync.toml), read unchanged: every key is used or
+    /// reported once as ignored; flags given on the command line win over it. A v4 file whose
+    /// reader is [scan_reader] or [rdb_reader] runs shake-rump or shake-restore instead
+    /// (docs/migrating-from-redisshake.md)
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
 
@@ -86,6 +88,11 @@ struct Args {
 
     #[command(flatten)]
     target_error: TargetErrorArgs,
+
+    /// Do not apply this command of the stream (repeatable; e.g. FLUSHALL, FLUSHDB, DEL): it is
+    /// skipped and counted. The full sync is a snapshot and is not affected
+    #[arg(long, value_name = "NAME")]
+    exclude_command: Vec<String>,
 
     /// Also write PUBLISH/SPUBLISH to the target (default: messages are not data, skipped)
     #[arg(long)]
@@ -140,6 +147,23 @@ struct Args {
     #[arg(long)]
     relaxed_version: bool,
 
+    /// Read-ahead spool of a full sync: while the target loads the RDB, the replication socket is
+    /// still read at network speed (the rest of the RDB, then the commands after it), so the
+    /// source's replica buffer drains as for a native replica. Held in memory up to
+    /// --spool-memory, then in files in this directory (deleted as they are consumed, never
+    /// fsync'd; removed at the end and left-overs of a killed run removed at the next)
+    #[arg(long, value_name = "DIR", default_value = "shake-spool")]
+    spool_dir: std::path::PathBuf,
+
+    /// Memory the read-ahead spool may hold before it spills to --spool-dir (e.g. 16mb)
+    #[arg(long, value_name = "SIZE", default_value = "16mb", value_parser = shake_core::spool::parse_size)]
+    spool_memory: u64,
+
+    /// Disk the read-ahead spool may hold (e.g. 8gb); past it the sync stops with one error
+    /// (the target is left as its checkpoint says). 0: memory only
+    #[arg(long, value_name = "SIZE", default_value = "8gb", value_parser = shake_core::spool::parse_size)]
+    spool_max: u64,
+
     #[command(flatten)]
     shard: ShardArgs,
 
@@ -156,7 +180,15 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let matches = Args::command().get_matches();
+    let argv = match shake_core::redisshake::front_door(
+        shake_core::redisshake::Tool::Sync,
+        Args::command(),
+        std::env::args_os().collect(),
+    ) {
+        Ok(a) => a,
+        Err(code) => return ExitCode::from(code),
+    };
+    let matches = Args::command().get_matches_from(argv);
     let mut args = match Args::from_arg_matches(&matches) {
         Ok(a) => a,
         Err(e) => e.exit(),
@@ -336,6 +368,11 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         );
     }
     let filter = args.filter.to_filter()?;
+    if filter.excludes_dbs() && !args.apply.db_map.is_empty() {
+        return Err(
+            "--exclude-db with --db-map: name the databases to copy with --db instead".into(),
+        );
+    }
     let shard = args.shard.to_shard()?;
     if args.flush_target && !shard.is_whole() {
         return Err(format!("--flush-target with --shard {shard}: each shard would empty the whole target, the other shards' keys included; empty the target once (FLUSHALL on each master) before starting the shards, without --flush-target"));
@@ -387,6 +424,11 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
             checkpoint_db,
             qps: args.apply.qps,
             on_target_error: args.target_error.policy()?,
+            exclude_commands: args
+                .exclude_command
+                .iter()
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
             ..StreamOptions::default()
         },
         apply,
@@ -400,6 +442,11 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         log_interval: args.log.every(),
         relaxed_version: args.relaxed_version,
         shard,
+        spool: shake_core::spool::SpoolBudget::new(shake_core::spool::SpoolOptions {
+            dir: args.spool_dir.clone(),
+            memory: args.spool_memory,
+            disk_cap: args.spool_max,
+        }),
     })
 }
 

@@ -2019,3 +2019,42 @@ impl Router {
         false
     }
 }
+
+/// Runs `shake-check --source SOURCE --target TARGET` (full mode) and returns whether it found
+/// the two equal (exit 0), with its stdout and stderr for the failure message. Exit 2 (trouble)
+/// panics: a comparison that could not run proves nothing.
+pub fn shake_check(source: &str, target: &str, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(tool_binary("shake-check"))
+        .args(["--source", source, "--target", target])
+        .args(extra)
+        .output()
+        .expect("run shake-check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "shake-check could not compare:\n{text}"
+    );
+    (out.status.success(), text)
+}
+
+/// Runs a tool to its end with `args` and extra environment variables; returns its exit code
+/// and stderr.
+pub fn run_tool(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(tool_binary(name))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("SHAKE_SOURCE")
+        .env_remove("SHAKE_TARGET")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tool");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -2944,3 +2944,120 @@ fn sync_redis82_into_redis70_refuses_a_field_ttl_command() {
         .expect("EXISTS");
     assert_eq!(exists, 0, "the refused command's key was written:\n{log}");
 }
+
+/// Writes `bytes_per_sec` of SETs (4 kB values over 2000 keys) to `server` until stopped, paced
+/// in 50 ms steps, so the load is set in bytes per second whatever the machine's speed.
+fn byte_load(server: &Server, bytes_per_sec: u64) -> (Arc<AtomicBool>, JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let mut con = server.client();
+    let handle = std::thread::spawn(move || {
+        let per_step = (bytes_per_sec / 20 / 4096).max(1);
+        let start = Instant::now();
+        let mut sent: u64 = 0;
+        let mut step: u64 = 0;
+        while !s2.load(Ordering::Relaxed) {
+            let mut p = redis::pipe();
+            let value = format!("{step:016}").repeat(256);
+            for i in 0..per_step {
+                p.cmd("SET")
+                    .arg(format!("load:{}", (step * per_step + i) % 2000))
+                    .arg(&value)
+                    .ignore();
+            }
+            let _: () = p.query(&mut con).expect("load SET");
+            sent += per_step * 4096;
+            step += 1;
+            let due = start + Duration::from_millis(50 * step);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                sleep(wait);
+            }
+        }
+        sent
+    });
+    (stop, handle)
+}
+
+/// Issue 15: a big source under a steady write load, with the replica buffer limit a native
+/// replica lives with (40mb hard, 20mb for 3 s): the read-ahead spool drains the source's buffer
+/// at network speed while the target loads, so one full sync is enough.
+#[test]
+fn sync_full_sync_within_the_replica_buffer_limit_redis70() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Server::start_with(
+        flavor,
+        &[
+            BACKLOG,
+            ("client-output-buffer-limit", "replica 40mb 20mb 3"),
+        ],
+    );
+    let dst = Server::start(flavor);
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(1_000_000)
+        .arg("key")
+        .arg(16)
+        .query(&mut src.client())
+        .expect("DEBUG POPULATE");
+    let spool = tempfile::tempdir().expect("spool dir");
+    let (stop, load) = byte_load(&src, 4 * 1024 * 1024);
+    sleep(Duration::from_secs(1));
+    let mut sync = Sync::start(
+        &src.url(),
+        &dst.url(),
+        &["--spool-dir", spool.path().to_str().expect("utf-8 path")],
+    );
+    sync.wait_incremental(Duration::from_secs(240));
+    // The writes go on after the full sync, through the read-ahead and the live stream.
+    sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let sent = load.join().expect("load thread");
+    // Equal: the same key count (the target also holds the checkpoint keys) and every written
+    // key's value (DEBUG DIGEST-VALUE), the populated ones sampled.
+    let state = |s: &Server| -> (u64, Vec<String>) {
+        let mut c = s.client();
+        let n: u64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+        let ours: Vec<String> = redis::cmd("KEYS")
+            .arg("shake-sync:*")
+            .query(&mut c)
+            .expect("KEYS");
+        let mut d = redis::cmd("DEBUG");
+        d.arg("DIGEST-VALUE");
+        for i in 0..2000 {
+            d.arg(format!("load:{i}"));
+        }
+        for i in (0..1_000_000).step_by(997) {
+            d.arg(format!("key:{i}"));
+        }
+        let digests: Vec<String> = d.query(&mut c).expect("DEBUG DIGEST-VALUE");
+        (n - ours.len() as u64, digests)
+    };
+    let t = Instant::now();
+    while state(&src) != state(&dst) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "target not equal to the source 60 s after the load stopped:\n{}",
+            sync.stderr()
+        );
+        sleep(Duration::from_millis(500));
+    }
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        stat(&src, "sync_full"),
+        1,
+        "more than one full sync:\n{log}"
+    );
+    assert_eq!(log.matches("full sync from").count(), 1, "{log}");
+    assert_eq!(
+        std::fs::read_dir(spool.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "spool files left behind"
+    );
+    eprintln!("{sent} bytes written during the sync");
+}

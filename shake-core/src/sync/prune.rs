@@ -174,7 +174,10 @@ impl Scope {
 
     /// Whether the target database `db` receives keys of this link.
     pub fn db(&self, db: u64) -> bool {
+        // --exclude-db comes without --db-map (shake-sync refuses the pair): target database
+        // numbers are the source's.
         self.db_map.receives(db, self.filter.dbs())
+            && (!self.filter.excludes_dbs() || self.filter.db_allowed(db))
     }
 
     /// Whether the target's `key` in database `db` is this link's to remove.

@@ -71,6 +71,9 @@ pub struct StreamOptions {
     /// (`RESTORE-ASKING`, `CLUSTER SETSLOT`/`SYNCSLOTS`), so the sync re-reads the source's
     /// topology now rather than at its next scheduled read (see [`super::members`]).
     pub topology_hint: Arc<tokio::sync::Notify>,
+    /// Commands of the stream not applied (`--exclude-command`, upper case): the full sync is a
+    /// snapshot, not commands, so it is not affected.
+    pub exclude_commands: Vec<String>,
 }
 
 impl Default for StreamOptions {
@@ -87,6 +90,7 @@ impl Default for StreamOptions {
             migrations: Arc::default(),
             on_target_error: OnTargetError::Repair,
             topology_hint: Arc::default(),
+            exclude_commands: Vec::new(),
         }
     }
 }
@@ -587,6 +591,16 @@ impl Applier {
     ) -> Result<Option<Vec<Pending>>, SyncError> {
         // Only messages need the name as text: no allocation per command on the hot path.
         let name = || String::from_utf8_lossy(argv[0]).to_ascii_uppercase();
+        if !self.opts.exclude_commands.is_empty()
+            && self
+                .opts
+                .exclude_commands
+                .iter()
+                .any(|c| c.as_bytes().eq_ignore_ascii_case(argv[0]))
+        {
+            self.stats.skipped += 1;
+            return Ok(None);
+        }
         if !self.opts.filter.db_allowed(self.src_db) {
             self.stats.skipped += 1;
             return Ok(None);

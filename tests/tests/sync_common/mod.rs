@@ -33,17 +33,25 @@ pub struct Sync {
 
 impl Sync {
     pub fn start(source: &str, target: &str, extra: &[&str]) -> Sync {
+        let mut args = vec![
+            "--source",
+            source,
+            "--target",
+            target,
+            "--log-interval",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        Self::start_args(&args, &[])
+    }
+
+    /// shake-sync with exactly these arguments and extra environment variables (a `--config`
+    /// file that names source and target itself).
+    pub fn start_args(args: &[&str], env: &[(&str, &str)]) -> Sync {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let child = Command::new(bin("shake-sync"))
-            .args([
-                "--source",
-                source,
-                "--target",
-                target,
-                "--log-interval",
-                "1",
-            ])
-            .args(extra)
+            .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,501 @@
+//! RedisShake v4 `shake.toml` files, read unchanged by `--config`, against real servers. Each
+//! file is our own equivalent of a template RedisShake ships (not a copy); each run is compared
+//! with shake-check against a run of the same tool with our own flags (or the source), and the
+//! notes on stderr are checked: each ignored key reported once, used keys never.
+//!
+//! - `v4_sync_standalone`: `[sync_reader]` → shake-sync with `${VAR}` addresses, mixed-case
+//!   keys, an unknown key, `block_key_prefix`, `block_db`, `block_command`, and the template's
+//!   `[advanced]`/`[module]`; same data as the flags (`--exclude-key`, `--exclude-db`).
+//! - `v4_sync_cluster`: cluster → cluster (`cluster = true` on both sides), equal to the source.
+//! - `v4_scan_reader_filter`: `[scan_reader]` run through shake-sync's front door (it runs
+//!   shake-rump): `dbs`, `allow_key_prefix`/`allow_key_suffix`, `block_key_suffix`, `allow_db`,
+//!   `rdb_restore_command_behavior = "rewrite"`; same data as shake-rump's flags.
+//! - `v4_scan_ksn_follows`: `ksn = true` → `--follow`: a write after the scan arrives.
+//! - `v4_rdb_reader_skip`: `[rdb_reader]` with `rdb_restore_command_behavior = "skip"` over a
+//!   target holding a conflicting key; same data as shake-restore's flags (the key kept).
+//! - `v4_refusals`: an unset `${VAR}`, `allow_command`, `sentinel = true`, `sync_aof = false`
+//!   each stop with exit 2 and a line naming the key; nothing is written.
+
+#[path = "live_common/mod.rs"]
+mod live_common;
+mod sync_common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use shake_tests::{require, run_tool, shake_check, Cluster, Flavor, Server};
+use sync_common::{cluster_snapshot, converge, data_of, Sync};
+
+const FLAVOR: Flavor = Flavor::Redis70;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write config");
+    p.to_string_lossy().into_owned()
+}
+
+fn set(s: &Server, db: i64, pairs: &[(&str, &str)]) {
+    let mut con = s.client();
+    let _: () = redis::cmd("SELECT").arg(db).query(&mut con).unwrap();
+    for (k, v) in pairs {
+        let _: () = redis::cmd("SET").arg(*k).arg(*v).query(&mut con).unwrap();
+    }
+}
+
+fn keys(s: &Server, db: i64) -> Vec<String> {
+    let mut con = s.client();
+    let _: () = redis::cmd("SELECT").arg(db).query(&mut con).unwrap();
+    let mut k: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    k.retain(|k| !k.starts_with("shake-sync:"));
+    k.sort();
+    k
+}
+
+fn assert_equal(a: &str, b: &str, what: &str) {
+    let (same, text) = shake_check(a, b, &[]);
+    assert!(same, "{what}: {a} and {b} differ:\n{text}");
+}
+
+fn assert_noted_once(log: &str, keys: &[&str]) {
+    for key in keys {
+        assert_eq!(
+            log.matches(&format!("{key} ignored")).count(),
+            1,
+            "{key} not reported exactly once:\n{log}"
+        );
+    }
+}
+
+fn assert_not_noted(log: &str, keys: &[&str]) {
+    for key in keys {
+        assert!(
+            !log.contains(&format!("{key} ignored")),
+            "{key} reported as ignored:\n{log}"
+        );
+    }
+}
+
+// The [advanced] and [module] sections as RedisShake's templates have them (our own text).
+fn advanced(behavior: &str) -> String {
+    format!(
+        r#"
+[advanced]
+rdb_restore_command_behavior = "{behavior}"
+dir = "data"
+ncpu = 0
+pprof_port = 0
+status_port = 0
+log_file = "shake.log"
+log_level = "info"
+log_interval = 5
+pipeline_count_limit = 1024
+target_redis_client_max_querybuf_len = 1073741824
+target_redis_proto_max_bulk_len = 512_000_000
+aws_psync = ""
+empty_db_before_sync = false
+
+[module]
+target_mbbloom_version = 20603
+"#
+    )
+}
+
+#[test]
+fn v4_sync_standalone() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let src = Server::start(FLAVOR);
+    let (a, b) = (Server::start(FLAVOR), Server::start(FLAVOR));
+    set(&src, 0, &[("k1", "v1"), ("k2", "v2"), ("tmp:1", "t")]);
+    set(&src, 2, &[("other", "db2")]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "shake.toml",
+        &format!(
+            r#"[Sync_Reader]
+Cluster = false
+ADDRESS = "${{SRC_ADDR}}"
+username = ""
+password = ""
+tls = false
+sync_rdb = true
+sync_aof = true
+prefer_replica = false
+try_diskless = false
+colour = "blue"
+
+[redis_writer]
+cluster = false
+sentinel = false
+master = ""
+address = "127.0.0.1:${{DST_PORT}}"
+username = ""
+password = ""
+tls = false
+off_reply = false
+
+[filter]
+block_key_prefix = ["tmp:"]
+block_db = [2]
+block_command = ["del"]
+{}"#,
+            advanced("panic")
+                .replace("[advanced]", "[Advanced]")
+                .replace("log_interval", "LOG_Interval")
+        ),
+    );
+    let env = [
+        ("SRC_ADDR", format!("127.0.0.1:{}", src.port())),
+        ("DST_PORT", a.port().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut by_file = Sync::start_args(&["--config", &file, "--log-interval", "1"], &env);
+    let mut by_flags = Sync::start(
+        &src.url(),
+        &b.url(),
+        &[
+            "--source-single-node",
+            "--exclude-db",
+            "2",
+            "--exclude-key",
+            "tmp:*",
+            "--exclude-command",
+            "DEL",
+        ],
+    );
+    by_file.wait_incremental(Duration::from_secs(30));
+    by_flags.wait_incremental(Duration::from_secs(30));
+    // block_command = ["del"]: the source's DEL is not applied (k1 stays on the targets).
+    let _: () = redis::cmd("DEL")
+        .arg("k1")
+        .query(&mut src.client())
+        .unwrap();
+    set(&src, 0, &[("after", "the full sync"), ("tmp:2", "t")]);
+    set(&src, 2, &[("late", "db2")]);
+    // The flags run is the reference: the file's run must converge to it.
+    let want = ["after", "k1", "k2"];
+    let t = std::time::Instant::now();
+    while (keys(&a, 0) != want || keys(&b, 0) != want) && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    converge(
+        "v4 sync against the flags run",
+        &|| data_of(live_common::snapshot(&mut b.client())),
+        &|| data_of(live_common::snapshot(&mut a.client())),
+        Duration::from_secs(20),
+    );
+    let (code, log) = by_file.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let (code, flags_log) = by_flags.stop();
+    assert_eq!(code, Some(0), "{flags_log}");
+    assert_equal(&a.url(), &b.url(), "config run against flags run");
+    assert_eq!(keys(&a, 0), want, "block_key_prefix left out tmp:*");
+    assert!(keys(&a, 2).is_empty(), "block_db = [2] left out database 2");
+    assert_noted_once(
+        &log,
+        &[
+            "sync_reader.colour",
+            "sync_reader.try_diskless",
+            "advanced.dir",
+            "advanced.ncpu",
+            "advanced.pprof_port",
+            "advanced.log_file",
+            "advanced.log_level",
+            "advanced.target_redis_client_max_querybuf_len",
+            "module.target_mbbloom_version",
+        ],
+    );
+    assert_not_noted(
+        &log,
+        &[
+            "address",
+            "password",
+            "cluster",
+            "rdb_restore_command_behavior",
+            "log_interval",
+            "pipeline_count_limit",
+            "target_redis_proto_max_bulk_len",
+            "status_port",
+            "off_reply",
+        ],
+    );
+}
+
+#[test]
+fn v4_sync_cluster() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let src = Cluster::start_with(FLAVOR, &[sync_common::ONE_DB]);
+    let dst = Cluster::start_with(FLAVOR, &[sync_common::ONE_DB]);
+    {
+        let mut con = src.connection();
+        for i in 0..300 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("key:{i}"))
+                .arg(i)
+                .query(&mut con)
+                .unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "shake.toml",
+        &format!(
+            "[sync_reader]\ncluster = true\naddress = \"127.0.0.1:{}\"\n\n[redis_writer]\ncluster = true\naddress = \"127.0.0.1:{}\"\n{}",
+            src.masters()[0].port(),
+            dst.masters()[1].port(),
+            advanced("panic")
+        ),
+    );
+    let mut sync = Sync::start_args(&["--config", &file, "--log-interval", "1"], &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    {
+        let mut con = src.connection();
+        let _: () = redis::cmd("SET")
+            .arg("late")
+            .arg("1")
+            .query(&mut con)
+            .unwrap();
+    }
+    converge(
+        "v4 cluster sync",
+        &|| cluster_snapshot(&src),
+        &|| cluster_snapshot(&dst),
+        Duration::from_secs(30),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_equal(
+        &src.url(),
+        &dst.url(),
+        "cluster config run against the source",
+    );
+    assert_eq!(cluster_snapshot(&dst).keys.len(), 301);
+}
+
+#[test]
+fn v4_scan_reader_filter() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let src = Server::start(FLAVOR);
+    let (a, b) = (Server::start(FLAVOR), Server::start(FLAVOR));
+    for db in [0, 1, 3] {
+        set(
+            &src,
+            db,
+            &[
+                ("user:1", "u"),
+                ("user:2:tmp", "t"),
+                ("order:9:active", "o"),
+                ("cache:x", "c"),
+            ],
+        );
+    }
+    // Both targets already hold a key the copy rewrites.
+    set(&a, 0, &[("user:1", "old")]);
+    set(&b, 0, &[("user:1", "old")]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "scan.toml",
+        &format!(
+            r#"[scan_reader]
+cluster = false
+address = "127.0.0.1:{}"
+tls = false
+dbs = [0, 1]
+scan = true
+ksn = false
+count = 1
+
+[redis_writer]
+address = "127.0.0.1:{}"
+
+[filter]
+allow_key_prefix = ["user:"]
+allow_key_suffix = [":active"]
+allow_db = [0, 3]
+block_key_prefix = []
+block_key_suffix = [":tmp"]
+function = ""
+{}"#,
+            src.port(),
+            a.port(),
+            advanced("rewrite")
+        ),
+    );
+    // The front door: shake-sync runs shake-rump for a [scan_reader] file.
+    let (code, log) = run_tool("shake-sync", &["--config", &file], &[]);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("running") && log.contains("shake-rump"),
+        "{log}"
+    );
+    let (code, flags_log) = run_tool(
+        "shake-rump",
+        &[
+            "--source",
+            &src.url(),
+            "--target",
+            &b.url(),
+            "--db",
+            "0",
+            "--key-regex",
+            "^user:|:active$",
+            "--exclude-key",
+            "*:tmp",
+            "--on-conflict",
+            "rewrite",
+            "--no-source-cluster",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{flags_log}");
+    assert_equal(&a.url(), &b.url(), "scan config run against flags run");
+    // dbs = [0, 1] and allow_db = [0, 3]: database 0 only, keys by prefix or suffix.
+    assert_eq!(keys(&a, 0), vec!["order:9:active", "user:1"]);
+    assert!(keys(&a, 1).is_empty() && keys(&a, 3).is_empty());
+    let v: String = redis::cmd("GET")
+        .arg("user:1")
+        .query(&mut a.client())
+        .unwrap();
+    assert_eq!(v, "u", "rewrite replaced the target's key");
+    assert_noted_once(&log, &["advanced.dir", "module.target_mbbloom_version"]);
+    assert_not_noted(&log, &["filter.function", "count", "dbs", "allow_db"]);
+}
+
+#[test]
+fn v4_scan_ksn_follows() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let src = Server::start(FLAVOR);
+    let dst = Server::start(FLAVOR);
+    set(&src, 0, &[("before", "1")]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "scan.toml",
+        &format!(
+            "[scan_reader]\naddress = \"127.0.0.1:{}\"\nksn = true\ncount = 100\n[redis_writer]\naddress = \"127.0.0.1:{}\"\n[advanced]\nrdb_restore_command_behavior = \"rewrite\"\n",
+            src.port(),
+            dst.port()
+        ),
+    );
+    let child = std::process::Command::new(shake_tests::tool_binary("shake-rump"))
+        .args(["--config", &file])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn shake-rump");
+    let t = std::time::Instant::now();
+    while keys(&dst, 0).is_empty() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    set(&src, 0, &[("after", "2")]);
+    while keys(&dst, 0).len() < 2 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_equal(&src.url(), &dst.url(), "ksn = true follows the source");
+    assert_eq!(keys(&dst, 0), vec!["after", "before"], "{log}");
+}
+
+#[test]
+fn v4_rdb_reader_skip() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let src = Server::start(FLAVOR);
+    set(&src, 0, &[("a", "1"), ("b", "2")]);
+    set(&src, 4, &[("c", "3")]);
+    let rdb = src.save();
+    let (a, b) = (Server::start(FLAVOR), Server::start(FLAVOR));
+    set(&a, 0, &[("a", "theirs")]);
+    set(&b, 0, &[("a", "theirs")]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&rdb, dir.path().join("dump.rdb")).unwrap();
+    // A relative filepath is read from advanced.dir, as RedisShake does.
+    let file = write(
+        dir.path(),
+        "rdb.toml",
+        &format!(
+            "[rdb_reader]\nfilepath = \"dump.rdb\"\n\n[redis_writer]\ncluster = false\naddress = \"127.0.0.1:{}\"\n\n[advanced]\ndir = \"{}\"\nrdb_restore_command_behavior = \"skip\"\nlog_interval = 5\n",
+            a.port(),
+            dir.path().display()
+        ),
+    );
+    let (code, log) = run_tool("shake-restore", &["--config", &file], &[]);
+    assert_eq!(code, Some(0), "{log}");
+    let (code, flags_log) = run_tool(
+        "shake-restore",
+        &[
+            "--target",
+            &b.url(),
+            "--on-conflict",
+            "ignore",
+            rdb.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{flags_log}");
+    assert_equal(&a.url(), &b.url(), "rdb config run against flags run");
+    let v: String = redis::cmd("GET").arg("a").query(&mut a.client()).unwrap();
+    assert_eq!(v, "theirs", "skip kept the target's key");
+    assert_eq!(keys(&a, 4), vec!["c"]);
+    assert_noted_once(&log, &["advanced.dir"]);
+}
+
+#[test]
+fn v4_refusals() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let src = Server::start(FLAVOR);
+    let dst = Server::start(FLAVOR);
+    set(&src, 0, &[("k", "v")]);
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "[sync_reader]\naddress = \"127.0.0.1:{}\"\n[redis_writer]\naddress = \"127.0.0.1:{}\"\n",
+        src.port(),
+        dst.port()
+    );
+    let cases = [
+        (
+            base.replace("127.0.0.1:", "${NO_SUCH_SHAKE_VAR}:"),
+            "NO_SUCH_SHAKE_VAR",
+        ),
+        (
+            format!("{base}[filter]\nallow_command = [\"SET\"]\n"),
+            "filter.allow_command",
+        ),
+        (
+            base.replace(
+                "[redis_writer]\n",
+                "[redis_writer]\nsentinel = true\nmaster = \"m\"\n",
+            ),
+            "redis_writer.sentinel",
+        ),
+        (
+            base.replace("[redis_writer]\n", "sync_aof = false\n[redis_writer]\n"),
+            "sync_reader.sync_aof",
+        ),
+    ];
+    for (i, (text, named)) in cases.iter().enumerate() {
+        let file = write(dir.path(), &format!("bad{i}.toml"), text);
+        let (code, log) = run_tool("shake-sync", &["--config", &file], &[]);
+        assert_eq!(code, Some(2), "{named}:\n{log}");
+        assert!(log.contains(named), "{named} not named:\n{log}");
+        assert_eq!(log.lines().count(), 1, "one line:\n{log}");
+    }
+    assert!(keys(&dst, 0).is_empty(), "nothing was written");
+}
