@@ -53,10 +53,6 @@ const CHUNK_TARGET: usize = 512 * 1024;
 /// Longest a chunk is held back while gathering, so a slow source still shows steady progress.
 const GATHER_TIME: Duration = Duration::from_millis(50);
 
-/// Bytes of the command stream read ahead that [`ReplStream::fill`] hands out at once, beyond
-/// what arrived on the socket meanwhile.
-const PENDING_STEP: usize = 1024 * 1024;
-
 /// Chunks in flight between the socket and the checking thread: at most ~4 MB.
 const VERIFY_QUEUE: usize = 8;
 
@@ -145,9 +141,6 @@ pub enum ReplError {
     },
     #[error("{endpoint}: the RDB received is not valid: {source}")]
     Rdb { endpoint: String, source: RdbError },
-    /// The read-ahead spool could not hold what the source sent (its cap, its directory).
-    #[error(transparent)]
-    Spool(#[from] crate::spool::SpoolError),
 }
 
 /// Where a resumed sync picks up: the source's replication id and the offset of the last byte
@@ -1005,9 +998,6 @@ fn find_mark(hay: &[u8], mark: &[u8; MARK_LEN], shift: &[usize; 256]) -> Option<
 pub struct ReplStream {
     link: Link,
     replid: Option<String>,
-    /// Command-stream bytes read ahead during the full sync (see [`crate::spool`]): they come
-    /// before anything still unread on the socket, and [`ReplStream::fill`] hands them out first.
-    pending: Option<crate::spool::Spool>,
 }
 
 impl ReplStream {
@@ -1017,82 +1007,7 @@ impl ReplStream {
         // one that arrives before that is ignored, so a single ACK is not enough.
         link.acking = true;
         link.next_tick = Instant::now();
-        ReplStream {
-            link,
-            replid,
-            pending: None,
-        }
-    }
-
-    /// Bytes of the command stream read ahead into `spool` (while the full sync's RDB was still
-    /// being applied) that precede everything still on the socket: [`ReplStream::fill`] hands
-    /// them out, in order, before it reads the socket again.
-    pub fn set_pending(&mut self, spool: crate::spool::Spool) {
-        if !spool.is_empty() {
-            self.pending = Some(spool);
-        }
-    }
-
-    /// Bytes read ahead and not handed out yet.
-    pub fn pending_len(&self) -> u64 {
-        self.pending.as_ref().map_or(0, |s| s.len())
-    }
-
-    /// The next read-ahead piece into the buffer, if any is left. While the spool drains, what
-    /// the socket has ready is still read (to the spool's tail), so the source's buffer for us
-    /// keeps draining, and ACKs keep going out on their timer.
-    async fn fill_pending(&mut self) -> Result<Option<usize>, ReplError> {
-        let Some(spool) = &self.pending else {
-            return Ok(None);
-        };
-        let spool = spool.clone();
-        let mut fresh = 0usize;
-        for _ in 0..16 {
-            let before = self.link.conn.buffer().len();
-            match tokio::time::timeout(Duration::ZERO, self.link.conn.fill()).await {
-                Ok(Ok(n)) if n > 0 => {
-                    let new = self.link.conn.buffer().split_off(before).freeze();
-                    fresh += new.len();
-                    spool.push(new)?;
-                }
-                // Nothing ready, or the end / an error: the socket read after the spool
-                // drained reports it.
-                _ => break,
-            }
-        }
-        // Hand out more than came in meanwhile, so the spool shrinks at every call and the
-        // stream is soon read from the socket directly again (a constant read-ahead would be a
-        // constant lag).
-        let want = fresh + PENDING_STEP;
-        let mut piece = BytesMut::new();
-        while piece.len() < want {
-            match spool.try_pop()? {
-                Some(p) => piece.extend_from_slice(&p),
-                None => break,
-            }
-        }
-        if spool.is_empty() {
-            self.pending = None;
-        }
-        if piece.is_empty() {
-            return Ok(None);
-        }
-        if Instant::now() >= self.link.next_tick {
-            self.link.next_tick = Instant::now() + self.link.ack_interval;
-            let name = self.link.name.clone();
-            self.link
-                .send_ack()
-                .await
-                .map_err(|e| ReplError::LinkLost {
-                    endpoint: name,
-                    during: "while applying the command stream read ahead".into(),
-                    cause: e.to_string(),
-                    received: 0,
-                })?;
-        }
-        self.link.conn.buffer().extend_from_slice(&piece);
-        self.link.last_data = Instant::now();
-        Ok(Some(piece.len()))
+        ReplStream { link, replid }
     }
 
     /// The source's replication id (`None` after a SYNC).
@@ -1123,12 +1038,6 @@ impl ReplStream {
     /// Waits for more bytes (into [`ReplStream::buffer`]), ACKing on the timer meanwhile.
     /// Returns 0 only when a stop set with [`ReplStream::stop_on`] was asked for.
     pub async fn fill(&mut self) -> Result<usize, ReplError> {
-        if self.link.stop.as_ref().is_some_and(|s| *s.borrow()) {
-            return Ok(0);
-        }
-        if let Some(n) = self.fill_pending().await? {
-            return Ok(n);
-        }
         let offset = self.link.offset;
         self.link
             .wait_for_data(&|| format!("in the command stream at offset {offset}"), 0)
@@ -1140,14 +1049,6 @@ impl ReplStream {
         &mut self,
         wait: std::time::Duration,
     ) -> Result<Option<usize>, ReplError> {
-        if self.pending.is_some() {
-            if self.link.stop.as_ref().is_some_and(|s| *s.borrow()) {
-                return Ok(Some(0));
-            }
-            if let Some(n) = self.fill_pending().await? {
-                return Ok(Some(n));
-            }
-        }
         let offset = self.link.offset;
         let until = tokio::time::Instant::now() + wait;
         self.link

@@ -147,23 +147,6 @@ struct Args {
     #[arg(long)]
     relaxed_version: bool,
 
-    /// Read-ahead spool of a full sync: while the target loads the RDB, the replication socket is
-    /// still read at network speed (the rest of the RDB, then the commands after it), so the
-    /// source's replica buffer drains as for a native replica. Held in memory up to
-    /// --spool-memory, then in files in this directory (deleted as they are consumed, never
-    /// fsync'd; removed at the end and left-overs of a killed run removed at the next)
-    #[arg(long, value_name = "DIR", default_value = "shake-spool")]
-    spool_dir: std::path::PathBuf,
-
-    /// Memory the read-ahead spool may hold before it spills to --spool-dir (e.g. 16mb)
-    #[arg(long, value_name = "SIZE", default_value = "16mb", value_parser = shake_core::spool::parse_size)]
-    spool_memory: u64,
-
-    /// Disk the read-ahead spool may hold (e.g. 8gb); past it the sync stops with one error
-    /// (the target is left as its checkpoint says). 0: memory only
-    #[arg(long, value_name = "SIZE", default_value = "8gb", value_parser = shake_core::spool::parse_size)]
-    spool_max: u64,
-
     #[command(flatten)]
     shard: ShardArgs,
 
@@ -442,11 +425,6 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         log_interval: args.log.every(),
         relaxed_version: args.relaxed_version,
         shard,
-        spool: shake_core::spool::SpoolBudget::new(shake_core::spool::SpoolOptions {
-            dir: args.spool_dir.clone(),
-            memory: args.spool_memory,
-            disk_cap: args.spool_max,
-        }),
     })
 }
 

@@ -58,9 +58,6 @@ pub struct ShardStatus {
     pub rdb_bytes_received: u64,
     pub rdb_bytes_applied: u64,
     pub rdb_keys_applied: u64,
-    /// Bytes read ahead of the applier and held in the spool (memory and disk) during a full
-    /// sync, and while the command stream read ahead is applied after it.
-    pub spool_bytes: u64,
     /// The source's own replication offset (`master_repl_offset`, polled).
     pub source_offset: u64,
     /// The last command-stream byte read from the source.
@@ -99,7 +96,6 @@ impl ShardStatus {
             rdb_bytes_received: 0,
             rdb_bytes_applied: 0,
             rdb_keys_applied: 0,
-            spool_bytes: 0,
             source_offset: 0,
             received_offset: 0,
             applied_offset: 0,
@@ -205,11 +201,10 @@ impl StatusBoard {
             Gauge,
             Counter,
         }
-        let table: [(&str, Kind, &str, &dyn Fn(&ShardStatus) -> f64); 18] = [
+        let table: [(&str, Kind, &str, &dyn Fn(&ShardStatus) -> f64); 17] = [
             ("rdb_bytes_received", Gauge, "RDB bytes received in the current or last full sync", &|s| s.rdb_bytes_received as f64),
             ("rdb_bytes_applied", Gauge, "RDB bytes applied to the target in the current or last full sync", &|s| s.rdb_bytes_applied as f64),
             ("rdb_keys_applied", Gauge, "keys applied in the current or last full sync", &|s| s.rdb_keys_applied as f64),
-            ("spool_bytes", Gauge, "bytes of the full sync read ahead of the target and held in the spool (memory and disk)", &|s| s.spool_bytes as f64),
             ("source_offset", Gauge, "the source master's replication offset (master_repl_offset), bytes", &|s| s.source_offset as f64),
             ("received_offset", Gauge, "the last command-stream offset read from the source, bytes", &|s| s.received_offset as f64),
             ("applied_offset", Gauge, "the offset up to which the target holds every command (the checkpoint), bytes", &|s| s.applied_offset as f64),

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::checkpoint::{Applied, Checkpoint, CheckpointKeys, KEY_PREFIX};
 use super::prune::{KeyHasher, KeyHashes, Prune, Scope};
@@ -479,28 +479,19 @@ async fn source_databases(
     Ok(conn.databases_with_keys().await)
 }
 
-/// The blocking reader the RDB parser pulls from: the read-ahead spool the transfer's chunks go
-/// to at network speed.
+/// The blocking reader the RDB parser pulls from, fed with the transfer's chunks.
 struct ChunkReader {
-    spool: crate::spool::Spool,
+    rx: mpsc::Receiver<Bytes>,
     cur: Bytes,
     applied: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Drop for ChunkReader {
-    fn drop(&mut self) {
-        // The applier is gone (done or failed): nothing more is worth holding.
-        self.spool.abandon();
-    }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
-            match self.spool.pop_blocking() {
-                Ok(Some(b)) => self.cur = b,
-                Ok(None) => return Ok(0),
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.cur.len());
@@ -520,7 +511,7 @@ async fn full_sync(
     spec: &LinkSpec,
     settings: &SyncSettings,
     status: &Status,
-    transfer: Transfer,
+    mut transfer: Transfer,
     policy: ConflictPolicy,
     seen: Option<KeyHashes>,
 ) -> Result<(ReplStream, Option<KeyHashes>), SyncError> {
@@ -538,14 +529,10 @@ async fn full_sync(
         .await
         .map_err(SyncError::from_apply)?;
     let popts = prepared.apply.parser_options(settings.relaxed_version);
-    // Read-ahead: the pump reads the socket at network speed into the spools (the rest of the
-    // RDB, then the command stream after it) while the applier consumes the RDB spool, so the
-    // source's output buffer for us drains as fast as for a native replica.
-    let rdb_spool = crate::spool::Spool::new(settings.spool.clone(), &format!("{}-rdb", spec.name));
-    let cmd_spool = crate::spool::Spool::new(settings.spool.clone(), &format!("{}-cmd", spec.name));
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
     let applied_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = ChunkReader {
-        spool: rdb_spool.clone(),
+        rx,
         cur: Bytes::new(),
         applied: applied_bytes.clone(),
     };
@@ -559,51 +546,23 @@ async fn full_sync(
     exec.source = format!("the source (link {})", spec.name);
     let diskless = transfer.is_diskless();
     exec.seen = seen;
-    let rdb_done = std::sync::atomic::AtomicBool::new(false);
-    let apply_done = std::sync::atomic::AtomicBool::new(false);
-    let mut transfer = Some(transfer);
-    let mut stream: Option<ReplStream> = None;
     let pump = async {
         let r = async {
-            let t = transfer
-                .as_mut()
-                .expect("the transfer is there until the RDB ended");
-            while let Some(chunk) = t.next_chunk().await? {
+            while let Some(chunk) = transfer.next_chunk().await? {
                 let n = chunk.len() as u64;
                 let applied = applied_bytes.load(std::sync::atomic::Ordering::Relaxed);
                 update(status, |s| {
                     s.rdb_bytes_received += n;
                     s.rdb_bytes_applied = applied;
-                    s.spool_bytes = rdb_spool.len();
                 });
-                rdb_spool.push(chunk)?;
-            }
-            rdb_spool.close();
-            rdb_done.store(true, std::sync::atomic::Ordering::Relaxed);
-            // The RDB is all read (and spooled) while the applier may still be far behind: read
-            // the command stream ahead too, until the applier has the whole RDB on the target.
-            let t = transfer.take().expect("taken once");
-            let (s, _) = t.finish().await?;
-            let s = stream.insert(s);
-            loop {
-                let buf = s.buffer();
-                if !buf.is_empty() {
-                    cmd_spool.push(buf.split().freeze())?;
-                    update(status, |st| {
-                        st.spool_bytes = rdb_spool.len() + cmd_spool.len()
-                    });
-                }
-                if apply_done.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                if s.fill_within(Duration::from_millis(100)).await? == Some(0) {
+                if tx.send(chunk).await.is_err() {
                     break;
                 }
             }
             Ok::<(), crate::repl::ReplError>(())
         }
         .await;
-        rdb_spool.close();
+        drop(tx);
         r
     };
     // The figures of /status move while the RDB is applied, not only at its end: a throttled
@@ -617,7 +576,6 @@ async fn full_sync(
         update(status, |s| {
             s.rdb_bytes_applied = bytes;
             s.rdb_keys_applied = written;
-            s.spool_bytes = rdb_spool.len() + cmd_spool.len();
         });
     };
     let mut pump = Box::pin(pump);
@@ -641,22 +599,16 @@ async fn full_sync(
         }
     };
     drop(apply);
-    apply_done.store(true, std::sync::atomic::Ordering::Relaxed);
     if !pumped {
-        let rdb_read = rdb_done.load(std::sync::atomic::Ordering::Relaxed);
-        match (&applied, diskless, rdb_read) {
+        match (&applied, diskless) {
             // The RDB ended (its parser read the checksum) before the transfer's end mark was
             // seen: the mark must follow at once. Waiting for it would only time out.
-            (Ok((_, rdb_len)), true, false) => {
+            (Ok((_, rdb_len)), true) => {
                 drop(pump);
-                transfer
-                    .as_mut()
-                    .expect("the pump had not finished the transfer")
-                    .expect_end_mark(*rdb_len)
-                    .await?;
+                transfer.expect_end_mark(*rdb_len).await?;
             }
-            (Ok(_), _, _) => pump.await?,
-            (Err(_), _, _) => drop(pump),
+            (Ok(_), false) => pump.await?,
+            (Err(_), _) => drop(pump),
         }
     } else {
         drop(pump);
@@ -677,25 +629,7 @@ async fn full_sync(
             written, plan.transcoded, plan.big_keys, plan.filtered, plan.expired, exec.stats.conflicts
         ),
     );
-    let mut stream = match (stream, transfer) {
-        (Some(s), _) => s,
-        (None, Some(t)) => t.finish().await?.0,
-        (None, None) => {
-            return Err(SyncError::Fatal(
-                "internal: the full sync's transfer was lost between the RDB and the stream".into(),
-            ))
-        }
-    };
-    let ahead = cmd_spool.len();
-    if ahead > 0 {
-        log(
-            settings,
-            &spec.name,
-            &format!("{ahead} bytes of the command stream were read ahead during the full sync (spool peak {} bytes)", settings.spool.peak()),
-        );
-    }
-    stream.set_pending(cmd_spool);
-    update(status, |s| s.spool_bytes = stream.pending_len());
+    let (stream, _) = transfer.finish().await?;
     Ok((stream, seen))
 }
 

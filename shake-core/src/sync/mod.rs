@@ -74,9 +74,6 @@ pub struct SyncSettings {
     /// How often a cluster source's topology is read for masters that joined or left
     /// (`--topology-interval`; streams showing slots moving prompt a read sooner).
     pub topology_interval: Duration,
-    /// The read-ahead spool of full syncs (memory bound, directory, disk cap), shared by every
-    /// link of the process ([`crate::spool`]).
-    pub spool: Arc<crate::spool::SpoolBudget>,
 }
 
 /// The default of [`SyncSettings::topology_interval`].
