@@ -52,6 +52,21 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// `s` percent-encoded for the user-info part of a `redis://` URL (everything but RFC 3986's
+/// unreserved characters), the inverse of `percent_decode`: config files' user names and
+/// passwords become URLs that `Endpoint::parse` reads back unchanged.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `s` percent-decoded; the error names `what` (the user name, the password), never `s`, so a
 /// password cannot leak through it.
 fn percent_decode(s: &str, what: &str) -> Result<String, String> {

@@ -175,18 +175,6 @@ pub fn load(path: &Path) -> Result<Option<Plan>, String> {
     translate(&lowercase(&doc, "")?).map(Some)
 }
 
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Typed reads of one section, weakly typed as viper is ("true", "5" in quotes are accepted).
 struct Section<'a> {
     name: &'a str,
@@ -273,8 +261,12 @@ impl Section<'_> {
         let password = self.str("password")?.unwrap_or_default();
         let auth = match (user.is_empty(), password.is_empty()) {
             (true, true) => String::new(),
-            (true, false) => format!(":{}@", enc(&password)),
-            (false, _) => format!("{}:{}@", enc(&user), enc(&password)),
+            (true, false) => format!(":{}@", crate::net::percent_encode(&password)),
+            (false, _) => format!(
+                "{}:{}@",
+                crate::net::percent_encode(&user),
+                crate::net::percent_encode(&password)
+            ),
         };
         let scheme = if self.bool("tls")? { "rediss" } else { "redis" };
         Ok(format!("{scheme}://{auth}{addr}"))

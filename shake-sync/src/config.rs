@@ -16,18 +16,6 @@ fn from_user(m: &ArgMatches, id: &str) -> bool {
     )
 }
 
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The URL of a `[source]` or `[target]` table.
 fn url_of(t: &toml::Table, section: &str) -> Result<Option<String>, String> {
     let Some(addr) = t.get("address") else {
@@ -41,8 +29,12 @@ fn url_of(t: &toml::Table, section: &str) -> Result<Option<String>, String> {
     let password = t.get("password").and_then(|v| v.as_str()).unwrap_or("");
     let auth = match (user.is_empty(), password.is_empty()) {
         (true, true) => String::new(),
-        (true, false) => format!(":{}@", enc(password)),
-        (false, _) => format!("{}:{}@", enc(user), enc(password)),
+        (true, false) => format!(":{}@", shake_core::net::percent_encode(password)),
+        (false, _) => format!(
+            "{}:{}@",
+            shake_core::net::percent_encode(user),
+            shake_core::net::percent_encode(password)
+        ),
     };
     Ok(Some(format!(
         "{}://{auth}{addr}",
