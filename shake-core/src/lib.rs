@@ -4,7 +4,7 @@
 //! wiring; everything else lives here, once. Data flows **source → entries → sink**:
 //!
 //! - sources: an RDB file or stream ([`rdb::RdbParser`]), a master's replication link
-//!   ([`repl`], then the command stream cut by [`command`]), SCAN + DUMP of a live server
+//!   ([`repl`], then the command stream cut by [`command`]; or a replica's, [`replica`]), SCAN + DUMP of a live server
 //!   ([`scan`]);
 //! - entries: [`rdb::Item`]s, key headers with raw value bytes or decoded [`rdb::Chunk`]s, DUMP
 //!   payloads ([`scan::Found`]), command-stream frames;
@@ -42,6 +42,7 @@ pub mod rdb;
 pub mod rebuild;
 pub mod redisshake;
 pub mod repl;
+pub mod replica;
 pub mod resp;
 pub mod scan;
 pub mod shard;

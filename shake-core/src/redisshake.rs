@@ -376,7 +376,7 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                     }
                     "prefer_replica" => {
                         if rs.bool(k)? {
-                            out.note(&rs.key(k), "not supported yet (--source-replica is being added); the sync reads the address given");
+                            out.switch("source-replica", &[]);
                         }
                     }
                     "try_diskless" => out.note(&rs.key(k), "the full-sync RDB is applied while it streams and never written to disk, whether the source sends it from disk or diskless (its repl-diskless-sync decides)"),

@@ -68,6 +68,14 @@ struct Args {
     #[arg(long)]
     source_single_node: bool,
 
+    /// Read each source master's stream from one of its replicas (RedisShake's prefer_replica),
+    /// sparing the master the fork of a full sync and one more replica's output buffer: the
+    /// healthy replica (link up, not syncing, same history) furthest ahead. A shard without one
+    /// replicates from its master, with a line saying why. A standalone source's replicas are
+    /// the ones its INFO replication lists
+    #[arg(long)]
+    source_replica: bool,
+
     /// Treat the target as a cluster (default: detect)
     #[arg(long, conflicts_with = "target_standalone")]
     target_cluster: bool,
@@ -387,6 +395,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
             .unwrap_or_else(|| source.address()),
         source,
         source_cluster: args.source_single_node.then_some(false),
+        source_replica: args.source_replica,
         target,
         target_cluster: shake_core::cli::cluster_mode(args.target_cluster, args.target_standalone),
         repl: ReplOptions {

@@ -1,5 +1,6 @@
 //! Cluster topology: whether a server is a cluster node, which master serves which hash slot
-//! (from `CLUSTER SHARDS` on 7.0+, `CLUSTER SLOTS` on older servers), and the list of masters.
+//! (from `CLUSTER SHARDS` on 7.0+, `CLUSTER SLOTS` on older servers), the list of masters, and
+//! each master's replicas (what `--source-replica` chooses from: [`crate::replica`]).
 //!
 //! Node addresses come from the server and are not always usable: a node may announce an empty
 //! host or `?` (it does not know its own address, e.g. behind NAT or with
@@ -25,6 +26,9 @@ pub struct Topology {
     masters: Vec<Endpoint>,
     /// For each slot, an index into `masters`, or `UNASSIGNED`.
     slot_owner: Vec<u16>,
+    /// `replicas[i]`: the replicas the reply listed for `masters[i]` (`CLUSTER SHARDS`: those
+    /// whose `health` is not `fail`; `CLUSTER SLOTS` lists no health).
+    replicas: Vec<Vec<Endpoint>>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -94,29 +98,27 @@ impl Topology {
                 .filter_map(pairs)
                 .find(|n| field(n, "role").and_then(Reply::as_text).as_deref() == Some("master"))
                 .ok_or("CLUSTER SHARDS: a shard with slots has no master")?;
-            let text = |name: &str| field(&master, name).and_then(Reply::as_text);
-            let int = |name: &str| field(&master, name).and_then(Reply::as_int);
-            // `endpoint` honours cluster-preferred-endpoint-type (ip, hostname or "?");
-            // `ip` is the fallback when it is unknown.
-            let host = [text("endpoint"), text("ip")]
-                .into_iter()
-                .flatten()
-                .find(|h| usable_host(h));
-            let port = if asked.tls {
-                int("tls-port").or_else(|| int("port"))
-            } else {
-                int("port").or_else(|| int("tls-port"))
-            };
-            let port = port
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|&p| p != 0)
-                .ok_or("CLUSTER SHARDS: a master has no usable port")?;
-            let node = asked.with_address(host.as_deref().unwrap_or(&asked.host), port);
+            let node =
+                shard_node(&master, asked).ok_or("CLUSTER SHARDS: a master has no usable port")?;
             if slots.len() % 2 != 0 {
                 return Err("CLUSTER SHARDS: odd number of slot bounds".into());
             }
             for range in slots.chunks(2) {
                 b.assign(&node, slot_of(&range[0])?, slot_of(&range[1])?)?;
+            }
+            for n in nodes.iter().filter_map(pairs) {
+                let text = |name: &str| field(&n, name).and_then(Reply::as_text);
+                // A failed replica is left out. `loading` is not: Redis 7.0 says it of any
+                // replica whose offset it last heard as 0, which is every replica of a master
+                // not written to since it synced. The replica's own INFO decides
+                // (crate::replica).
+                if text("role").as_deref() == Some("replica")
+                    && text("health").is_none_or(|h| h != "fail" && h != "failed")
+                {
+                    if let Some(r) = shard_node(&n, asked) {
+                        b.replica(&node, r);
+                    }
+                }
             }
         }
         Ok(b.finish())
@@ -147,6 +149,23 @@ impl Topology {
                 .ok_or("CLUSTER SLOTS: a master has no usable port")?;
             let node = asked.with_address(host.as_deref().unwrap_or(&asked.host), port);
             b.assign(&node, slot_of(&r[0])?, slot_of(&r[1])?)?;
+            // Each further entry is a replica: `[host, port, id, ...]`.
+            for rep in &r[3..] {
+                let Some(rep) = rep.as_array().filter(|m| m.len() >= 2) else {
+                    continue;
+                };
+                let host = rep[0].as_text().filter(|h| usable_host(h));
+                if let Some(port) = rep[1]
+                    .as_int()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|&p| p != 0)
+                {
+                    b.replica(
+                        &node,
+                        asked.with_address(host.as_deref().unwrap_or(&asked.host), port),
+                    );
+                }
+            }
         }
         Ok(b.finish())
     }
@@ -156,6 +175,7 @@ impl Topology {
         Topology {
             masters: vec![node],
             slot_owner: vec![0; SLOTS],
+            replicas: vec![Vec::new()],
         }
     }
 
@@ -173,6 +193,7 @@ impl Topology {
             Some(i) => i,
             None => {
                 self.masters.push(node.clone());
+                self.replicas.push(Vec::new());
                 self.masters.len() - 1
             }
         };
@@ -182,6 +203,17 @@ impl Topology {
     /// The masters serving at least one slot, ordered by their first slot.
     pub fn masters(&self) -> &[Endpoint] {
         &self.masters
+    }
+
+    /// The replicas listed for `master` (by address; none for a node that is not one of
+    /// [`Topology::masters`]).
+    pub fn replicas_of(&self, master: &Endpoint) -> &[Endpoint] {
+        self.masters
+            .iter()
+            .position(|m| m.host == master.host && m.port == master.port)
+            .and_then(|i| self.replicas.get(i))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The master serving `slot`, if any.
@@ -232,6 +264,7 @@ impl Topology {
 struct Builder {
     masters: Vec<Endpoint>,
     slot_owner: Vec<u16>,
+    replicas: Vec<Vec<Endpoint>>,
 }
 
 impl Builder {
@@ -239,6 +272,24 @@ impl Builder {
         Builder {
             masters: Vec::new(),
             slot_owner: vec![UNASSIGNED; SLOTS],
+            replicas: Vec::new(),
+        }
+    }
+
+    /// `replica` replicates `master`, which [`Builder::assign`] has seen.
+    fn replica(&mut self, master: &Endpoint, replica: Endpoint) {
+        if let Some(i) = self
+            .masters
+            .iter()
+            .position(|m| m.host == master.host && m.port == master.port)
+        {
+            let list = &mut self.replicas[i];
+            if !list
+                .iter()
+                .any(|r| r.host == replica.host && r.port == replica.port)
+            {
+                list.push(replica);
+            }
         }
     }
 
@@ -254,6 +305,7 @@ impl Builder {
             Some(i) => i,
             None => {
                 self.masters.push(node.clone());
+                self.replicas.push(Vec::new());
                 self.masters.len() - 1
             }
         };
@@ -288,11 +340,34 @@ impl Builder {
             })
             .collect();
         let masters = order.iter().map(|&i| self.masters[i].clone()).collect();
+        let replicas = order.iter().map(|&i| self.replicas[i].clone()).collect();
         Topology {
             masters,
             slot_owner,
+            replicas,
         }
     }
+}
+
+/// The address of a node of a `CLUSTER SHARDS` shard, with the login of `asked`.
+/// `endpoint` honours cluster-preferred-endpoint-type (ip, hostname or "?"); `ip` is the
+/// fallback when it is unknown, and `asked`'s host when both are.
+fn shard_node(node: &[(String, &Reply)], asked: &Endpoint) -> Option<Endpoint> {
+    let text = |name: &str| field(node, name).and_then(Reply::as_text);
+    let int = |name: &str| field(node, name).and_then(Reply::as_int);
+    let host = [text("endpoint"), text("ip")]
+        .into_iter()
+        .flatten()
+        .find(|h| usable_host(h));
+    let port = if asked.tls {
+        int("tls-port").or_else(|| int("port"))
+    } else {
+        int("port").or_else(|| int("tls-port"))
+    };
+    let port = port
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|&p| p != 0)?;
+    Some(asked.with_address(host.as_deref().unwrap_or(&asked.host), port))
 }
 
 /// A host a client can connect to: not empty, not `?` (unknown endpoint), not `0.0.0.0`.
@@ -436,6 +511,42 @@ mod tests {
         assert_eq!(t.master_for_slot(150), None);
         assert_eq!(t.master_for_slot(16383).unwrap().port, 7003);
         assert_eq!(t.ranges_of(0), vec![(0, 100), (200, 10922)]);
+        let reps: Vec<String> = t
+            .replicas_of(&t.masters()[1])
+            .iter()
+            .map(Endpoint::address)
+            .collect();
+        assert_eq!(reps, ["10.0.0.3:7002"]);
+        assert!(t.replicas_of(&t.masters()[0]).is_empty());
+    }
+
+    #[test]
+    fn shards_leave_out_failed_replicas() {
+        let seed = Endpoint::parse("redis://10.0.0.9:7000").unwrap();
+        let with_health = |port: i64, role: &str, health: &str| {
+            let Reply::Array(mut v) = node("10.0.0.1", "10.0.0.1", port, role) else {
+                unreachable!()
+            };
+            v.push(b("health"));
+            v.push(b(health));
+            Reply::Array(v)
+        };
+        let reply = Reply::Array(vec![shard(
+            &[0, 16383],
+            vec![
+                with_health(7001, "master", "online"),
+                with_health(7002, "replica", "loading"),
+                with_health(7003, "replica", "online"),
+                with_health(7004, "replica", "fail"),
+            ],
+        )]);
+        let t = Topology::from_shards(&reply, &seed).unwrap();
+        let reps: Vec<u16> = t
+            .replicas_of(&t.masters()[0])
+            .iter()
+            .map(|e| e.port)
+            .collect();
+        assert_eq!(reps, [7002, 7003]);
     }
 
     #[test]
@@ -448,13 +559,28 @@ mod tests {
                 Reply::Array(vec![b(host), Reply::Int(port), b("id")]),
             ])
         };
+        let Reply::Array(mut with_replica) = entry(0, 7999, "10.0.0.2", 7002) else {
+            unreachable!()
+        };
+        with_replica.push(Reply::Array(vec![
+            b("10.0.0.3"),
+            Reply::Int(7003),
+            b("id3"),
+        ]));
         let reply = Reply::Array(vec![
             entry(8000, 16383, "", 7001),
-            entry(0, 7999, "10.0.0.2", 7002),
+            Reply::Array(with_replica),
         ]);
         let t = Topology::from_slots(&reply, &seed).unwrap();
         let addrs: Vec<String> = t.masters().iter().map(Endpoint::address).collect();
         assert_eq!(addrs, ["10.0.0.2:7002", "10.0.0.9:7001"]);
+        let reps: Vec<String> = t
+            .replicas_of(&t.masters()[0])
+            .iter()
+            .map(Endpoint::address)
+            .collect();
+        assert_eq!(reps, ["10.0.0.3:7003"]);
+        assert!(t.replicas_of(&t.masters()[1]).is_empty());
         assert_eq!(t.slots_served(), SLOTS);
         assert!(Topology::from_slots(&Reply::Array(vec![entry(5, 99999, "h", 1)]), &seed).is_err());
     }

@@ -52,6 +52,9 @@ pub struct ShardStatus {
     pub name: String,
     /// The source master currently replicated from.
     pub source: String,
+    /// The node the link reads that master's stream from: the master itself, or one of its
+    /// replicas (`--source-replica`); empty before the first session.
+    pub read_from: String,
     pub phase: Phase,
     pub replid: String,
     /// Full-sync RDB bytes received and keys applied (of the current or last full sync).
@@ -91,6 +94,7 @@ impl ShardStatus {
         ShardStatus {
             name: name.to_string(),
             source: source.to_string(),
+            read_from: String::new(),
             phase: Phase::Handshake,
             replid: String::new(),
             rdb_bytes_received: 0,
@@ -250,17 +254,28 @@ impl StatusBoard {
 
     /// One status line per shard, for stderr.
     pub fn lines(&self) -> Vec<String> {
+        // `master via replica` when the link reads from a replica (--source-replica).
+        let from = |s: &ShardStatus| {
+            if s.read_from.is_empty() || s.read_from == s.source {
+                s.source.clone()
+            } else {
+                format!("{} via {}", s.source, s.read_from)
+            }
+        };
         self.snapshot()
             .iter()
             .map(|s| match s.phase {
                 Phase::FullSync => format!(
                     "{} <- {}: full sync, {} RDB bytes received, {} keys applied",
-                    s.name, s.source, s.rdb_bytes_received, s.rdb_keys_applied
+                    s.name,
+                    from(s),
+                    s.rdb_bytes_received,
+                    s.rdb_keys_applied
                 ),
                 _ => format!(
                     "{} <- {}: {}, applied offset {}, lag {} bytes / {} ms, {:.0} ops/s, {} commands, {} errors, {} keys repaired, {} reconnects",
                     s.name,
-                    s.source,
+                    from(s),
                     s.phase.as_str(),
                     s.applied_offset,
                     s.lag_bytes,

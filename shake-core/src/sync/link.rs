@@ -202,14 +202,15 @@ fn unrecorded(spec: &LinkSpec, status: &Status, cause: &str) -> SyncError {
 /// history holds the one this link last streamed (after a failover the new master keeps the old
 /// id as `master_replid2`), whatever slots it owns now — slots move between masters, so a slot
 /// does not name a shard. Without a known history: the seed while it is a master, else whoever
-/// serves the shard's first slot.
+/// serves the shard's first slot. With it, the replicas the same topology read lists for that
+/// master (`None` for a standalone source: its own INFO lists them; see [`crate::replica`]).
 async fn resolve_source(
     spec: &LinkSpec,
     settings: &SyncSettings,
     status: &Status,
-) -> Result<Endpoint, SyncError> {
+) -> Result<(Endpoint, Option<Vec<Endpoint>>), SyncError> {
     let Some(slot) = spec.first_slot else {
-        return Ok(spec.seed.clone());
+        return Ok((spec.seed.clone(), None));
     };
     let known = status.lock().map(|s| s.replid.clone()).unwrap_or_default();
     let mut last = None;
@@ -239,7 +240,7 @@ async fn resolve_source(
                     .iter()
                     .any(|k| info.get(*k) == Some(&known))
                 {
-                    return Ok(m.clone());
+                    return Ok((m.clone(), Some(topo.replicas_of(m).to_vec())));
                 }
             }
         }
@@ -248,7 +249,10 @@ async fn resolve_source(
             .iter()
             .any(|m| m.address() == spec.seed.address())
         {
-            return Ok(spec.seed.clone());
+            return Ok((
+                spec.seed.clone(),
+                Some(topo.replicas_of(&spec.seed).to_vec()),
+            ));
         }
         if let Some(m) = topo.master_for_slot(slot) {
             // A master that left the cluster leaves its first slot to another master, which
@@ -266,7 +270,7 @@ async fn resolve_source(
                     spec.seed.address()
                 )));
             }
-            return Ok(m.clone());
+            return Ok((m.clone(), Some(topo.replicas_of(m).to_vec())));
         }
     }
     Err(SyncError::Target(format!(
@@ -738,7 +742,10 @@ async fn session(
     full_synced: &mut bool,
 ) -> Result<(), SyncError> {
     update(status, |s| s.phase = Phase::Handshake);
-    let source = resolve_source(spec, settings, status).await?;
+    // `source` is the master: the link is its, whichever node the stream is read from, and
+    // everything but the stream itself (offsets for the lag and the handover barrier, slot
+    // ownership, repairs, the checkpoints' history) is asked of it.
+    let (source, replicas) = resolve_source(spec, settings, status).await?;
     update(status, |s| s.source = source.address());
     if let Some(h) = &spec.handover {
         h.set_source(&source);
@@ -788,7 +795,18 @@ async fn session(
         .resume_offset()
         .map(|(replid, offset)| Resume { replid, offset });
 
-    let conn = Connection::connect(&source, &settings.connect)
+    let read_from = if settings.source_replica {
+        choose_reader(spec, settings, status, &source, replicas, resume.as_ref()).await
+    } else {
+        source.clone()
+    };
+    update(status, |s| s.read_from = read_from.address());
+    let via = if read_from.address() == source.address() {
+        source.to_string()
+    } else {
+        format!("{read_from}, a replica of {source}")
+    };
+    let conn = Connection::connect(&read_from, &settings.connect)
         .await
         .map_err(|e| SyncError::Link(e.into()))?;
     let started = start_sync(conn, &settings.repl, resume.as_ref()).await?;
@@ -798,7 +816,7 @@ async fn session(
         SyncStart::Full(transfer) => {
             let Some(replid) = transfer.replid().map(str::to_string) else {
                 return Err(SyncError::Fatal(format!(
-                    "{source} answered with SYNC, without a replication id and offset: shake-sync needs PSYNC (for a renamed PSYNC, name it with --psync-command)"
+                    "{via} answered with SYNC, without a replication id and offset: shake-sync needs PSYNC (for a renamed PSYNC, name it with --psync-command)"
                 )));
             };
             match &resume {
@@ -810,7 +828,7 @@ async fn session(
                         r.replid, r.offset
                     ),
                 ),
-                None => log(settings, &spec.name, &format!("full sync from {source}")),
+                None => log(settings, &spec.name, &format!("full sync from {via}")),
             }
             if let Some(h) = &spec.handover {
                 h.full_sync();
@@ -962,7 +980,7 @@ async fn session(
                 settings,
                 &spec.name,
                 &format!(
-                    "resumed from offset {} in source database {resume_db} (partial resync)",
+                    "resumed from offset {} in source database {resume_db} (partial resync from {via})",
                     stream.offset()
                 ),
             );
@@ -1025,6 +1043,52 @@ async fn session(
         stop,
     )
     .await
+}
+
+/// `--source-replica`: the node this session reads `source`'s stream from (see
+/// [`crate::replica`]), said in one line when it differs from the last session's.
+async fn choose_reader(
+    spec: &LinkSpec,
+    settings: &SyncSettings,
+    status: &Status,
+    source: &Endpoint,
+    replicas: Option<Vec<Endpoint>>,
+    resume: Option<&Resume>,
+) -> Endpoint {
+    let choice =
+        crate::replica::choose(source, replicas.as_deref(), resume, &settings.connect).await;
+    let (node, line) = match choice {
+        crate::replica::Choice::Replica { node, offset } => {
+            let line = format!(
+                "replicating from {}, a replica of the master {} (at offset {offset}; --source-replica)",
+                node.address(),
+                source.address()
+            );
+            (node, line)
+        }
+        crate::replica::Choice::Master { why } => (
+            source.clone(),
+            format!(
+                "no healthy replica ({why}); replicating from the master {}",
+                source.address()
+            ),
+        ),
+        crate::replica::Choice::GivenIsReplica => (
+            source.clone(),
+            format!(
+                "{} is itself a replica: replicating from it as given (--source-replica)",
+                source.address()
+            ),
+        ),
+    };
+    let before = status
+        .lock()
+        .map(|s| s.read_from.clone())
+        .unwrap_or_default();
+    if before != node.address() {
+        log(settings, &spec.name, &line);
+    }
+    node
 }
 
 /// Polls the source's own offset for the lag figures (a separate connection; failures only

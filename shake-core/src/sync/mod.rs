@@ -61,6 +61,9 @@ pub struct SyncSettings {
     /// When a full sync removes the keys of its scope the new snapshot did not hold
     /// ([`prune`]).
     pub prune: prune::PrunePolicy,
+    /// `--source-replica`: each link reads its master's stream from a healthy replica of it
+    /// when there is one ([`crate::replica`]), else from the master, saying so.
+    pub source_replica: bool,
     /// The checkpoint name (per link: plus `/<first slot>` for a cluster source shard).
     pub checkpoint_name: String,
     /// Keep retrying a failing link this long before giving up.
