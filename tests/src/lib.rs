@@ -1174,6 +1174,11 @@ impl Cluster {
         &self.replicas
     }
 
+    /// The replicas, for tests that kill or restart one (same order as [`Cluster::replicas`]).
+    pub fn replicas_mut(&mut self) -> &mut [Server] {
+        &mut self.replicas
+    }
+
     /// The replicas of `masters()[i]`.
     pub fn replicas_of(&self, i: usize) -> &[Server] {
         let r = self.replicas.len() / self.masters.len();

@@ -6,7 +6,9 @@
 //! - `v4_sync_standalone`: `[sync_reader]` → shake-sync with `${VAR}` addresses, mixed-case
 //!   keys, an unknown key, `block_key_prefix`, `block_db`, `block_command`, and the template's
 //!   `[advanced]`/`[module]`; same data as the flags (`--exclude-key`, `--exclude-db`).
-//! - `v4_sync_cluster`: cluster → cluster (`cluster = true` on both sides), equal to the source.
+//! - `v4_sync_cluster`: cluster → cluster (`cluster = true` on both sides), equal to the source;
+//!   `prefer_replica = true` runs as `--source-replica` (masters without replicas are read,
+//!   each saying so).
 //! - `v4_scan_reader_filter`: `[scan_reader]` run through shake-sync's front door (it runs
 //!   shake-rump): `dbs`, `allow_key_prefix`/`allow_key_suffix`, `block_key_suffix`, `allow_db`,
 //!   `rdb_restore_command_behavior = "rewrite"`; same data as shake-rump's flags.
@@ -245,7 +247,7 @@ fn v4_sync_cluster() {
         dir.path(),
         "shake.toml",
         &format!(
-            "[sync_reader]\ncluster = true\naddress = \"127.0.0.1:{}\"\n\n[redis_writer]\ncluster = true\naddress = \"127.0.0.1:{}\"\n{}",
+            "[sync_reader]\ncluster = true\nprefer_replica = true\naddress = \"127.0.0.1:{}\"\n\n[redis_writer]\ncluster = true\naddress = \"127.0.0.1:{}\"\n{}",
             src.masters()[0].port(),
             dst.masters()[1].port(),
             advanced("panic")
@@ -275,6 +277,14 @@ fn v4_sync_cluster() {
         "cluster config run against the source",
     );
     assert_eq!(cluster_snapshot(&dst).keys.len(), 301);
+    // prefer_replica = true is --source-replica: masters without replicas say so and are read.
+    assert_eq!(
+        log.matches("no healthy replica (the master has no replica); replicating from the master")
+            .count(),
+        3,
+        "{log}"
+    );
+    assert!(!log.contains("prefer_replica"), "{log}");
 }
 
 #[test]

@@ -440,3 +440,27 @@ pub fn wait_until(what: &str, limit: Duration, f: &mut dyn FnMut() -> bool) {
     }
     panic!("{what}: not after {limit:?}");
 }
+
+/// Runs shake-check (`source` against `target`, any node of each) until it finds them equal
+/// (exit 0), or fails with its last report after `limit`.
+pub fn check_equal(ctx: &str, source: &str, target: &str, limit: Duration) {
+    let t = Instant::now();
+    let mut last = String::new();
+    while t.elapsed() < limit {
+        let out = Command::new(bin("shake-check"))
+            .args(["--source", source, "--target", target, "-q"])
+            .output()
+            .expect("run shake-check");
+        if out.status.code() == Some(0) {
+            eprintln!(
+                "[{ctx}] shake-check: equal after {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        last = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        sleep(Duration::from_millis(500));
+    }
+    panic!("[{ctx}] shake-check still finds differences after {limit:?}:\n{last}");
+}
