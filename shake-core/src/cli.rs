@@ -296,3 +296,60 @@ pub fn runtime(tool: &str) -> Option<tokio::runtime::Runtime> {
         }
     }
 }
+
+/// `--output FILE|-` and its companions: shake-sync writing a change stream instead of applying
+/// to a target (see `crate::sync::output`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// Write the sync out instead of applying it to a target: the full snapshot, then every
+    /// command of the stream, to FILE or `-` (standard output), resumable (FILE.state holds
+    /// where it ends). Not with --target
+    #[arg(long, value_name = "FILE|-", conflicts_with = "target")]
+    pub output: Option<String>,
+
+    /// With --output: `jsonl` (one JSON object per record, docs/output-formats.md) or `resp`
+    /// (the commands as an AOF holds them: redis-check-aof, redis-cli --pipe)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        default_value = "jsonl",
+        requires = "output"
+    )]
+    pub output_format: String,
+
+    /// With --output: where the resume point is kept (default FILE.state; `-` has none unless
+    /// given, so each start writes a new snapshot)
+    #[arg(long, value_name = "FILE", requires = "output")]
+    pub output_state: Option<PathBuf>,
+
+    /// With --output: when the source cannot continue from the output's end (restarted, backlog
+    /// overrun), append a new snapshot instead of stopping with an error
+    #[arg(long, requires = "output")]
+    pub output_resync: bool,
+}
+
+impl OutputArgs {
+    /// The output's file (`None`: standard output), format and state file; `None` without
+    /// `--output`.
+    pub fn to_parts(
+        &self,
+    ) -> Result<
+        Option<(
+            Option<PathBuf>,
+            crate::sync::output::OutputFormat,
+            Option<PathBuf>,
+        )>,
+        String,
+    > {
+        let Some(o) = &self.output else {
+            return Ok(None);
+        };
+        let path = (o != "-").then(|| PathBuf::from(o));
+        if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err("--output: give a file, or - for standard output".into());
+        }
+        let format = crate::sync::output::OutputFormat::parse(&self.output_format)?;
+        let state = crate::sync::output::state_path(path.as_deref(), self.output_state.clone());
+        Ok(Some((path, format, state)))
+    }
+}

@@ -33,7 +33,7 @@ pub fn create_private(path: &Path) -> Result<File, String> {
 }
 
 /// An exclusive, non-blocking `flock` on `f`: false when another open file description holds it.
-fn try_lock(f: &File) -> std::io::Result<bool> {
+pub(crate) fn try_lock(f: &File) -> std::io::Result<bool> {
     // SAFETY: flock on a file descriptor we own; no memory is involved.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         return Ok(true);

@@ -301,6 +301,47 @@ impl Out {
 
 const NOT_YET: &str = "not supported yet";
 
+/// `[file_writer]` (filepath, type = cmd | aof | json): shake-sync's change stream out,
+/// `--output FILE` with the snapshot and then the command stream, resumable.
+fn file_writer(tool: Tool, t: &toml::Table, out: &mut Out) -> Result<(), String> {
+    let fw = Section {
+        name: "file_writer",
+        t,
+    };
+    if tool != Tool::Sync {
+        return Err("[file_writer] is written by shake-sync from a [sync_reader] source (the snapshot, then the command stream); with [scan_reader] or [rdb_reader], write an RDB file with shake-rump -o or decode one with shake-decode".into());
+    }
+    let path = fw
+        .str("filepath")?
+        .filter(|p| !p.is_empty())
+        .ok_or("[file_writer] has no filepath")?;
+    out.flag("output", path);
+    let kind = fw.str("type")?.unwrap_or_else(|| "cmd".into());
+    match kind.as_str() {
+        "aof" => out.flag("output-format", "resp"),
+        "cmd" => {
+            out.flag("output-format", "resp");
+            out.notes.push("file_writer.type = \"cmd\" is written as RESP (--output-format resp): binary-safe where RedisShake's space-separated text is not; replay it with redis-cli --pipe".into());
+        }
+        "json" => {
+            out.flag("output-format", "jsonl");
+            out.notes.push("file_writer.type = \"json\" is written in shake-sync's JSON lines (--output-format jsonl: a snapshot's keys as shake-decode prints them, then {\"shard\",\"replid\",\"db\",\"offset\",\"argv\"} per command), not RedisShake's {\"DbId\",\"Argv\",...} records".into());
+        }
+        other => {
+            return Err(format!(
+                "file_writer.type = {other:?}: expected cmd, aof or json"
+            ))
+        }
+    }
+    for (k, _) in fw.t {
+        match k.as_str() {
+            "filepath" | "type" => {}
+            other => out.note(&fw.key(other), "not a RedisShake v4 file_writer key"),
+        }
+    }
+    Ok(())
+}
+
 /// The plan for a parsed (lower-cased, substituted) v4 file.
 pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
     let table = |name: &str| -> Result<Option<&toml::Table>, String> {
@@ -466,13 +507,21 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
         [] => return Err("no writer section: add [redis_writer] with the target's address".into()),
         [w] if w.as_str() == "redis_writer" => {}
         [w] if w.as_str() == "file_writer" => {
-            return Err(format!("[file_writer] is {NOT_YET}: the change stream output of shake-sync (--output) is being added; use [redis_writer]"))
+            file_writer(tool, table("file_writer")?.unwrap_or(&EMPTY), &mut out)?;
         }
-        [w] => return Err(format!("[{w}] is not a RedisShake v4 writer: use [redis_writer]")),
+        [w] => {
+            return Err(format!(
+                "[{w}] is not a RedisShake v4 writer: use [redis_writer]"
+            ))
+        }
         _ => {
             return Err(format!(
                 "several writers ({}): give one",
-                writers.iter().map(|w| format!("[{w}]")).collect::<Vec<_>>().join(", ")
+                writers
+                    .iter()
+                    .map(|w| format!("[{w}]"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         }
     }
@@ -480,34 +529,37 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
         name: "redis_writer",
         t: table("redis_writer")?.unwrap_or(&EMPTY),
     };
-    if ws.bool("sentinel")? {
-        return Err(format!("redis_writer.sentinel = true is {NOT_YET}: give the master's own address with sentinel = false (redis-cli -p SENTINEL_PORT SENTINEL get-master-addr-by-name NAME)"));
-    }
-    out.flag("target", ws.url()?);
-    for (k, _) in ws.t {
-        match k.as_str() {
-            "address" | "username" | "password" | "tls" | "sentinel" => {}
-            "master" => {
-                if ws.str(k)?.is_some_and(|m| !m.is_empty()) {
-                    out.note(&ws.key(k), "only used with sentinel = true");
-                }
-            }
-            "cluster" => {
-                // cluster = false: detected (a cluster target is written as a cluster).
-                if ws.bool(k)? {
-                    match tool {
-                        Tool::Sync => out.switch("target-cluster", &["target-standalone"]),
-                        Tool::Rump => out.switch("target-cluster", &["no-target-cluster"]),
-                        Tool::Restore => out.switch("cluster", &["no-cluster"]),
+    // [file_writer] was translated above; the rest of this block reads [redis_writer].
+    if !doc.contains_key("file_writer") {
+        if ws.bool("sentinel")? {
+            return Err(format!("redis_writer.sentinel = true is {NOT_YET}: give the master's own address with sentinel = false (redis-cli -p SENTINEL_PORT SENTINEL get-master-addr-by-name NAME)"));
+        }
+        out.flag("target", ws.url()?);
+        for (k, _) in ws.t {
+            match k.as_str() {
+                "address" | "username" | "password" | "tls" | "sentinel" => {}
+                "master" => {
+                    if ws.str(k)?.is_some_and(|m| !m.is_empty()) {
+                        out.note(&ws.key(k), "only used with sentinel = true");
                     }
                 }
-            }
-            "off_reply" => {
-                if ws.bool(k)? {
-                    out.note(&ws.key(k), "every reply is read: it is how refused writes, conflicts and checkpoints are known; pipelining (pipeline_count_limit) gives the speed");
+                "cluster" => {
+                    // cluster = false: detected (a cluster target is written as a cluster).
+                    if ws.bool(k)? {
+                        match tool {
+                            Tool::Sync => out.switch("target-cluster", &["target-standalone"]),
+                            Tool::Rump => out.switch("target-cluster", &["no-target-cluster"]),
+                            Tool::Restore => out.switch("cluster", &["no-cluster"]),
+                        }
+                    }
                 }
+                "off_reply" => {
+                    if ws.bool(k)? {
+                        out.note(&ws.key(k), "every reply is read: it is how refused writes, conflicts and checkpoints are known; pipelining (pipeline_count_limit) gives the speed");
+                    }
+                }
+                other => out.note(&ws.key(other), "not a RedisShake v4 redis_writer key"),
             }
-            other => out.note(&ws.key(other), "not a RedisShake v4 redis_writer key"),
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use shake_core::cli::{
-    ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs, TargetErrorArgs,
+    ApplyArgs, ConnArgs, FilterArgs, LogArgs, OutputArgs, PreflightArgs, ShardArgs, TargetErrorArgs,
 };
 use shake_core::net::Endpoint;
 use shake_core::observe::status::StatusBoard;
@@ -35,7 +35,7 @@ use shake_core::sync::{self, StreamOptions, SyncSettings};
 #[command(
     name = "shake-sync",
     version,
-    after_help = "Examples:\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379 --preflight   (check, write nothing)\n  shake-sync --source redis://src-node:7000 --target redis://dst-node:7000 --status-addr 127.0.0.1:9121\n  shake-sync --config shake.toml           (a RedisShake v4 shake.toml or v3 sync.toml; flags override it; a\n                                           [scan_reader] or [rdb_reader] file runs shake-rump or shake-restore)"
+    after_help = "Examples:\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379\n  shake-sync --source redis://10.0.0.1:6379 --target redis://10.0.0.2:6379 --preflight   (check, write nothing)\n  shake-sync --source redis://src-node:7000 --target redis://dst-node:7000 --status-addr 127.0.0.1:9121\n  shake-sync --source redis://10.0.0.1:6379 --output - | kcat -P -b kafka:9092 -t redis-changes   (a change feed)\n  shake-sync --source redis://10.0.0.1:6379 --output changes.aof --output-format resp   (resumable; state in changes.aof.state)\n  shake-sync --config shake.toml           (a RedisShake v4 shake.toml or v3 sync.toml; flags override it; a\n                                           [scan_reader] or [rdb_reader] file runs shake-rump or shake-restore)"
 )]
 struct Args {
     /// Source URL: redis://[[user]:password@]host[:port], rediss:// for TLS; any node of a
@@ -53,9 +53,13 @@ struct Args {
         long,
         env = "SHAKE_TARGET",
         value_name = "URL",
-        required_unless_present = "config"
+        required_unless_present_any = ["config", "output"]
     )]
     target: Option<String>,
+
+    // --output FILE|- instead of a target: the change stream out (docs/shake-sync.md).
+    #[command(flatten)]
+    output: OutputArgs,
 
     /// A RedisShake v4 shake.toml (or v3 sync.toml), read unchanged: every key is used or
     /// reported once as ignored; flags given on the command line win over it. A v4 file whose
@@ -197,6 +201,25 @@ fn main() -> ExitCode {
             }
         }
     }
+    match output_settings(&args) {
+        Ok(Some(o)) => {
+            if args.preflight.preflight {
+                eprintln!("shake-sync: --preflight checks a target; with --output there is none");
+                return ExitCode::from(2);
+            }
+            let Some(runtime) = shake_core::cli::runtime("shake-sync") else {
+                return ExitCode::from(1);
+            };
+            let code = runtime.block_on(run_output(o, args.status_addr.clone()));
+            runtime.shutdown_timeout(Duration::from_secs(2));
+            return code;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("shake-sync: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let settings = match settings(&args) {
         Ok(s) => s,
         Err(e) => {
@@ -214,6 +237,103 @@ fn main() -> ExitCode {
     let code = runtime.block_on(run(settings));
     runtime.shutdown_timeout(Duration::from_secs(2));
     code
+}
+
+/// The settings of `--output`, `None` without it.
+fn output_settings(args: &Args) -> Result<Option<sync::output::OutputSettings>, String> {
+    let Some((path, format, state)) = args.output.to_parts()? else {
+        return Ok(None);
+    };
+    let source_url = args
+        .source
+        .as_deref()
+        .ok_or("--source is required (or a config file with [source] address)")?;
+    let source = Endpoint::parse(source_url)
+        .map_err(|e| format!("--source: {e}"))?
+        .password_from_env("SHAKE_SOURCE_PASSWORD");
+    let filter = args.filter.to_filter()?;
+    if !filter.is_everything() || !args.apply.db_map.is_empty() {
+        return Err("--output writes the whole source: --db, --key, --key-regex, --type and --db-map are not applied to it (filter the records downstream)".into());
+    }
+    if args.flush_target || !args.shard.to_shard()?.is_whole() {
+        return Err("--flush-target and --shard have no meaning with --output".into());
+    }
+    let connect = args.conn.to_options();
+    Ok(Some(sync::output::OutputSettings {
+        name: args
+            .checkpoint_name
+            .clone()
+            .unwrap_or_else(|| source.address()),
+        source,
+        source_cluster: args.source_single_node.then_some(false),
+        repl: ReplOptions {
+            psync_command: args.psync_command.clone(),
+            verify: false,
+            idle_timeout: connect
+                .reply_timeout
+                .unwrap_or(Duration::from_secs(60))
+                .max(Duration::from_secs(30)),
+            ..ReplOptions::default()
+        },
+        connect,
+        path,
+        format,
+        state,
+        resync: args.output.output_resync,
+        retry_for: Duration::from_secs(args.retry_for),
+        quiet: args.log.quiet,
+        relaxed_version: args.relaxed_version,
+        forward_publish: args.forward_publish,
+        exclude_commands: args
+            .exclude_command
+            .iter()
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
+    }))
+}
+
+/// `--output`: the change stream out, until SIGINT/SIGTERM or a failure.
+async fn run_output(o: sync::output::OutputSettings, status_addr: Option<String>) -> ExitCode {
+    let board = StatusBoard::default();
+    if let Some(a) = status_addr {
+        let addr = match parse_status_addr(&a) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("shake-sync: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = shake_core::observe::status::serve(addr, board.clone()).await {
+            eprintln!("shake-sync: cannot serve status on {addr}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!(
+            "shake-sync: stopping: writing what is complete and recording where the output ends"
+        );
+        let _ = stop_tx.send(true);
+    });
+    match sync::output::run(o, board, stop_rx).await {
+        Ok(summary) => {
+            for s in &summary.shards {
+                eprintln!(
+                    "shake-sync: {} stopped at offset {} ({} commands written, {} snapshots, {} partial resyncs, {} reconnects) after {:.1}s",
+                    s.name, s.applied_offset, s.commands_applied, s.full_syncs, s.partial_syncs, s.reconnects, summary.seconds
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shake-sync: {e}");
+            match e {
+                sync::SyncError::Unrecorded(_) => ExitCode::from(3),
+                _ => ExitCode::from(1),
+            }
+        }
+    }
 }
 
 async fn run(settings: SyncSettings) -> ExitCode {

@@ -32,8 +32,8 @@ use crate::resp::Reply;
 
 /// Most arguments and largest argument accepted in one command of the stream (Redis's own
 /// limits: 1M... arguments per multibulk is not capped by Redis, 512 MiB per bulk by default).
-const MAX_ARGS: usize = 1 << 24;
-const MAX_BULK: usize = 1 << 30;
+pub(crate) const MAX_ARGS: usize = 1 << 24;
+pub(crate) const MAX_BULK: usize = 1 << 30;
 
 /// A session that ran this long before failing resets the retry budget.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
@@ -76,9 +76,9 @@ pub enum Flush {
     Shared { flushed_at_start: bool },
 }
 
-type Status = Arc<Mutex<ShardStatus>>;
+pub(crate) type Status = Arc<Mutex<ShardStatus>>;
 
-fn update(status: &Status, f: impl FnOnce(&mut ShardStatus)) {
+pub(crate) fn update(status: &Status, f: impl FnOnce(&mut ShardStatus)) {
     if let Ok(mut s) = status.lock() {
         f(&mut s);
     }
@@ -101,8 +101,7 @@ pub async fn run_link(
     status: Status,
     stop: watch::Receiver<bool>,
 ) -> Result<(), SyncError> {
-    let mut backoff = Backoff::new(u32::MAX, Duration::from_millis(200), Duration::from_secs(5));
-    let mut failing_since: Option<Instant> = None;
+    let mut retry = Retry::new();
     let mut full_synced = false;
     loop {
         let started = Instant::now();
@@ -124,6 +123,56 @@ pub async fn run_link(
                 e => e,
             });
         }
+        let again = RetryLog {
+            name: &spec.name,
+            quiet: settings.quiet,
+            resume_from: "the target's checkpoint",
+        };
+        if !retry
+            .after(e, started, &status, &stop, settings.retry_for, again)
+            .await?
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// How a failed session is named in the log, for [`Retry::after`].
+pub(crate) struct RetryLog<'a> {
+    pub name: &'a str,
+    pub quiet: bool,
+    /// Where the next session starts from ("the target's checkpoint").
+    pub resume_from: &'a str,
+}
+
+/// The retry policy of a link's sessions, shared by every kind of link (onto a target, or into
+/// an output: [`super::output`]): which faults are retried, the backoff between attempts, and
+/// `--retry-for`, the longest a link keeps failing before it gives up.
+pub(crate) struct Retry {
+    backoff: Backoff,
+    failing_since: Option<Instant>,
+}
+
+impl Retry {
+    pub(crate) fn new() -> Retry {
+        Retry {
+            backoff: Backoff::new(u32::MAX, Duration::from_millis(200), Duration::from_secs(5)),
+            failing_since: None,
+        }
+    }
+
+    /// After a session that began at `started` failed with `e`: waits the backoff and returns
+    /// true (start the next session), false when a stop came meanwhile, or the error when no
+    /// retry cures it or the link has failed for `retry_for`.
+    pub(crate) async fn after(
+        &mut self,
+        e: SyncError,
+        started: Instant,
+        status: &Status,
+        stop: &watch::Receiver<bool>,
+        retry_for: Duration,
+        who: RetryLog<'_>,
+    ) -> Result<bool, SyncError> {
         // A password refused once the link has worked (rotated under a running sync) may be
         // put back: retried like a lost link. At the first start it is a mistake to fix.
         let worked = status
@@ -135,35 +184,34 @@ pub async fn run_link(
             return Err(e);
         }
         if started.elapsed() >= HEALTHY_SESSION {
-            failing_since = None;
-            backoff.reset();
+            self.failing_since = None;
+            self.backoff.reset();
         }
-        let since = *failing_since.get_or_insert(started);
-        if since.elapsed() >= settings.retry_for {
+        let since = *self.failing_since.get_or_insert(started);
+        if since.elapsed() >= retry_for {
             return Err(SyncError::Fatal(format!(
                 "{}: giving up after {}s of failed attempts: {e}",
-                spec.name,
+                who.name,
                 since.elapsed().as_secs()
             )));
         }
-        let delay = backoff.next_delay().unwrap_or(Duration::from_secs(5));
-        update(&status, |s| {
+        let delay = self.backoff.next_delay().unwrap_or(Duration::from_secs(5));
+        update(status, |s| {
             s.phase = Phase::Reconnecting;
             s.reconnects += 1;
             s.last_error = Some(e.to_string());
         });
-        let left = settings.retry_for.saturating_sub(since.elapsed()).as_secs();
-        log(
-            &settings,
-            &spec.name,
-            &format!(
-                "{e}; starting again from the target's checkpoint in {delay:?} (retrying for {left}s more)"
-            ),
-        );
+        let left = retry_for.saturating_sub(since.elapsed()).as_secs();
+        if !who.quiet {
+            eprintln!(
+                "shake-sync: {}: {e}; starting again from {} in {delay:?} (retrying for {left}s more)",
+                who.name, who.resume_from
+            );
+        }
         let mut st = stop.clone();
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = st.wait_for(|v| *v) => return Ok(()),
+            _ = tokio::time::sleep(delay) => Ok(true),
+            _ = st.wait_for(|v| *v) => Ok(false),
         }
     }
 }
@@ -171,7 +219,7 @@ pub async fn run_link(
 /// Runs a session; once a stop is asked for, gives it [`STOP_GRACE`] to drain and record the
 /// checkpoint, then drops it (its connections close; what the target did not commit is sent
 /// again by the next start, from the checkpoint it did commit).
-async fn within_stop_grace(
+pub(crate) async fn within_stop_grace(
     session: impl std::future::Future<Output = Result<(), SyncError>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SyncError> {
@@ -204,9 +252,9 @@ fn unrecorded(spec: &LinkSpec, status: &Status, cause: &str) -> SyncError {
 /// does not name a shard. Without a known history: the seed while it is a master, else whoever
 /// serves the shard's first slot. With it, the replicas the same topology read lists for that
 /// master (`None` for a standalone source: its own INFO lists them; see [`crate::replica`]).
-async fn resolve_source(
+pub(crate) async fn resolve_source(
     spec: &LinkSpec,
-    settings: &SyncSettings,
+    connect: &crate::net::ConnectOptions,
     status: &Status,
 ) -> Result<(Endpoint, Option<Vec<Endpoint>>), SyncError> {
     let Some(slot) = spec.first_slot else {
@@ -215,7 +263,7 @@ async fn resolve_source(
     let known = status.lock().map(|s| s.replid.clone()).unwrap_or_default();
     let mut last = None;
     for node in std::iter::once(&spec.seed).chain(spec.source_nodes.iter()) {
-        let topo = match Connection::connect(node, &settings.connect).await {
+        let topo = match Connection::connect(node, connect).await {
             Ok(mut conn) => match Topology::fetch(&mut conn).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -230,7 +278,7 @@ async fn resolve_source(
         };
         if !known.is_empty() && known != "?" {
             for m in topo.masters() {
-                let Ok(mut c) = Connection::connect(m, &settings.connect).await else {
+                let Ok(mut c) = Connection::connect(m, connect).await else {
                     continue;
                 };
                 let Ok(info) = c.info("replication").await else {
@@ -484,10 +532,94 @@ async fn source_databases(
 }
 
 /// The blocking reader the RDB parser pulls from, fed with the transfer's chunks.
-struct ChunkReader {
+pub(crate) struct ChunkReader {
     rx: mpsc::Receiver<Bytes>,
     cur: Bytes,
     applied: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ChunkReader {
+    /// A reader and the sender [`pump_transfer`] feeds it through; `applied` counts the bytes
+    /// the parser has taken.
+    pub(crate) fn new(
+        applied: Arc<std::sync::atomic::AtomicU64>,
+    ) -> (ChunkReader, mpsc::Sender<Bytes>) {
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        (
+            ChunkReader {
+                rx,
+                cur: Bytes::new(),
+                applied,
+            },
+            tx,
+        )
+    }
+}
+
+/// Feeds a full-sync transfer to `consume` (a future that parses the RDB from the
+/// [`ChunkReader`] behind `tx` and yields its result and the RDB's length), counting the bytes in
+/// `status` and calling `figures` every [`STATUS_EVERY`] meanwhile. When the parser has read the
+/// whole RDB, the transfer's own end is checked (the end mark of a diskless transfer must follow
+/// at once), so the command stream can follow. A failure of the transfer is the `Err`; the
+/// parser's own result comes back as it was.
+pub(crate) async fn pump_transfer<T, E>(
+    transfer: &mut Transfer,
+    status: &Status,
+    tx: mpsc::Sender<Bytes>,
+    applied_bytes: &std::sync::atomic::AtomicU64,
+    consume: impl std::future::Future<Output = Result<(T, u64), E>>,
+    mut figures: impl FnMut(),
+) -> Result<Result<(T, u64), E>, SyncError> {
+    let diskless = transfer.is_diskless();
+    let pump = async {
+        let r = async {
+            while let Some(chunk) = transfer.next_chunk().await? {
+                let n = chunk.len() as u64;
+                let applied = applied_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                update(status, |s| {
+                    s.rdb_bytes_received += n;
+                    s.rdb_bytes_applied = applied;
+                });
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), crate::repl::ReplError>(())
+        }
+        .await;
+        drop(tx);
+        r
+    };
+    let mut pump = Box::pin(pump);
+    let mut consume = Box::pin(consume);
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    let mut pumped = false;
+    let consumed = loop {
+        tokio::select! {
+            p = &mut pump, if !pumped => {
+                p?;
+                pumped = true;
+            }
+            a = &mut consume => break a,
+            _ = tick.tick() => figures(),
+        }
+    };
+    drop(consume);
+    if !pumped {
+        match (&consumed, diskless) {
+            // The RDB ended (its parser read the checksum) before the transfer's end mark was
+            // seen: the mark must follow at once. Waiting for it would only time out.
+            (Ok((_, rdb_len)), true) => {
+                drop(pump);
+                transfer.expect_end_mark(*rdb_len).await?;
+            }
+            (Ok(_), false) => pump.await?,
+            (Err(_), _) => drop(pump),
+        }
+    } else {
+        drop(pump);
+    }
+    Ok(consumed)
 }
 
 impl Read for ChunkReader {
@@ -533,13 +665,8 @@ async fn full_sync(
         .await
         .map_err(SyncError::from_apply)?;
     let popts = prepared.apply.parser_options(settings.relaxed_version);
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
     let applied_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = ChunkReader {
-        rx,
-        cur: Bytes::new(),
-        applied: applied_bytes.clone(),
-    };
+    let (reader, tx) = ChunkReader::new(applied_bytes.clone());
     let progress = Progress::new(
         "shake-sync",
         transfer.size(),
@@ -548,27 +675,7 @@ async fn full_sync(
     );
     let mut exec = Exec::new(&mut target, &prepared.apply);
     exec.source = format!("the source (link {})", spec.name);
-    let diskless = transfer.is_diskless();
     exec.seen = seen;
-    let pump = async {
-        let r = async {
-            while let Some(chunk) = transfer.next_chunk().await? {
-                let n = chunk.len() as u64;
-                let applied = applied_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                update(status, |s| {
-                    s.rdb_bytes_received += n;
-                    s.rdb_bytes_applied = applied;
-                });
-                if tx.send(chunk).await.is_err() {
-                    break;
-                }
-            }
-            Ok::<(), crate::repl::ReplError>(())
-        }
-        .await;
-        drop(tx);
-        r
-    };
     // The figures of /status move while the RDB is applied, not only at its end: a throttled
     // (--qps) or large full sync takes minutes.
     let keys = exec.written_counter();
@@ -582,41 +689,8 @@ async fn full_sync(
             s.rdb_keys_applied = written;
         });
     };
-    let mut pump = Box::pin(pump);
-    let mut apply = Box::pin(apply_rdb(
-        &mut exec,
-        Box::new(reader),
-        &prepared,
-        &popts,
-        progress,
-    ));
-    let mut tick = tokio::time::interval(STATUS_EVERY);
-    let mut pumped = false;
-    let applied = loop {
-        tokio::select! {
-            p = &mut pump, if !pumped => {
-                p?;
-                pumped = true;
-            }
-            a = &mut apply => break a,
-            _ = tick.tick() => figures(),
-        }
-    };
-    drop(apply);
-    if !pumped {
-        match (&applied, diskless) {
-            // The RDB ended (its parser read the checksum) before the transfer's end mark was
-            // seen: the mark must follow at once. Waiting for it would only time out.
-            (Ok((_, rdb_len)), true) => {
-                drop(pump);
-                transfer.expect_end_mark(*rdb_len).await?;
-            }
-            (Ok(_), false) => pump.await?,
-            (Err(_), _) => drop(pump),
-        }
-    } else {
-        drop(pump);
-    }
+    let apply = apply_rdb(&mut exec, Box::new(reader), &prepared, &popts, progress);
+    let applied = pump_transfer(&mut transfer, status, tx, &applied_bytes, apply, figures).await?;
     let (plan, bytes) = applied.map_err(SyncError::from_apply)?;
     exec.finish().await.map_err(SyncError::from_apply)?;
     let seen = exec.seen.take();
@@ -745,7 +819,7 @@ async fn session(
     // `source` is the master: the link is its, whichever node the stream is read from, and
     // everything but the stream itself (offsets for the lag and the handover barrier, slot
     // ownership, repairs, the checkpoints' history) is asked of it.
-    let (source, replicas) = resolve_source(spec, settings, status).await?;
+    let (source, replicas) = resolve_source(spec, &settings.connect, status).await?;
     update(status, |s| s.source = source.address());
     if let Some(h) = &spec.handover {
         h.set_source(&source);

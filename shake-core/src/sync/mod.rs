@@ -9,6 +9,8 @@
 //! - [`prune`]: after a fallback full sync, removing the keys the source deleted;
 //! - [`link`]: one replication link (one source master): connect, resume or full sync, stream,
 //!   and start over from the checkpoint after any fault;
+//! - [`output`]: `--output`: the sync written out as a change stream (JSON lines or RESP)
+//!   instead of applied to a target, resumable from its state file;
 //! - [`members`]: the set of links while the sync runs: a link for a master that joins the
 //!   source cluster, the end of one whose master left;
 //! - this module: the whole sync, one link per source master at the start, status, stopping.
@@ -21,6 +23,7 @@ pub mod checkpoint;
 pub mod handover;
 pub mod link;
 pub mod members;
+pub mod output;
 pub mod prune;
 pub mod repair;
 pub mod stream;
