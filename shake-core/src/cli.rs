@@ -328,19 +328,17 @@ pub struct OutputArgs {
     pub output_resync: bool,
 }
 
+/// The output's file (`None`: standard output), its format and its state file.
+pub type OutputParts = (
+    Option<PathBuf>,
+    crate::sync::output::OutputFormat,
+    Option<PathBuf>,
+);
+
 impl OutputArgs {
     /// The output's file (`None`: standard output), format and state file; `None` without
     /// `--output`.
-    pub fn to_parts(
-        &self,
-    ) -> Result<
-        Option<(
-            Option<PathBuf>,
-            crate::sync::output::OutputFormat,
-            Option<PathBuf>,
-        )>,
-        String,
-    > {
+    pub fn to_parts(&self) -> Result<Option<OutputParts>, String> {
         let Some(o) = &self.output else {
             return Ok(None);
         };

@@ -15,6 +15,8 @@
 //! - `v4_scan_ksn_follows`: `ksn = true` → `--follow`: a write after the scan arrives.
 //! - `v4_rdb_reader_skip`: `[rdb_reader]` with `rdb_restore_command_behavior = "skip"` over a
 //!   target holding a conflicting key; same data as shake-restore's flags (the key kept).
+//! - `v4_file_writer_aof`: `[file_writer]` with `type = "aof"` → `shake-sync --output FILE
+//!   --output-format resp`; the file replayed with `redis-cli --pipe` equals the source.
 //! - `v4_refusals`: an unset `${VAR}`, `allow_command`, `sentinel = true`, `sync_aof = false`
 //!   each stop with exit 2 and a line naming the key; nothing is written.
 
@@ -508,4 +510,38 @@ fn v4_refusals() {
         assert_eq!(log.lines().count(), 1, "one line:\n{log}");
     }
     assert!(keys(&dst, 0).is_empty(), "nothing was written");
+}
+
+#[test]
+fn v4_file_writer_aof() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let src = Server::start(FLAVOR);
+    set(&src, 0, &[("a", "1"), ("b", "2")]);
+    set(&src, 1, &[("c", "3")]);
+    let dir = tempfile::tempdir().unwrap();
+    let aof = dir.path().join("out.aof");
+    let text = format!(
+        "[sync_reader]\naddress = \"127.0.0.1:{}\"\n[file_writer]\nfilepath = \"{}\"\ntype = \"aof\"\nunknown_key = 1\n",
+        src.port(),
+        aof.display()
+    );
+    let file = write(dir.path(), "file.toml", &text);
+    let mut sync = Sync::start_args(&["--config", &file], &[]);
+    sync.wait_incremental(Duration::from_secs(20));
+    set(&src, 2, &[("after", "x")]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_noted_once(&log, &["file_writer.unknown_key"]);
+    assert_not_noted(&log, &["file_writer.filepath", "file_writer.type"]);
+    let dst = Server::start(FLAVOR);
+    let out = std::process::Command::new(shake_tests::redis_cli())
+        .args(["-p", &dst.port().to_string(), "--pipe"])
+        .stdin(std::fs::File::open(&aof).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_equal(&src.url(), &dst.url(), "[file_writer] type = aof replayed");
 }

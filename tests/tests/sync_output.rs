@@ -83,7 +83,11 @@ impl Run {
                 assert_eq!(st.code(), Some(0), "shake-sync exit:\n{log}");
                 return log;
             }
-            assert!(t.elapsed() < Duration::from_secs(20), "no stop:\n{}", self.stderr());
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no stop:\n{}",
+                self.stderr()
+            );
             sleep(Duration::from_millis(20));
         }
     }
@@ -175,7 +179,10 @@ fn two_runs(src: &Server, args: &[&str], stdout: Option<&Path>) {
     writes(src, "r2");
     sleep(Duration::from_millis(300));
     let log2 = b.stop();
-    assert!(log.contains("resumed from offset"), "no partial resync:\n{log2}");
+    assert!(
+        log.contains("resumed from offset"),
+        "no partial resync:\n{log2}"
+    );
 }
 
 fn str_of(v: &serde_json::Value) -> String {
@@ -282,7 +289,10 @@ fn jsonl_file_resumes_without_duplicates_and_replays_equal() {
     assert!(records >= 30, "{records} records:\n{text}");
     assert_eq!(text.matches("snapshot-begin").count(), 1, "{text}");
     let state = std::fs::read_to_string(format!("{f}.state")).expect("state");
-    assert!(state.contains(&format!(" {last} ")), "{state}\nlast offset {last}");
+    assert!(
+        state.contains(&format!(" {last} ")),
+        "{state}\nlast offset {last}"
+    );
     let dst = Server::start(Flavor::Redis70);
     replay_jsonl(&text, &dst);
     check_equal(&src, &dst);
@@ -297,7 +307,14 @@ fn resp_file_is_an_aof_that_replays_equal() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("changes.aof");
     let f = file.to_str().expect("path");
-    let args = ["--source", &src.url(), "--output", f, "--output-format", "resp"];
+    let args = [
+        "--source",
+        &src.url(),
+        "--output",
+        f,
+        "--output-format",
+        "resp",
+    ];
     two_runs(&src, &args, None);
     let check = Command::new("redis-check-aof")
         .arg(&file)
