@@ -258,6 +258,9 @@ fn output_settings(args: &Args) -> Result<Option<sync::output::OutputSettings>, 
     if args.flush_target || !args.shard.to_shard()?.is_whole() {
         return Err("--flush-target and --shard have no meaning with --output".into());
     }
+    if args.source_replica {
+        return Err("--source-replica with --output: not supported yet; --output reads each master's own stream".into());
+    }
     let connect = args.conn.to_options();
     Ok(Some(sync::output::OutputSettings {
         name: args
