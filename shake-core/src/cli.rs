@@ -61,6 +61,23 @@ impl FilterArgs {
     }
 }
 
+/// `--rename-prefix OLD=NEW`: the name a source key gets on the target (see `crate::rename`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RenameArgs {
+    /// Give keys starting with OLD the prefix NEW instead on the target (repeatable; the longest
+    /// matching OLD wins; `OLD=` strips OLD, `=NEW` prefixes every key). Every key of the
+    /// snapshot and every key position of every command is renamed, the cluster slot follows
+    /// the new name; --key/--key-regex/--exclude-key judge the source name
+    #[arg(long = "rename-prefix", value_name = "OLD=NEW")]
+    pub rename_prefix: Vec<String>,
+}
+
+impl RenameArgs {
+    pub fn to_rename(&self) -> Result<crate::rename::Rename, String> {
+        crate::rename::Rename::parse(&self.rename_prefix)
+    }
+}
+
 /// `--on-target-error`: what a live copy (shake-sync, shake-rump --follow) does when the target
 /// refuses a write the source made.
 #[derive(Args, Debug, Clone)]

@@ -19,7 +19,7 @@
 //! [`rebuild`], RESP in [`resp`], URLs/TLS/AUTH/backoff in [`net`], slot hashing in
 //! [`client::slot_of`], topology in [`client::topology`], redirects and retries in
 //! [`client::Target`], checkpoints in [`sync::checkpoint`], the stream's treatment in
-//! [`sync::stream`], filters in [`filter`] and [`glob`], shards in [`shard`], the shared flag
+//! [`sync::stream`], filters in [`filter`] and [`glob`], `--rename-prefix` in [`rename`], shards in [`shard`], the shared flag
 //! groups in [`cli`], progress and `/metrics` in [`observe`], preflight thresholds in
 //! [`preflight::verdict`], output files in [`part_file`], doubles and quoting in [`text`].
 //! `docs/architecture.md` in the repository has the full map.
@@ -41,6 +41,7 @@ pub mod preflight;
 pub mod rdb;
 pub mod rebuild;
 pub mod redisshake;
+pub mod rename;
 pub mod repl;
 pub mod replica;
 pub mod resp;

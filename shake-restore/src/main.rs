@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use shake_core::apply::{self, RestoreInput, RestoreSettings};
-use shake_core::cli::{cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs};
+use shake_core::cli::{
+    cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, RenameArgs,
+};
 use shake_core::net::Endpoint;
 use shake_core::preflight::Preflight;
 
@@ -55,6 +57,9 @@ struct Args {
 
     #[command(flatten)]
     filter: FilterArgs,
+
+    #[command(flatten)]
+    rename: RenameArgs,
 
     /// Skip the checksum pass that files get before anything is written
     #[arg(long)]
@@ -142,7 +147,10 @@ fn settings(args: &Args) -> Result<RestoreSettings, String> {
         cluster: cluster_mode(args.cluster, args.no_cluster),
         connect: args.conn.to_options(),
         inputs,
-        apply: args.apply.to_options(args.filter.to_filter()?)?,
+        apply: shake_core::apply::ApplyOptions {
+            rename: args.rename.to_rename()?,
+            ..args.apply.to_options(args.filter.to_filter()?)?
+        },
         pipeline: args.apply.pipeline.max(1),
         verify_first: !args.no_verify_first,
         relaxed_version: args.relaxed_version,

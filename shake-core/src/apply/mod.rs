@@ -195,6 +195,8 @@ pub struct ApplyOptions {
     /// Check every compact encoding (listpack, ziplist, intset) of a value before its raw bytes
     /// go to the target, as deeply as the servers' own sanitizer (`ParserOptions::verify_values`).
     pub verify_values: bool,
+    /// `--rename-prefix`: the name each admitted key gets on the target.
+    pub rename: crate::rename::Rename,
 }
 
 impl Default for ApplyOptions {
@@ -210,6 +212,7 @@ impl Default for ApplyOptions {
             field_ttls: FieldTtlPolicy::Refuse,
             qps: 0,
             verify_values: true,
+            rename: crate::rename::Rename::default(),
         }
     }
 }

@@ -130,22 +130,34 @@ impl<'a> Planner<'a> {
     }
 
     /// Counts a key and decides whether it is written: the target database, or `None` when the
-    /// database map, the filters or an expired TTL leave it out (counted).
-    fn admit(&mut self, k: &KeyHeader) -> Option<u64> {
+    /// database map, the filters or an expired TTL leave it out (counted). An admitted key gets
+    /// its target name (`--rename-prefix`; the filters judged the source name).
+    fn admit(&mut self, k: &mut KeyHeader) -> Result<Option<u64>, ApplyError> {
         self.stats.keys += 1;
         let Some(db) = self.opts.db_map.map(k.db) else {
             self.stats.filtered += 1;
-            return None;
+            return Ok(None);
         };
         if !self.opts.filter.matches(k.db, &k.key, k.value_type) {
             self.stats.filtered += 1;
-            return None;
+            return Ok(None);
         }
         if k.expire_at_ms.is_some_and(|t| t <= self.now_ms) {
             self.stats.expired += 1;
-            return None;
+            return Ok(None);
         }
-        Some(db)
+        self.rename(&mut k.key)?;
+        Ok(Some(db))
+    }
+
+    /// Gives `key` its target name (`--rename-prefix`).
+    fn rename(&self, key: &mut Vec<u8>) -> Result<(), ApplyError> {
+        if let std::borrow::Cow::Owned(n) =
+            self.opts.rename.key(key).map_err(ApplyError::Unsupported)?
+        {
+            *key = n;
+        }
+        Ok(())
     }
 
     /// Plans one value that arrives as a DUMP payload (SCAN + DUMP sources) instead of from an
@@ -188,7 +200,7 @@ impl<'a> Planner<'a> {
                 format!("RDB type {rdb_type} is unknown to RDB version {stamp}"),
             ));
         };
-        let k = KeyHeader {
+        let mut k = KeyHeader {
             db,
             key,
             rdb_type,
@@ -199,7 +211,7 @@ impl<'a> Planner<'a> {
             offset: 0,
             meta: Vec::new(),
         };
-        let Some(db) = self.admit(&k) else {
+        let Some(db) = self.admit(&mut k)? else {
             return Ok(());
         };
         let loadable = loads_raw(&self.target, header, rdb_type);
@@ -256,8 +268,8 @@ impl<'a> Planner<'a> {
         key: Vec<u8>,
         len: u64,
         expire_at_ms: Option<i64>,
-    ) -> Option<StringBuild> {
-        let k = KeyHeader {
+    ) -> Result<Option<StringBuild>, ApplyError> {
+        let mut k = KeyHeader {
             db,
             key,
             rdb_type: t::STRING,
@@ -268,14 +280,16 @@ impl<'a> Planner<'a> {
             offset: 0,
             meta: Vec::new(),
         };
-        let db = self.admit(&k)?;
+        let Some(db) = self.admit(&mut k)? else {
+            return Ok(None);
+        };
         let cmds = Commands::new(db, &k, self.opts, &self.target, self.now_ms);
-        Some(StringBuild {
+        Ok(Some(StringBuild {
             k,
             cmds,
             offset: 0,
             len,
-        })
+        }))
     }
 
     /// The next part of a string begun with [`Planner::begin_string`], in order.
@@ -322,23 +336,26 @@ impl<'a> Planner<'a> {
     /// Plans the deletion of a key that is gone from the source (shake-rump --follow): `None`
     /// when the database map or the key filters leave it out. The type of a deleted key is no
     /// longer known, so `--type` filters do not apply.
-    pub fn plan_delete(&mut self, db: u64, key: Vec<u8>) -> Option<Work> {
+    pub fn plan_delete(&mut self, db: u64, mut key: Vec<u8>) -> Result<Option<Work>, ApplyError> {
         let f = &self.opts.filter;
         if !f.db_allowed(db) || !f.key_allowed(&key) {
-            return None;
+            return Ok(None);
         }
-        let db = self.opts.db_map.map(db)?;
-        Some(Work::Delete { db, key })
+        let Some(db) = self.opts.db_map.map(db) else {
+            return Ok(None);
+        };
+        self.rename(&mut key)?;
+        Ok(Some(Work::Delete { db, key }))
     }
 
     fn key<R: Read>(
         &mut self,
         parser: &mut RdbParser<R>,
         header: Header,
-        k: KeyHeader,
+        mut k: KeyHeader,
         emit: &mut dyn FnMut(Work) -> Result<(), ApplyError>,
     ) -> Result<(), ApplyError> {
-        let Some(db) = self.admit(&k) else {
+        let Some(db) = self.admit(&mut k)? else {
             return Ok(parser.skip_value()?);
         };
         if let Some(why) = refusal_without_decoding(&self.target, header, &k) {

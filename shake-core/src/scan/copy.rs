@@ -721,7 +721,7 @@ async fn write_target(
                             sender.push(w)
                         })?,
                         Found::Gone { db, key } => {
-                            if let Some(w) = planner.plan_delete(db, key) {
+                            if let Some(w) = planner.plan_delete(db, key)? {
                                 sender.push(w)?;
                             }
                         }
@@ -737,7 +737,7 @@ async fn write_target(
                             recopy,
                         } => {
                             let p = if recopy { &mut recopier } else { &mut planner };
-                            if let Some(b) = p.begin_string(db, key.clone(), len, expire_at_ms) {
+                            if let Some(b) = p.begin_string(db, key.clone(), len, expire_at_ms)? {
                                 strings.insert((db, key), (b, recopy));
                             }
                         }
