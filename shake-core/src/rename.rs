@@ -68,7 +68,7 @@ impl Rename {
             }
             rules.push((old.as_bytes().to_vec(), new.as_bytes().to_vec()));
         }
-        rules.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Ok(Rename { rules })
     }
 
