@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use shake_core::cli::{
-    cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs,
+    cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, RenameArgs, ShardArgs,
     TargetErrorArgs,
 };
 use shake_core::net::Endpoint;
@@ -132,6 +132,9 @@ struct Args {
 
     #[command(flatten)]
     filter: FilterArgs,
+
+    #[command(flatten)]
+    rename: RenameArgs,
 
     #[command(flatten)]
     target_error: TargetErrorArgs,
@@ -276,7 +279,10 @@ fn settings(args: &Args) -> Result<RumpSettings, String> {
         source_cluster: cluster_mode(args.source_cluster, args.no_source_cluster),
         output,
         connect: args.conn.to_options(),
-        apply: args.apply.to_options(filter)?,
+        apply: shake_core::apply::ApplyOptions {
+            rename: args.rename.to_rename()?,
+            ..args.apply.to_options(filter)?
+        },
         scan: ScanOptions {
             count: args.count.max(1),
             pattern,

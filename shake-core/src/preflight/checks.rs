@@ -986,6 +986,11 @@ pub(crate) async fn conflicts(
         if !busy_dbs.contains(&to) {
             continue;
         }
+        // Looked up under its target name (--rename-prefix).
+        let Ok(key) = apply.rename.key(key) else {
+            continue;
+        };
+        let key = key.as_ref();
         let idx = if side.cluster {
             let Some(owner) = side
                 .topology
@@ -1019,7 +1024,7 @@ pub(crate) async fn conflicts(
             Ok(Reply::Int(n)) => {
                 sampled += 1;
                 if n > 0 {
-                    existing.push((to, key.clone()));
+                    existing.push((to, key.to_vec()));
                 }
             }
             _ => continue,

@@ -953,13 +953,24 @@ impl Fixer {
             Planner::new(opts, prepared.format, now_ms()).with_modules(prepared.modules.clone());
         let mut works = Vec::new();
         let mut found = false;
-        for db in self.dbs.clone() {
+        // The refused key is the target's name; the source holds it under the name(s)
+        // --rename-prefix turns into it (the same name without rules).
+        let names: Vec<Vec<u8>> = opts
+            .rename
+            .sources_of(&r.key)
+            .into_iter()
+            .filter(|n| opts.filter.key_allowed(n))
+            .collect();
+        'dbs: for db in self.dbs.clone() {
             if opts.db_map.map(db) != Some(r.db) {
                 continue;
             }
-            if let Some((payload, exp)) = self.read(db, &r.key).await? {
+            for name in &names {
+                let Some((payload, exp)) = self.read(db, name).await? else {
+                    continue;
+                };
                 planner
-                    .plan_payload(db, r.key.clone(), exp, &payload, &mut |w| {
+                    .plan_payload(db, name.clone(), exp, &payload, &mut |w| {
                         if let Work::Commands {
                             db,
                             key,
@@ -977,7 +988,7 @@ impl Fixer {
                     })
                     .map_err(|e| e.to_string())?;
                 found = true;
-                break;
+                break 'dbs;
             }
         }
         if !found || works.is_empty() {
@@ -1094,6 +1105,8 @@ fn write_file(
                 plan.expired += 1;
                 continue;
             }
+            // The filters judged the source name; the file holds the target's.
+            let key = apply.rename.key(&key)?;
             w.dump_payload(out_db, &key, expire_at_ms, &payload)?;
         }
         drop(permit);
