@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use shake_core::apply::DbMap;
-use shake_core::cli::{ConnArgs, FilterArgs, LogArgs, PreflightArgs, ShardArgs};
+use shake_core::cli::{ConnArgs, FilterArgs, LogArgs, PreflightArgs, RenameArgs, ShardArgs};
 use shake_core::compare::{self, CompareOptions, Mode, SourceSpec};
 use shake_core::net::Endpoint;
 
@@ -37,6 +37,10 @@ use shake_core::net::Endpoint;
 ///
 /// Keys whose name starts with "shake-sync:" (shake-sync's checkpoints on a target) are skipped
 /// unless --include-internal-keys is given.
+///
+/// --rename-prefix OLD=NEW (the rules the copy ran with): each source key is compared with the
+/// target key of its new name (the diff names the source key), each target key is looked up on
+/// the source under the name(s) that become it; a target key no rule produces is extra.
 ///
 /// Exit status: 0 equal, 1 differences found, 2 trouble (bad arguments, an unreachable or
 /// failing server, an unreadable RDB file).
@@ -88,6 +92,9 @@ struct Args {
 
     #[command(flatten)]
     filter: FilterArgs,
+
+    #[command(flatten)]
+    rename: RenameArgs,
 
     /// Treat the source as a cluster (default: detect from INFO cluster)
     #[arg(long)]
@@ -227,6 +234,7 @@ fn options(args: &Args) -> Result<CompareOptions, String> {
     o.interval = seconds("--interval", args.interval)?;
     o.filter = args.filter.to_filter()?;
     o.db_map = DbMap::parse(&args.db_map)?;
+    o.rename = args.rename.to_rename()?;
     o.ignore = args
         .ignore_key
         .iter()

@@ -504,6 +504,44 @@ impl Ctx {
         self.db_map.map(sdb).unwrap_or(sdb)
     }
 
+    /// Commands written for a source key, given the key's target name (`--rename-prefix`):
+    /// every key position by the command table, and the key they are routed by.
+    pub fn to_target(
+        &self,
+        cmds: Vec<(Bytes, Bytes)>,
+    ) -> Result<Vec<(Bytes, Bytes)>, CompareError> {
+        let rename = &self.opts.rename;
+        if rename.is_empty() {
+            return Ok(cmds);
+        }
+        let mut out = Vec::with_capacity(cmds.len());
+        for (key, c) in cmds {
+            let bad = |e: String| {
+                CompareError::Setup(format!(
+                    "--rename-prefix: key {}: {e}",
+                    crate::text::quote_bytes(&key)
+                ))
+            };
+            let name = Bytes::from(rename.key(&key).map_err(bad)?.into_owned());
+            let parsed = crate::command::parse_command(&c, usize::MAX, usize::MAX)
+                .ok()
+                .flatten()
+                .ok_or_else(|| bad("a command of the comparison did not parse".into()))?;
+            let argv = parsed.argv(&c);
+            let idx = crate::command::command_keys(&argv).map_err(bad)?;
+            let c = match rename.command(&argv, &idx).map_err(bad)? {
+                Some(args) => {
+                    let mut v = Vec::with_capacity(c.len() + name.len());
+                    encode_command(&mut v, &args);
+                    Bytes::from(v)
+                }
+                None => c,
+            };
+            out.push((name, c));
+        }
+        Ok(out)
+    }
+
     pub async fn emit(&self, subject: Subject, kind: DiffKind, m: Mismatch) {
         let _ = self
             .diffs
@@ -598,11 +636,20 @@ async fn scan(
             Side::Target => ctx.source.as_ref().and_then(|s| s.share.clone()),
             Side::Source => None,
         };
-        batch.extend(page.into_iter().filter(|k| {
-            opts.wants_key(k)
-                && share
-                    .as_ref()
-                    .map_or(true, |m| m[crate::client::slot_of(k) as usize])
+        batch.extend(page.into_iter().filter(|k| match side {
+            Side::Source => opts.wants_key(k),
+            Side::Target => {
+                opts.wants_target_key(k)
+                    && share.as_ref().is_none_or(|m| {
+                        // The shard of the source name(s) it comes from.
+                        let names = opts.source_names(k);
+                        if names.is_empty() {
+                            m[crate::client::slot_of(k) as usize]
+                        } else {
+                            names.iter().any(|n| m[crate::client::slot_of(n) as usize])
+                        }
+                    })
+            }
         }));
         if batch.len() >= opts.scan_count || (next == 0 && !batch.is_empty()) {
             let keys = std::mem::replace(&mut batch, Vec::with_capacity(opts.scan_count + 64));
@@ -1028,8 +1075,21 @@ impl Reader {
         Ok(Reader { ctx, src, dst })
     }
 
-    /// Runs commands on both sides at once (the source's may be empty).
+    /// Runs commands on both sides at once (the source's may be empty); the target's are
+    /// written for the source's names and go out under the target's (`--rename-prefix`).
     async fn both(
+        &mut self,
+        sdb: u64,
+        scmds: Vec<(Bytes, Bytes)>,
+        tdb: u64,
+        tcmds: Vec<(Bytes, Bytes)>,
+    ) -> Result<(Vec<Reply>, Vec<Reply>), CompareError> {
+        let tcmds = self.ctx.to_target(tcmds)?;
+        self.both_as_named(sdb, scmds, tdb, tcmds).await
+    }
+
+    /// [`Reader::both`] with each side's commands already under that side's names.
+    async fn both_as_named(
         &mut self,
         sdb: u64,
         scmds: Vec<(Bytes, Bytes)>,
@@ -1441,19 +1501,26 @@ impl Reader {
     }
 
     /// A key's state on the target: TYPE and PTTL, then what `phase_b` reads for `want` (the
-    /// source's type) when the target's type is the same.
+    /// source's type) when the target's type is the same. `source_names`: the keys are the
+    /// source's names (renamed for the target), else the target's own.
     pub async fn target_states(
         &mut self,
         tdb: u64,
         keys: &[(Bytes, Option<ValueType>)],
         mode: Mode,
+        source_names: bool,
     ) -> Result<Vec<SideKey>, CompareError> {
         let mut a = Vec::with_capacity(keys.len() * 2);
         for (k, _) in keys {
             a.push((k.clone(), cmd(&[b"TYPE", k])));
             a.push((k.clone(), cmd(&[b"PTTL", k])));
         }
-        let (_, ra) = self.both(0, Vec::new(), tdb, a).await?;
+        let a = if source_names {
+            self.ctx.to_target(a)?
+        } else {
+            a
+        };
+        let (_, ra) = self.both_as_named(0, Vec::new(), tdb, a).await?;
         let now = now_ms();
         let mut out = Vec::with_capacity(keys.len());
         for (i, (k, _)) in keys.iter().enumerate() {
@@ -1472,7 +1539,12 @@ impl Reader {
                 }
             }
             if !spans.is_empty() {
-                let (_, rb) = self.both(0, Vec::new(), tdb, b).await?;
+                let b = if source_names {
+                    self.ctx.to_target(b)?
+                } else {
+                    b
+                };
+                let (_, rb) = self.both_as_named(0, Vec::new(), tdb, b).await?;
                 for (i, ty, start, n) in spans {
                     parse_phase_b(&mut out[i], ty, mode, &rb[start..start + n])
                         .map_err(|e| hard(Side::Target, &self.ctx.target.seed, &keys[i].0, e))?;
@@ -1516,7 +1588,7 @@ impl Reader {
                 .iter()
                 .map(|k| (k.clone(), cmd(&[b"TYPE", k])))
                 .collect();
-            let (_, r) = self.both(0, Vec::new(), tdb, cmds).await?;
+            let (_, r) = self.both_as_named(0, Vec::new(), tdb, cmds).await?;
             let mut kept = Vec::with_capacity(keys.len());
             for (k, r) in keys.into_iter().zip(r) {
                 let keep = match Ty::from_reply(&r) {
@@ -1537,6 +1609,40 @@ impl Reader {
         if let Some(fps) = ctx.fingerprints.get() {
             for (i, k) in keys.iter().enumerate() {
                 absent[i] = !fps.contains(&ctx.fingerprint(tdb, k));
+            }
+        } else if !opts.rename.is_empty() {
+            // Each target key under the source name(s) it comes from (`--rename-prefix`): one
+            // EXISTS per name; a key no source name becomes stays absent.
+            let names: Vec<Vec<Vec<u8>>> = keys
+                .iter()
+                .map(|k| {
+                    opts.source_names(k)
+                        .into_iter()
+                        .filter(|n| opts.filter.key_allowed(n))
+                        .collect()
+                })
+                .collect();
+            let sdbs = ctx.backward.get(&tdb).cloned().unwrap_or_else(|| vec![tdb]);
+            for sdb in sdbs {
+                let todo: Vec<(usize, &Vec<u8>)> = (0..keys.len())
+                    .filter(|&i| absent[i])
+                    .flat_map(|i| names[i].iter().map(move |n| (i, n)))
+                    .collect();
+                if todo.is_empty() {
+                    break;
+                }
+                let cmds = todo
+                    .iter()
+                    .map(|(_, n)| (Bytes::copy_from_slice(n), cmd(&[b"EXISTS", n])))
+                    .collect();
+                let (r, _) = self.both_as_named(sdb, cmds, 0, Vec::new()).await?;
+                for (j, (i, n)) in todo.iter().enumerate() {
+                    let reply = r.get(j).unwrap_or(&Reply::Nil);
+                    match reply.as_int() {
+                        Some(c) => absent[*i] &= c == 0,
+                        None => return Err(hard(Side::Source, &self.src_seed(), n, reply)),
+                    }
+                }
             }
         } else {
             let sdbs = ctx.backward.get(&tdb).cloned().unwrap_or_else(|| vec![tdb]);
@@ -1584,7 +1690,9 @@ impl Reader {
         if extra.is_empty() {
             return Ok(());
         }
-        let states = self.target_states(tdb, &extra, Mode::Outline).await?;
+        let states = self
+            .target_states(tdb, &extra, Mode::Outline, false)
+            .await?;
         let now = now_ms();
         for ((k, _), t) in extra.into_iter().zip(states) {
             if t.ty == Ty::Absent {

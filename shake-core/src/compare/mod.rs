@@ -111,6 +111,9 @@ pub struct CompareOptions {
     pub interval: Duration,
     pub filter: KeyFilter,
     pub db_map: DbMap,
+    /// `--rename-prefix`: a source key is compared with the target key of its new name; a
+    /// target key is looked up on the source under the name(s) it comes from.
+    pub rename: crate::rename::Rename,
     /// Key globs left out on both sides.
     pub ignore: Vec<Vec<u8>>,
     pub include_internal: bool,
@@ -142,6 +145,7 @@ impl CompareOptions {
             interval: Duration::from_secs(5),
             filter: KeyFilter::all(),
             db_map: DbMap::default(),
+            rename: crate::rename::Rename::default(),
             ignore: Vec::new(),
             include_internal: false,
             qps: 0,
@@ -159,6 +163,35 @@ impl CompareOptions {
         (self.include_internal || !key.starts_with(INTERNAL_KEY_PREFIX))
             && !self.ignore.iter().any(|g| glob_match(g, key))
             && self.filter.key_allowed(key)
+    }
+
+    /// The source names a target key is looked up under: itself without `--rename-prefix`;
+    /// with it, the names the rules turn into it (none: no source key becomes it, so it is
+    /// extra wherever it exists).
+    pub fn source_names(&self, target_key: &[u8]) -> Vec<Vec<u8>> {
+        if self.rename.is_empty() {
+            return vec![target_key.to_vec()];
+        }
+        self.rename.sources_of(target_key)
+    }
+
+    /// [`CompareOptions::wants_key`] for a key scanned on the target: `--ignore-key` and the
+    /// internal prefix judge its own name, the key filters the source names it comes from (its
+    /// own when no source name becomes it).
+    pub fn wants_target_key(&self, key: &[u8]) -> bool {
+        if self.rename.is_empty() {
+            return self.wants_key(key);
+        }
+        if (!self.include_internal && key.starts_with(INTERNAL_KEY_PREFIX))
+            || self.ignore.iter().any(|g| glob_match(g, key))
+        {
+            return false;
+        }
+        let names = self.rename.sources_of(key);
+        if names.is_empty() {
+            return self.filter.key_allowed(key);
+        }
+        names.iter().any(|n| self.filter.key_allowed(n))
     }
 }
 

@@ -250,7 +250,12 @@ fn read_file(
             && h.expire_at_ms.is_none_or(|t| t > now);
         if wanted {
             if let Some(f) = &mut out.fingerprints {
-                f.insert(ctx.hasher.hash_one((ctx.target_db(h.db), h.key.as_slice())));
+                // Under the key's target name: what the target's keys are looked up by.
+                let name = opts
+                    .rename
+                    .key(&h.key)
+                    .map_err(|e| CompareError::Rdb(format!("--rename-prefix: {e}")))?;
+                f.insert(ctx.hasher.hash_one((ctx.target_db(h.db), name.as_ref())));
             }
         }
         let key = Bytes::from(h.key.clone());
@@ -494,7 +499,7 @@ async fn flush(
             )
         })
         .collect();
-    let states = r.target_states(tdb, &want, opts.mode).await?;
+    let states = r.target_states(tdb, &want, opts.mode, true).await?;
     ctx.counts
         .source_keys
         .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -552,7 +557,7 @@ async fn big_start(r: &mut Reader, db: u64, key: Bytes, src: SideKey) -> Result<
         _ => None,
     };
     let dst = r
-        .target_states(tdb, &[(key.clone(), want)], ctx.opts.mode)
+        .target_states(tdb, &[(key.clone(), want)], ctx.opts.mode, true)
         .await?
         .pop()
         .unwrap_or_else(|| SideKey::new(Ty::Absent, None));
