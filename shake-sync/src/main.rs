@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use shake_core::cli::{
-    ApplyArgs, ConnArgs, FilterArgs, LogArgs, OutputArgs, PreflightArgs, ShardArgs, TargetErrorArgs,
+    ApplyArgs, ConnArgs, FilterArgs, LogArgs, OutputArgs, PreflightArgs, RenameArgs, ShardArgs,
+    TargetErrorArgs,
 };
 use shake_core::net::Endpoint;
 use shake_core::observe::status::StatusBoard;
@@ -97,6 +98,9 @@ struct Args {
 
     #[command(flatten)]
     filter: FilterArgs,
+
+    #[command(flatten)]
+    rename: RenameArgs,
 
     #[command(flatten)]
     target_error: TargetErrorArgs,
@@ -257,6 +261,9 @@ fn output_settings(args: &Args) -> Result<Option<sync::output::OutputSettings>, 
     }
     if args.flush_target || !args.shard.to_shard()?.is_whole() {
         return Err("--flush-target and --shard have no meaning with --output".into());
+    }
+    if !args.rename.rename_prefix.is_empty() {
+        return Err("--rename-prefix with --output: the change stream carries the source's own names; rename downstream, or sync into a target".into());
     }
     if args.source_replica {
         return Err("--source-replica with --output: not supported yet; --output reads each master's own stream".into());
@@ -494,7 +501,11 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
     if args.flush_target && (!filter.is_everything() || !args.apply.db_map.is_empty()) {
         return Err("--flush-target empties the whole target, which filters or --db-map say this sync does not fully own; drop one or the other".into());
     }
-    let apply = args.apply.to_options(filter.clone())?;
+    let rename = args.rename.to_rename()?;
+    let apply = shake_core::apply::ApplyOptions {
+        rename: rename.clone(),
+        ..args.apply.to_options(filter.clone())?
+    };
     let checkpoint_db = match args.checkpoint.as_str() {
         "target" => 0,
         s => s
@@ -544,6 +555,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
                 .iter()
                 .map(|c| c.to_ascii_uppercase())
                 .collect(),
+            rename,
             ..StreamOptions::default()
         },
         apply,

@@ -998,7 +998,8 @@ async fn session(
                     settings.stream.filter.clone(),
                     settings.stream.db_map.clone(),
                     slots,
-                );
+                )
+                .with_rename(settings.stream.rename.clone());
                 log(
                     settings,
                     &spec.name,

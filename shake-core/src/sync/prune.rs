@@ -161,6 +161,8 @@ pub struct Scope {
     db_map: DbMap,
     /// A cluster source: the slots of this link's master (`None`: every slot).
     slots: Option<Vec<bool>>,
+    /// `--rename-prefix`: a target key is judged by the source name(s) it comes from.
+    rename: crate::rename::Rename,
 }
 
 impl Scope {
@@ -169,7 +171,15 @@ impl Scope {
             filter,
             db_map,
             slots,
+            rename: crate::rename::Rename::default(),
         }
+    }
+
+    /// The scope of a sync that renames keys: the filters and the slots judge the source names
+    /// a target key comes from (a key no source name becomes is not this link's).
+    pub fn with_rename(mut self, rename: crate::rename::Rename) -> Self {
+        self.rename = rename;
+        self
     }
 
     /// Whether the target database `db` receives keys of this link.
@@ -182,13 +192,19 @@ impl Scope {
 
     /// Whether the target's `key` in database `db` is this link's to remove.
     pub fn key(&self, db: u64, key: &[u8]) -> bool {
-        !is_internal_key(key)
-            && self.filter.key_allowed(key)
-            && self
-                .slots
-                .as_ref()
-                .is_none_or(|s| s.get(slot_of(key) as usize).copied().unwrap_or(false))
-            && self.db(db)
+        let source = |name: &[u8]| {
+            self.filter.key_allowed(name)
+                && self
+                    .slots
+                    .as_ref()
+                    .is_none_or(|s| s.get(slot_of(name) as usize).copied().unwrap_or(false))
+        };
+        let ours = if self.rename.is_empty() {
+            source(key)
+        } else {
+            self.rename.sources_of(key).iter().any(|n| source(n))
+        };
+        !is_internal_key(key) && ours && self.db(db)
     }
 
     /// How many slots the scope has (`None`: not a cluster source).
@@ -455,6 +471,16 @@ mod tests {
         assert!(!s.key(0, b"ab"));
         assert!(!s.key(1, b"b"));
         assert!(!s.key(1, b"shake-sync:checkpoint:x"));
+    }
+
+    #[test]
+    fn scope_judges_the_source_names_of_renamed_keys() {
+        let f = KeyFilter::new(vec![], vec!["a:*".into()], None, vec![]).unwrap();
+        let r = crate::rename::Rename::parse(&["a:=b:"]).unwrap();
+        let s = Scope::new(f, DbMap::default(), None).with_rename(r);
+        assert!(s.key(0, b"b:1"));
+        assert!(!s.key(0, b"a:1"));
+        assert!(!s.key(0, b"c"));
     }
 
     #[test]

@@ -386,18 +386,44 @@ impl Repairs {
                 .map_err(|e| e.to_string())?;
             self.prepared = Some(p);
         }
-        let (values, offset) = self.read(t.src_db, &t.keys).await?;
+        let Some(prepared) = &self.prepared else {
+            return Err("the target's format is unknown".into());
+        };
+        // The keys are the target's names; the source holds each under the name(s)
+        // --rename-prefix turns into it (the same name without rules), all read in the one
+        // transaction, and the first that exists is the key's value.
+        let names: Vec<Vec<Vec<u8>>> = t
+            .keys
+            .iter()
+            .map(|k| {
+                prepared
+                    .apply
+                    .rename
+                    .sources_of(k)
+                    .into_iter()
+                    .filter(|n| prepared.apply.filter.key_allowed(n))
+                    .collect()
+            })
+            .collect();
+        let flat: Vec<Vec<u8>> = names.iter().flatten().cloned().collect();
+        let (mut values, offset) = self.read(t.src_db, &flat).await?;
         let Some(prepared) = &self.prepared else {
             return Err("the target's format is unknown".into());
         };
         let mut planner = Planner::new(&prepared.apply, prepared.format, crate::scan::now_ms())
             .with_modules(prepared.modules.clone());
         let mut out = Vec::new();
-        for (key, v) in t.keys.iter().zip(values) {
+        let mut at = 0;
+        for (key, sources) in t.keys.iter().zip(&names) {
             let mut cmds: Vec<Bytes> = Vec::new();
-            if let Some((payload, exp)) = v {
+            let found = sources
+                .iter()
+                .zip(&mut values[at..at + sources.len()])
+                .find_map(|(n, v)| v.take().map(|v| (n, v)));
+            at += sources.len();
+            if let Some((source_name, (payload, exp))) = found {
                 planner
-                    .plan_payload(t.src_db, key.clone(), exp, &payload, &mut |w| {
+                    .plan_payload(t.src_db, source_name.clone(), exp, &payload, &mut |w| {
                         match w {
                             Work::Restore { cmd, .. } => cmds.push(Bytes::from(cmd)),
                             Work::Commands {

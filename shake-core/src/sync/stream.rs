@@ -74,6 +74,9 @@ pub struct StreamOptions {
     /// Commands of the stream not applied (`--exclude-command`, upper case): the full sync is a
     /// snapshot, not commands, so it is not affected.
     pub exclude_commands: Vec<String>,
+    /// `--rename-prefix`: every key position of every command gets its target name (by the
+    /// command table) once the filters judged the source's names, before it is routed.
+    pub rename: crate::rename::Rename,
 }
 
 impl Default for StreamOptions {
@@ -91,6 +94,7 @@ impl Default for StreamOptions {
             on_target_error: OnTargetError::Repair,
             topology_hint: Arc::default(),
             exclude_commands: Vec::new(),
+            rename: crate::rename::Rename::default(),
         }
     }
 }
@@ -153,6 +157,9 @@ pub struct Sent {
     frame: Bytes,
     prune: bool,
 }
+
+/// A command renamed by `--rename-prefix`: its frame and its arguments.
+type Renamed = (Bytes, Vec<Vec<u8>>);
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
@@ -517,7 +524,7 @@ impl Applier {
                 Ok(false)
             }
             _ => {
-                let classified = self.classify(info, kind, &frame, &argv, end).await?;
+                let classified = self.classify(info, kind, &frame, &argv, end, false).await?;
                 for p in std::mem::take(&mut self.stale_first) {
                     self.push(p);
                 }
@@ -580,7 +587,9 @@ impl Applier {
 
     /// Decides what a data command becomes on the target: nothing (filtered, already applied),
     /// one pending command, several (split by slot), or — for commands without keys on a
-    /// cluster — an immediate run on every master.
+    /// cluster — an immediate run on every master. `judged`: the command stands for a source
+    /// command whose keys the filters already judged and `--rename-prefix` already renamed (a
+    /// command rewritten for an older target), so neither happens again.
     async fn classify(
         &mut self,
         info: Option<&'static CommandInfo>,
@@ -588,6 +597,7 @@ impl Applier {
         frame: &Bytes,
         argv: &[&[u8]],
         end: u64,
+        judged: bool,
     ) -> Result<Option<Vec<Pending>>, SyncError> {
         // Only messages need the name as text: no allocation per command on the hot path.
         let name = || String::from_utf8_lossy(argv[0]).to_ascii_uppercase();
@@ -722,9 +732,16 @@ impl Applier {
             Some(i) => i.key_indexes(argv),
             None => command_keys(argv),
         };
+        let renames = !judged && !self.opts.rename.is_empty();
         let key_idx = match keys {
             Ok(k) => k,
             Err(e) => {
+                if renames {
+                    return Err(SyncError::Fatal(format!(
+                        "{} at source offset {end}: --rename-prefix cannot rename its keys, because their places are unknown ({e}); leave the command out (--exclude-command) or sync without --rename-prefix",
+                        name()
+                    )));
+                }
                 if self.cluster {
                     return Err(SyncError::Fatal(format!(
                         "cannot route {} at source offset {end} to a cluster target: {e}",
@@ -744,6 +761,10 @@ impl Applier {
             }
         };
         if key_idx.is_empty() {
+            if renames {
+                // A script without declared keys may still name keys in its code.
+                self.rename_command(argv, &key_idx, end)?;
+            }
             return self.keyless(frame.clone(), db, end).await;
         }
         let first = argv[key_idx[0]];
@@ -751,11 +772,11 @@ impl Applier {
             self.stats.skipped += 1;
             return Ok(None);
         }
-        if !self.opts.filter.key_allowed(first) {
+        if !judged && !self.opts.filter.key_allowed(first) {
             self.stats.skipped += 1;
             return Ok(None);
         }
-        if !self.asm.idle() {
+        if !judged && !self.asm.idle() {
             let deletion = key_idx.len() == 1
                 && (argv[0].eq_ignore_ascii_case(b"DEL")
                     || argv[0].eq_ignore_ascii_case(b"UNLINK"));
@@ -764,6 +785,23 @@ impl Applier {
                 return Ok(None);
             }
         }
+
+        // From here on the command carries the target's names (`--rename-prefix`): what is
+        // written, routed to a slot, pruned and repaired.
+        let renamed = if renames {
+            self.rename_command(argv, &key_idx, end)?
+        } else {
+            None
+        };
+        let renamed_argv: Vec<&[u8]>;
+        let (frame, argv) = match &renamed {
+            Some((f, a)) => {
+                renamed_argv = a.iter().map(Vec::as_slice).collect();
+                (f, renamed_argv.as_slice())
+            }
+            None => (frame, argv),
+        };
+        let first = argv[key_idx[0]];
 
         // A command newer than the target: its equivalent there, each part classified as if it
         // had come so (same offset: they travel in the same batch), or the end of the stream.
@@ -807,7 +845,8 @@ impl Applier {
                         let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
                         let i = command_info(args[0]);
                         let k = i.map(|i| i.kind).unwrap_or(Kind::Other);
-                        if let Some(p) = Box::pin(self.classify(i, k, &f, &args, end)).await? {
+                        if let Some(p) = Box::pin(self.classify(i, k, &f, &args, end, true)).await?
+                        {
                             out.extend(p);
                         }
                     }
@@ -923,6 +962,28 @@ impl Applier {
             }
         }
         Ok(Some(out))
+    }
+
+    /// `argv` with its keys (at `key_idx`) renamed by `--rename-prefix`, encoded, with its
+    /// arguments; `None` when no key changes. A command whose keys cannot all be renamed exactly
+    /// (a script, SORT's BY/GET patterns, a name that would become reserved) stops the sync.
+    fn rename_command(
+        &self,
+        argv: &[&[u8]],
+        key_idx: &[usize],
+        end: u64,
+    ) -> Result<Option<Renamed>, SyncError> {
+        match self.opts.rename.command(argv, key_idx) {
+            Ok(None) => Ok(None),
+            Ok(Some(args)) => {
+                let mut out = Vec::with_capacity(args.iter().map(|a| a.len() + 16).sum());
+                encode_command(&mut out, &args);
+                Ok(Some((Bytes::from(out), args)))
+            }
+            Err(e) => Err(SyncError::Fatal(format!(
+                "--rename-prefix: {e} (source offset {end}); leave the command out (--exclude-command) or sync without --rename-prefix"
+            ))),
+        }
     }
 
     /// A pending command, or `None` when a restart found it already applied.
