@@ -3,6 +3,9 @@
 //! admits a key (`apply::plan`); shake-sync's command stream renames every key position of every
 //! command, by the command table ([`crate::command`]), before the command is routed to its
 //! (new) slot; shake-check maps each source key to its target name before comparing.
+//! Whatever reads the source by a target key's name (shake-sync's and shake-rump's repairs,
+//! shake-check's look-up of target keys, `--prune`'s scope) goes back through
+//! [`Rename::sources_of`].
 //!
 //! The rules:
 //! - a key starting with OLD gets NEW instead of OLD; when several OLDs match, the longest wins;
