@@ -78,6 +78,27 @@ impl RenameArgs {
     }
 }
 
+/// How an append-only file input is read (see `crate::aof`): shake-restore and shake-decode.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AofArgs {
+    /// AOF input: apply (or print) the commands up to the first `#TS:` annotation after TIME,
+    /// given as unix seconds or RFC 3339 (2026-12-03T06:00:00Z); the AOF needs the server's
+    /// `aof-timestamp-enabled yes`
+    #[arg(long, value_name = "TIME", value_parser = crate::aof::parse_until)]
+    pub until: Option<i64>,
+
+    /// AOF input ending in a torn command (a crash mid-write): stop (exit 1 naming the offset)
+    /// or skip it (everything before it is used), as redis-check-aof --fix would cut it
+    #[arg(long, value_name = "stop|skip", default_value = "stop", value_parser = ["stop", "skip"])]
+    pub aof_truncated: String,
+}
+
+impl AofArgs {
+    pub fn truncated(&self) -> Result<crate::aof::Truncated, String> {
+        crate::aof::Truncated::parse(&self.aof_truncated)
+    }
+}
+
 /// `--on-target-error`: what a live copy (shake-sync, shake-rump --follow) does when the target
 /// refuses a write the source made.
 #[derive(Args, Debug, Clone)]

@@ -3,7 +3,7 @@
 //! The binaries (shake-decode, -dump, -restore, -sync, -rump, -check) are argument parsing and
 //! wiring; everything else lives here, once. Data flows **source → entries → sink**:
 //!
-//! - sources: an RDB file or stream ([`rdb::RdbParser`]), a master's replication link
+//! - sources: an RDB file or stream ([`rdb::RdbParser`]), an append-only file ([`aof`]), a master's replication link
 //!   ([`repl`], then the command stream cut by [`command`]; or a replica's, [`replica`]), SCAN + DUMP of a live server
 //!   ([`scan`]);
 //! - entries: [`rdb::Item`]s, key headers with raw value bytes or decoded [`rdb::Chunk`]s, DUMP
@@ -24,6 +24,7 @@
 //! [`preflight::verdict`], output files in [`part_file`], doubles and quoting in [`text`].
 //! `docs/architecture.md` in the repository has the full map.
 
+pub mod aof;
 pub mod apply;
 pub mod cli;
 pub mod client;

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use shake_core::apply::{self, RestoreInput, RestoreSettings};
 use shake_core::cli::{
-    cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, RenameArgs,
+    cluster_mode, AofArgs, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, RenameArgs,
 };
 use shake_core::net::Endpoint;
 use shake_core::preflight::Preflight;
 
-/// Load RDB data into a live Redis or Valkey target, standalone or cluster.
+/// Load RDB data or an append-only file into a live Redis or Valkey target, standalone or
+/// cluster.
 ///
 /// Each key goes as RESTORE with its raw payload when the target's RDB version can load the
 /// value's encoding (the fast path), as RESTORE with the value re-encoded when it cannot (the
@@ -34,7 +35,9 @@ struct Args {
     #[arg(long, env = "SHAKE_TARGET", value_name = "URL")]
     target: String,
 
-    /// RDB files to load, in order; `-` reads stdin (streamed, never spooled to disk)
+    /// RDB files or AOFs to load, in order; `-` reads stdin (an RDB, streamed, never spooled to
+    /// disk). An AOF is a plain or RDB-preamble file, or a multi-part AOF directory (Redis 7's
+    /// appenddirname) or its manifest: the RDB part is restored, then the commands applied
     #[arg(value_name = "FILE", default_value = "-")]
     inputs: Vec<PathBuf>,
 
@@ -60,6 +63,9 @@ struct Args {
 
     #[command(flatten)]
     rename: RenameArgs,
+
+    #[command(flatten)]
+    aof: AofArgs,
 
     /// Skip the checksum pass that files get before anything is written
     #[arg(long)]
@@ -156,5 +162,7 @@ fn settings(args: &Args) -> Result<RestoreSettings, String> {
         relaxed_version: args.relaxed_version,
         quiet: args.log.quiet,
         log_interval: args.log.every(),
+        until: args.aof.until,
+        aof_truncated: args.aof.truncated()?,
     })
 }

@@ -1,5 +1,10 @@
 //! A whole restore: connect to the target, learn what it can load, check each input file before
 //! writing (checksum, databases), then stream every input through planner and executor.
+//!
+//! An AOF input ([`crate::aof`]) is restored in its order: the RDB part (a preamble or a
+//! multi-part base in RDB form) as any RDB, then its commands through the sync's stream
+//! applier ([`crate::sync::stream::Applier`], without checkpoints), which routes them to
+//! cluster slots, keeps `MULTI`/`EXEC` together and follows `SELECT`.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -49,6 +54,11 @@ pub struct RestoreSettings {
     pub relaxed_version: bool,
     pub quiet: bool,
     pub log_interval: Option<Duration>,
+    /// AOF inputs: apply the commands up to the first `#TS:` annotation after this time (unix
+    /// seconds).
+    pub until: Option<i64>,
+    /// AOF inputs: what a torn last command leads to.
+    pub aof_truncated: crate::aof::Truncated,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -58,6 +68,9 @@ pub struct RestoreSummary {
     pub bytes: u64,
     pub seconds: f64,
     pub target_format: String,
+    /// Commands of AOF inputs written, and left out by the filters.
+    pub aof_commands: u64,
+    pub aof_skipped: u64,
 }
 
 impl fmt::Display for RestoreSummary {
@@ -74,6 +87,13 @@ impl fmt::Display for RestoreSummary {
                 f,
                 "; {} hash field TTLs dropped (--field-ttls drop)",
                 p.dropped_field_ttls
+            )?;
+        }
+        if self.aof_commands > 0 || self.aof_skipped > 0 {
+            write!(
+                f,
+                "; {} AOF commands applied, {} left out by the filters",
+                self.aof_commands, self.aof_skipped
             )?;
         }
         Ok(())
@@ -114,8 +134,9 @@ fn precheck(
     parser_opts: &ParserOptions,
     format: &TargetFormat,
     modules: &Option<BTreeSet<String>>,
-) -> Result<BTreeSet<u64>, ApplyError> {
+) -> Result<(BTreeSet<u64>, u64), ApplyError> {
     let (reader, _) = open(input)?;
+    let (reader, read) = crate::aof::counted(reader);
     let mut parser = RdbParser::with_options(reader, parser_opts.clone());
     let header = parser.header().map_err(|e| in_input(input, e.into()))?;
     let mut dbs = BTreeSet::new();
@@ -144,7 +165,10 @@ fn precheck(
             }
         }
     }
-    Ok(dbs)
+    // Where the RDB ends in the file: what an AOF tail (the preamble form) starts after.
+    let (_, ahead) = parser.into_parts();
+    let end = read.load(std::sync::atomic::Ordering::Relaxed) - ahead.len() as u64;
+    Ok((dbs, end))
 }
 
 /// The modules every master of the target has loaded (`MODULE LIST` names, lowercase), or `None`
@@ -268,6 +292,21 @@ pub async fn apply_rdb(
     parser_opts: &ParserOptions,
     progress: Progress,
 ) -> Result<(PlanStats, u64), ApplyError> {
+    apply_rdb_to_end(exec, reader, prepared, parser_opts, progress)
+        .await
+        .map(|(plan, bytes, _)| (plan, bytes))
+}
+
+/// [`apply_rdb`], which also says how many bytes of `reader` the RDB took (an AOF tail may
+/// follow it).
+async fn apply_rdb_to_end(
+    exec: &mut Exec<'_>,
+    reader: Box<dyn Read + Send>,
+    prepared: &PreparedTarget,
+    parser_opts: &ParserOptions,
+    progress: Progress,
+) -> Result<(PlanStats, u64, u64), ApplyError> {
+    let (reader, read) = crate::aof::counted(reader);
     let (mut sender, receiver) = work_queue();
     let (apply, popts, format) = (prepared.apply.clone(), parser_opts.clone(), prepared.format);
     let modules = prepared.modules.clone();
@@ -276,14 +315,18 @@ pub async fn apply_rdb(
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let mut progress = progress;
-    let reading = tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64), ApplyError> {
-        let mut parser = RdbParser::with_options(reader, popts);
-        let mut planner = Planner::new(&apply, format, now_ms).with_modules(modules);
-        let r = planner.run(&mut parser, &mut progress, &mut |w| sender.push(w));
-        let r = r.and_then(|_| sender.flush());
-        progress.finish(parser.offset(), planner.stats.keys);
-        r.map(|_| (planner.stats.clone(), parser.offset()))
-    });
+    let reading =
+        tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64, u64), ApplyError> {
+            let mut parser = RdbParser::with_options(reader, popts);
+            let mut planner = Planner::new(&apply, format, now_ms).with_modules(modules);
+            let r = planner.run(&mut parser, &mut progress, &mut |w| sender.push(w));
+            let r = r.and_then(|_| sender.flush());
+            progress.finish(parser.offset(), planner.stats.keys);
+            let offset = parser.offset();
+            let (_, ahead) = parser.into_parts();
+            let end = read.load(std::sync::atomic::Ordering::Relaxed) - ahead.len() as u64;
+            r.map(|_| (planner.stats.clone(), offset, end))
+        });
     let failed = run_exec(exec, receiver).await.err();
     let read = reading
         .await
@@ -367,36 +410,191 @@ pub async fn run_exec(exec: &mut Exec<'_>, mut rx: WorkReceiver) -> Result<(), A
     Ok(())
 }
 
+/// One input as the restore reads it: an RDB stream, or the parts of an AOF.
+enum Resolved {
+    /// Stdin, or a file that is not an AOF (the RDB parser judges it).
+    Rdb(RestoreInput),
+    /// A file starting with the RDB magic: an RDB, or an AOF with an RDB preamble when bytes
+    /// follow the RDB.
+    MaybePreamble(PathBuf),
+    /// An AOF (plain, or multi-part).
+    Aof(Vec<crate::aof::Part>),
+}
+
+fn resolve(input: &RestoreInput) -> Result<Resolved, ApplyError> {
+    let RestoreInput::File(p) = input else {
+        return Ok(Resolved::Rdb(input.clone()));
+    };
+    match crate::aof::layout(p).map_err(ApplyError::Unsupported)? {
+        Some(crate::aof::Layout::Rdb) => Ok(Resolved::MaybePreamble(p.clone())),
+        Some(crate::aof::Layout::Aof { parts, .. }) => Ok(Resolved::Aof(parts)),
+        None => Ok(Resolved::Rdb(input.clone())),
+    }
+}
+
+/// Reads the command parts of one AOF input before anything is written: damage, a torn end
+/// under `--aof-truncated stop`, `--until` without `#TS:` annotations are refused now.
+fn check_command_parts(
+    parts: &[(PathBuf, u64)],
+    until: Option<i64>,
+    truncated: crate::aof::Truncated,
+) -> Result<(), ApplyError> {
+    let nothing = |m: String| ApplyError::Unsupported(format!("{m}; nothing was written"));
+    let mut replay = crate::aof::Replay::new(parts.to_vec(), None, truncated);
+    while replay.next_command().map_err(nothing)?.is_some() {}
+    if until.is_some() && replay.timestamps == 0 {
+        let names: Vec<String> = parts.iter().map(|(p, _)| p.display().to_string()).collect();
+        return Err(nothing(format!(
+            "--until: {} has no #TS: annotations to tell the time of its commands by; the server writes them with aof-timestamp-enabled yes (Redis 7+)",
+            names.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Applies the commands of an AOF input's parts in order, through the sync's stream applier.
+async fn replay_commands(
+    s: &RestoreSettings,
+    prepared: &PreparedTarget,
+    parts: &[(PathBuf, u64)],
+    summary: &mut RestoreSummary,
+) -> Result<(), ApplyError> {
+    use crate::sync::stream::{Applier, GroupTag, StreamOptions};
+    let topts = TargetOptions {
+        cluster: s.cluster,
+        connect: s.connect.clone(),
+        window: PipelineOptions {
+            max_commands: s.pipeline.max(1),
+            ..PipelineOptions::default()
+        },
+        ..TargetOptions::default()
+    };
+    let mut target: Target<GroupTag> = Target::connect(&s.target, topts).await?;
+    let caps = crate::compat::TargetCaps::read(&mut target, prepared.apply.field_ttls).await?;
+    let cluster = target.is_cluster();
+    let sync_err = |e: crate::sync::SyncError| ApplyError::Client(e.to_string());
+    let opts = StreamOptions {
+        db_map: prepared.apply.db_map.clone(),
+        filter: prepared.apply.filter.clone(),
+        qps: prepared.apply.qps,
+        rename: prepared.apply.rename.clone(),
+        // An AOF holds only what its server ran: a refusal means the target differs.
+        on_target_error: super::OnTargetError::Stop,
+        checkpoints: false,
+        tool: "shake-restore",
+        ..StreamOptions::default()
+    };
+    let keys = crate::sync::checkpoint::CheckpointKeys::new("aof", cluster);
+    let mut applier = Applier::new(
+        target,
+        keys,
+        opts,
+        String::new(),
+        (0, 0),
+        Default::default(),
+    )
+    .map_err(sync_err)?;
+    applier.set_target_caps(caps);
+    let mut replay = crate::aof::Replay::new(parts.to_vec(), s.until, s.aof_truncated);
+    // Reading is blocking, but a part is read 64 KiB at a time: short next to the writes.
+    while let Some(c) = replay.next_command().map_err(ApplyError::Unsupported)? {
+        applier
+            .process(c.frame, &c.args, c.end)
+            .await
+            .map_err(sync_err)?;
+        if applier.batch_full() {
+            applier.flush().await.map_err(sync_err)?;
+            applier.collect().map_err(sync_err)?;
+        }
+    }
+    // A transaction the input ends inside is held back by the applier: never sent.
+    applier.drain().await.map_err(sync_err)?;
+    summary.aof_commands += applier.stats.applied;
+    summary.aof_skipped += applier.stats.skipped;
+    for line in replay.notes() {
+        eprintln!("shake-restore: {line}");
+    }
+    Ok(())
+}
+
 /// Restores every input into the target, in order.
 pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
     let started = Instant::now();
+    let resolved = s
+        .inputs
+        .iter()
+        .map(resolve)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut target = connect_target(&s.target, s.cluster, &s.connect, s.pipeline).await?;
     let prepared = prepare_target(&mut target, &s.apply).await?;
     let format = prepared.format;
     let apply = &prepared.apply;
     let parser_opts = apply.parser_options(s.relaxed_version);
 
-    if s.verify_first {
+    if s.verify_first || s.until.is_some() {
         let modules = target_modules(&mut target).await;
-        for input in s
-            .inputs
-            .iter()
-            .filter(|i| matches!(i, RestoreInput::File(_)))
-        {
-            let (input2, apply2, popts) = (input.clone(), apply.clone(), parser_opts.clone());
-            let loaded = modules.clone();
-            let dbs = tokio::task::spawn_blocking(move || {
-                precheck(&input2, &apply2, &popts, &format, &loaded)
-            })
-            .await
-            .map_err(|e| ApplyError::Client(format!("checking {input} failed: {e}")))??;
-            if let Some(databases) = target.cluster_databases() {
-                if let Some(&db) = dbs.iter().find(|&&d| !target.has_db(d)) {
-                    return Err(ApplyError::Unsupported(format!(
-                        "{input} has keys for database {db}: {}; nothing was written",
-                        crate::client::cluster_db_message(&s.target.to_string(), db, databases)
-                    )));
+        for r in &resolved {
+            let mut rdbs: Vec<(RestoreInput, bool)> = Vec::new();
+            let mut commands: Vec<(PathBuf, u64)> = Vec::new();
+            match r {
+                Resolved::Rdb(i @ RestoreInput::File(_)) => rdbs.push((i.clone(), false)),
+                Resolved::Rdb(RestoreInput::Stdin) => {}
+                Resolved::MaybePreamble(p) => rdbs.push((RestoreInput::File(p.clone()), true)),
+                Resolved::Aof(parts) => {
+                    for part in parts {
+                        match part {
+                            crate::aof::Part::Rdb { path, tail } => {
+                                rdbs.push((RestoreInput::File(path.clone()), *tail))
+                            }
+                            crate::aof::Part::Commands { path, start } => {
+                                commands.push((path.clone(), *start))
+                            }
+                        }
+                    }
                 }
+            }
+            for (input, tail) in rdbs {
+                let (input2, apply2, popts) = (input.clone(), apply.clone(), parser_opts.clone());
+                let loaded = modules.clone();
+                let (dbs, end) = tokio::task::spawn_blocking(move || {
+                    precheck(&input2, &apply2, &popts, &format, &loaded)
+                })
+                .await
+                .map_err(|e| ApplyError::Client(format!("checking {input} failed: {e}")))??;
+                if let Some(databases) = target.cluster_databases() {
+                    if let Some(&db) = dbs.iter().find(|&&d| !target.has_db(d)) {
+                        return Err(ApplyError::Unsupported(format!(
+                            "{input} has keys for database {db}: {}; nothing was written",
+                            crate::client::cluster_db_message(&s.target.to_string(), db, databases)
+                        )));
+                    }
+                }
+                if let (true, RestoreInput::File(p)) = (tail, &input) {
+                    if file_len(p) > end {
+                        commands.push((p.clone(), end));
+                    }
+                }
+            }
+            if commands.is_empty() && s.until.is_some() {
+                let name = match r {
+                    Resolved::Rdb(i) => i.to_string(),
+                    Resolved::MaybePreamble(p) => p.display().to_string(),
+                    Resolved::Aof(parts) => parts
+                        .first()
+                        .map(|p| p.path().display().to_string())
+                        .unwrap_or_default(),
+                };
+                return Err(ApplyError::Unsupported(format!(
+                    "--until: {name} holds no AOF commands (an RDB has no #TS: annotations to stop at); give an AOF, or leave --until out; nothing was written"
+                )));
+            }
+            if !commands.is_empty() {
+                let (until, truncated) = (s.until, s.aof_truncated);
+                tokio::task::spawn_blocking(move || {
+                    check_command_parts(&commands, until, truncated)
+                })
+                .await
+                .map_err(|e| ApplyError::Client(format!("checking an AOF failed: {e}")))??;
             }
         }
     }
@@ -406,19 +604,62 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
         ..RestoreSummary::default()
     };
     let mut exec = Exec::new(&mut target, apply);
-    for input in &s.inputs {
-        exec.source = format!("the input {input}");
-        let (reader, total) = open(input)?;
-        let progress = Progress::new("shake-restore", total, s.quiet, s.log_interval);
-        let (plan, bytes) = apply_rdb(&mut exec, reader, &prepared, &parser_opts, progress)
-            .await
-            .map_err(|e| in_input(input, e))?;
-        exec.finish().await?;
-        summary.plan.add(&plan);
-        summary.bytes += bytes;
+    for (input, r) in s.inputs.iter().zip(&resolved) {
+        let mut rdbs: Vec<(RestoreInput, bool)> = Vec::new();
+        let mut commands: Vec<(PathBuf, u64)> = Vec::new();
+        match r {
+            Resolved::Rdb(i) => rdbs.push((i.clone(), false)),
+            Resolved::MaybePreamble(p) => rdbs.push((RestoreInput::File(p.clone()), true)),
+            Resolved::Aof(parts) => {
+                for part in parts {
+                    match part {
+                        crate::aof::Part::Rdb { path, tail } => {
+                            rdbs.push((RestoreInput::File(path.clone()), *tail))
+                        }
+                        crate::aof::Part::Commands { path, start } => {
+                            commands.push((path.clone(), *start))
+                        }
+                    }
+                }
+            }
+        }
+        for (part, tail) in rdbs {
+            exec.source = format!("the input {part}");
+            let (reader, total) = open(&part)?;
+            let progress = Progress::new("shake-restore", total, s.quiet, s.log_interval);
+            let (plan, bytes, end) =
+                apply_rdb_to_end(&mut exec, reader, &prepared, &parser_opts, progress)
+                    .await
+                    .map_err(|e| in_input(&part, e))?;
+            exec.finish().await?;
+            summary.plan.add(&plan);
+            summary.bytes += bytes;
+            if let (true, RestoreInput::File(p)) = (tail, &part) {
+                if file_len(p) > end {
+                    commands.push((p.clone(), end));
+                }
+            }
+        }
+        if !commands.is_empty() {
+            exec.finish().await?;
+            replay_commands(&s, &prepared, &commands, &mut summary)
+                .await
+                .map_err(|e| match e {
+                    ApplyError::Client(m) => ApplyError::Client(format!("{input}: {m}")),
+                    other => other,
+                })?;
+            summary.bytes += commands
+                .iter()
+                .map(|(p, start)| file_len(p).saturating_sub(*start))
+                .sum::<u64>();
+        }
     }
     exec.finish().await?;
     summary.exec = exec.stats.clone();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+fn file_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }

@@ -77,6 +77,12 @@ pub struct StreamOptions {
     /// `--rename-prefix`: every key position of every command gets its target name (by the
     /// command table) once the filters judged the source's names, before it is routed.
     pub rename: crate::rename::Rename,
+    /// Whether batches carry checkpoints and the low-water mark is recorded: off for a replay
+    /// that is not resumable (shake-restore applying an AOF's commands), which then leaves no
+    /// key of its own on the target.
+    pub checkpoints: bool,
+    /// The tool named in warnings.
+    pub tool: &'static str,
 }
 
 impl Default for StreamOptions {
@@ -95,6 +101,8 @@ impl Default for StreamOptions {
             topology_hint: Arc::default(),
             exclude_commands: Vec::new(),
             rename: crate::rename::Rename::default(),
+            checkpoints: true,
+            tool: "shake-sync",
         }
     }
 }
@@ -425,7 +433,10 @@ impl Applier {
 
     fn warn_once(&mut self, what: &'static str, msg: String) {
         if self.warned.insert(what) {
-            eprintln!("shake-sync: warning: {msg} (further cases are counted, not shown)");
+            eprintln!(
+                "{}: warning: {msg} (further cases are counted, not shown)",
+                self.opts.tool
+            );
         }
     }
 
@@ -1200,12 +1211,14 @@ impl Applier {
             }
         }
         self.stats.applied += 1;
-        let key = self.keys.domain_key(Domain::Global);
-        let cmd = Checkpoint::at(&self.replid, end, self.src_db).set_command(&key);
-        self.target
-            .submit(Some(&key), cmd, Idempotent::Yes, GroupTag::LowWater)
-            .await
-            .map_err(|e| self.client_err(e))?;
+        if self.opts.checkpoints {
+            let key = self.keys.domain_key(Domain::Global);
+            let cmd = Checkpoint::at(&self.replid, end, self.src_db).set_command(&key);
+            self.target
+                .submit(Some(&key), cmd, Idempotent::Yes, GroupTag::LowWater)
+                .await
+                .map_err(|e| self.client_err(e))?;
+        }
         self.settle().await?;
         Ok(None)
     }
@@ -1256,9 +1269,11 @@ impl Applier {
                     cmds.push(select_cmd(home));
                     sent.push(None);
                 }
-                let key = self.keys.domain_key(Domain::Single);
-                cmds.push(Bytes::from(checkpoint.set_command(&key)));
-                sent.push(None);
+                if self.opts.checkpoints {
+                    let key = self.keys.domain_key(Domain::Single);
+                    cmds.push(Bytes::from(checkpoint.set_command(&key)));
+                    sent.push(None);
+                }
                 cmds.push(Bytes::from_static(EXEC));
                 groups.push((None, cmds, n, sent));
             }
@@ -1295,9 +1310,11 @@ impl Applier {
                     cmds.push(select_cmd(0));
                     sent.push(None);
                 }
-                let key = self.keys.domain_key(Domain::Slot(s));
-                cmds.push(Bytes::from(checkpoint.set_command(&key)));
-                sent.push(None);
+                if self.opts.checkpoints {
+                    let key = self.keys.domain_key(Domain::Slot(s));
+                    cmds.push(Bytes::from(checkpoint.set_command(&key)));
+                    sent.push(None);
+                }
                 cmds.push(Bytes::from_static(EXEC));
                 groups.push((Some(s), cmds, n, sent));
             }
@@ -1527,10 +1544,11 @@ impl Applier {
                 match replies.last() {
                     Some(Reply::Array(results)) => {
                         // The results of the commands, then the checkpoint SET's.
+                        let ours = usize::from(self.opts.checkpoints);
                         for (i, r) in results
                             .iter()
                             .enumerate()
-                            .take(results.len().saturating_sub(1))
+                            .take(results.len().saturating_sub(ours))
                         {
                             if let (Some(Some(s)), Some(n)) = (sent.get(i), r.as_int()) {
                                 if s.prune {
@@ -1545,7 +1563,8 @@ impl Applier {
                                 self.stats.errors += 1;
                                 if self.stats.errors <= 5 {
                                     eprintln!(
-                                        "shake-sync: warning: {} answered an error to a command of the batch ending at source offset {end}: {e}",
+                                        "{}: warning: {} answered an error to a command of the batch ending at source offset {end}: {e}",
+                                        self.opts.tool,
                                         self.target_name()
                                     );
                                 }
@@ -1679,6 +1698,9 @@ impl Applier {
 
     /// Writes the low-water mark as it stands.
     async fn put_low_water(&mut self) -> Result<(), SyncError> {
+        if !self.opts.checkpoints {
+            return Ok(());
+        }
         let key = self.keys.low_water();
         let cmd = Checkpoint::at(&self.replid, self.low_water, self.low_water_db).set_command(&key);
         self.target
