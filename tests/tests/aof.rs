@@ -10,7 +10,8 @@
 //!   base) it is compared with a server that loaded the same AOF files itself: a server loading
 //!   its own AOF-form rewrite does not get back every detail the source holds (a stream
 //!   consumer's seen-time, a -0.0 score on 8.2), and the restore can only replay what the
-//!   files say. The manifest given instead of the directory restores the same.
+//!   files say. The manifest given instead of the directory restores the same. On 7.0,
+//!   `--rename-prefix` renames the RDB part's keys and the commands' (shake-check with the rule).
 //! - `aof_restore_redis62_single_file`: Redis 6.2's one-file AOF, plain (no rewrite) and with
 //!   an RDB preamble (after BGREWRITEAOF, more writes after it), each compared with a Redis 6.2
 //!   that loaded the same file.
@@ -290,6 +291,20 @@ fn aof_restore(flavor: Flavor) {
         let (code, err) = restore(&target2, &[], &dir.join("appendonly.aof.manifest"));
         assert_eq!(code, Some(0), "{err}");
         assert_same("restored from the manifest", &target, &target2);
+
+        if flavor == Flavor::Redis70 && preamble == "yes" {
+            // --rename-prefix renames the RDB part's keys and every key of the commands.
+            let target3 = Server::start(flavor);
+            let (code, err) = restore(&target3, &["--rename-prefix", "hash=h2:"], &dir);
+            assert_eq!(code, Some(0), "{err}");
+            let (same, text) =
+                shake_check(&src.url(), &target3.url(), &["--rename-prefix", "hash=h2:"]);
+            assert!(same, "renamed: {text}");
+            assert_eq!(
+                cmd(&mut target3.client(), &["EXISTS", "hash", "hash:big"]),
+                redis::Value::Int(0)
+            );
+        }
     }
 }
 
