@@ -3,7 +3,7 @@
 //!
 //! This module owns the v4 format: `${VAR}` substitution before parsing (as RedisShake does with
 //! envsubst), case-insensitive keys (as viper reads them), which reader section picks which tool
-//! (`[sync_reader]` → shake-sync, `[scan_reader]` → shake-rump, `[rdb_reader]` →
+//! (`[sync_reader]` → shake-sync, `[scan_reader]` → shake-rump, `[rdb_reader]` and `[aof_reader]` →
 //! shake-restore), each key's flag, and the reason for every key that has no flag (reported
 //! once). A key whose meaning cannot be kept (it would copy other data than RedisShake does) is
 //! an error, not a note. The binaries call [`front_door`]: flags on the command line (or their
@@ -365,12 +365,8 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
     let tool = match reader {
         "sync_reader" => Tool::Sync,
         "scan_reader" => Tool::Rump,
-        "rdb_reader" => Tool::Restore,
-        _ => {
-            return Err(format!(
-                "[aof_reader] is {NOT_YET}: shake-restore does not read AOF files yet; convert with redis-server (load the AOF, then BGSAVE) and use [rdb_reader]"
-            ))
-        }
+        // An AOF (a file, a multi-part directory or its manifest) is shake-restore's input too.
+        _ => Tool::Restore,
     };
     let mut out = Out {
         tool,
@@ -477,16 +473,30 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
             }
         }
         Tool::Restore => {
+            let aof = reader == "aof_reader";
             for (k, _) in rs.t {
                 match k.as_str() {
                     "filepath" => {}
+                    // RedisShake's point-in-time recovery: unix seconds, 0 for everything.
+                    "timestamp" if aof => {
+                        if let Some(ts) = rs.int("timestamp")?.filter(|&t| t != 0) {
+                            if ts < 0 {
+                                return Err(format!(
+                                    "{} = {ts}: give unix seconds, or 0 for the whole AOF",
+                                    rs.key("timestamp")
+                                ));
+                            }
+                            out.flag("until", ts.to_string());
+                        }
+                    }
+                    other if aof => out.note(&rs.key(other), "not a RedisShake v4 aof_reader key"),
                     other => out.note(&rs.key(other), "not a RedisShake v4 rdb_reader key"),
                 }
             }
             let file = rs
                 .str("filepath")?
                 .filter(|f| !f.is_empty())
-                .ok_or("[rdb_reader] has no filepath")?;
+                .ok_or(format!("[{reader}] has no filepath"))?;
             let mut path = PathBuf::from(&file);
             if path.is_relative() {
                 // RedisShake works inside advanced.dir, so a relative path is read from there.

@@ -13,6 +13,9 @@
 //!   shake-rump): `dbs`, `allow_key_prefix`/`allow_key_suffix`, `block_key_suffix`, `allow_db`,
 //!   `rdb_restore_command_behavior = "rewrite"`; same data as shake-rump's flags.
 //! - `v4_scan_ksn_follows`: `ksn = true` → `--follow`: a write after the scan arrives.
+//! - `v4_aof_reader`: `[aof_reader]` with a Redis 7.0 multi-part AOF directory as `filepath`
+//!   restores what the source holds; `timestamp` = a second before the last writes becomes
+//!   `--until` and leaves them out (equal to a server that got only the first writes).
 //! - `v4_rdb_reader_skip`: `[rdb_reader]` with `rdb_restore_command_behavior = "skip"` over a
 //!   target holding a conflicting key; same data as shake-restore's flags (the key kept).
 //! - `v4_file_writer_aof`: `[file_writer]` with `type = "aof"` → `shake-sync --output FILE
@@ -544,4 +547,58 @@ fn v4_file_writer_aof() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_equal(&src.url(), &dst.url(), "[file_writer] type = aof replayed");
+}
+
+#[test]
+fn v4_aof_reader() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let src = Server::start_with(
+        FLAVOR,
+        &[
+            ("appendonly", "yes"),
+            ("appendfsync", "always"),
+            ("aof-timestamp-enabled", "yes"),
+        ],
+    );
+    let reference = Server::start(FLAVOR);
+    set(&src, 0, &[("a", "1"), ("b", "2")]);
+    set(&reference, 0, &[("a", "1"), ("b", "2")]);
+    let first = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Past the second of the first writes (and a tick of the server's clock).
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        <= first
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    set(&src, 0, &[("a", "changed"), ("c", "3")]);
+    let aofdir = src.dir().join("appendonlydir");
+    let dir = tempfile::tempdir().unwrap();
+    for (ts, expected) in [(0u64, &src), (first, &reference)] {
+        let dst = Server::start(FLAVOR);
+        let file = write(
+            dir.path(),
+            "aof.toml",
+            &format!(
+                "[aof_reader]\nfilepath = \"{}\"\ntimestamp = {ts}\n\n[redis_writer]\naddress = \"127.0.0.1:{}\"\n",
+                aofdir.display(),
+                dst.port()
+            ),
+        );
+        let (code, log) = run_tool("shake-restore", &["--config", &file], &[]);
+        assert_eq!(code, Some(0), "{log}");
+        assert_equal(
+            &expected.url(),
+            &dst.url(),
+            &format!("[aof_reader] timestamp = {ts}"),
+        );
+    }
 }
