@@ -962,10 +962,9 @@ async fn session(
             // The RDB was forked after every key it holds had arrived: the exporting masters'
             // DELs of the keys it imported go to the target first (see super::handover).
             if let Some(h) = &spec.handover {
-                let mut conns = std::collections::HashMap::new();
                 let mut halt = stop.clone();
                 tokio::select! {
-                    r = h.full_sync_barrier(&mut conns) => r?,
+                    r = h.full_sync_barrier() => r?,
                     _ = halt.wait_for(|v| *v) => {
                         update(status, |s| s.phase = Phase::Stopped);
                         return Ok(());
@@ -1218,7 +1217,6 @@ async fn stream_loop(
     let mut pending_since: Option<Instant> = None;
     loop {
         let mut ack = false;
-        applier.note_received(end + stream.buffer().len() as u64);
         loop {
             let mut need = 0;
             let parsed = parse_command_needing(&stream.buffer()[..], MAX_ARGS, MAX_BULK, &mut need)

@@ -210,8 +210,6 @@ pub struct Applier {
     asm: LinkMigrations,
     /// A cluster source's links wait for each other when keys migrate (see [`super::handover`]).
     handover: Option<Handover>,
-    /// Offset of the last byte received from the source so far.
-    received: u64,
     pub stats: StreamStats,
     /// Keys re-copied after a refusal, and the rule for the commands after them.
     pub repairs: Repairs,
@@ -229,9 +227,6 @@ pub struct Applier {
 
 struct Handover {
     handle: super::handover::Handle,
-    conns: HashMap<String, crate::net::Connection>,
-    /// Commands received up to here were read before the last barrier's probes: covered.
-    covered: u64,
 }
 
 impl Applier {
@@ -284,7 +279,6 @@ impl Applier {
             warned: HashSet::new(),
             asm,
             handover: None,
-            received: start,
             stats: StreamStats::default(),
         })
     }
@@ -365,21 +359,13 @@ impl Applier {
 
     /// Takes part in the handover barrier of a cluster source's links.
     pub fn set_handover(&mut self, handle: super::handover::Handle) {
-        self.handover = Some(Handover {
-            handle,
-            conns: HashMap::new(),
-            covered: 0,
-        });
-    }
-
-    /// The stream has been received up to `offset` (what the next barrier will cover).
-    pub fn note_received(&mut self, offset: u64) {
-        self.received = self.received.max(offset);
+        self.handover = Some(Handover { handle });
     }
 
     /// Before a `RESTORE-ASKING` (a key migrating into this link's master) of `domain` that
-    /// ends at `end` and is `len` bytes long: what this link holds is written out, then the
-    /// other links apply what their masters ran before it (see [`super::handover`]).
+    /// ends at `end` and is `len` bytes long: unless the other links have applied what their
+    /// masters ran before it already, what this link holds is written out, then it waits for
+    /// them (see [`super::handover`]).
     async fn handover_barrier(
         &mut self,
         domain: Domain,
@@ -389,7 +375,11 @@ impl Applier {
         let Some(h) = &self.handover else {
             return Ok(());
         };
-        if end <= h.covered || (end <= self.horizon && self.applied.holds(domain, end)) {
+        if end <= self.horizon && self.applied.holds(domain, end) {
+            return Ok(());
+        }
+        let need = h.handle.need(end).await?;
+        if h.handle.satisfied(&need) {
             return Ok(());
         }
         // Written out is everything before this command, not the command itself.
@@ -398,13 +388,11 @@ impl Applier {
         let settled = self.settle().await;
         self.processed = saved;
         settled?;
-        let Some(h) = &mut self.handover else {
+        let Some(h) = &self.handover else {
             return Ok(());
         };
         h.handle.applied(self.low_water);
-        h.handle.barrier(&mut h.conns).await?;
-        h.covered = self.received;
-        Ok(())
+        h.handle.barrier(need).await
     }
 
     /// Offset up to which every command is on the target.
