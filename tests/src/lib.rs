@@ -1312,8 +1312,8 @@ fn wait_link_up(replica: &Server) {
 /// every connection passing through (both sides see the link drop, as with a network fault);
 /// new connections are accepted again at once. [`Proxy::hold`] cuts and keeps the link down
 /// (new connections are closed at once) until [`Proxy::release`]. [`Proxy::set_delay`] holds
-/// back what the server sends (a slow network path: a replication link that lags behind the
-/// others).
+/// back what the server sends on replication connections (a replication link that lags behind
+/// the others, while the same client's other connections to the server are not slowed).
 pub struct Proxy {
     port: u16,
     conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
@@ -1324,12 +1324,47 @@ pub struct Proxy {
     cuts: u32,
 }
 
-/// Copies `from` to `to`, each chunk `delay_ms` (read when the chunk arrives) after it was read,
-/// in order; then closes both.
+/// Copies the client's bytes `from` to the server `to` unchanged and at once, and sets
+/// `replicating` once the client has sent `SYNC` or `PSYNC` (it is a replica); then closes both.
+fn copy_watching_for_sync(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    replicating: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    // The end of the previous chunk, upper-cased: a command name split across two reads.
+    let mut seen: Vec<u8> = Vec::new();
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !replicating.load(Ordering::Relaxed) {
+                    seen.extend(buf[..n].iter().map(u8::to_ascii_uppercase));
+                    if seen.windows(10).any(|w| w == b"$4\r\nSYNC\r\n")
+                        || seen.windows(11).any(|w| w == b"$5\r\nPSYNC\r\n")
+                    {
+                        replicating.store(true, Ordering::Relaxed);
+                    }
+                    let keep = seen.len().saturating_sub(16);
+                    seen.drain(..keep);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+/// Copies `from` to `to`, each chunk `delay_ms` (read when the chunk arrives) after it was read
+/// when `replicating` is set (else at once), in order; then closes both.
 fn copy_delayed(
     mut from: TcpStream,
     mut to: TcpStream,
     delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    replicating: std::sync::Arc<std::sync::atomic::AtomicBool>,
     mut tamper: Option<Box<dyn Tamper>>,
 ) {
     let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
@@ -1350,7 +1385,12 @@ fn copy_delayed(
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let due = Instant::now() + Duration::from_millis(delay_ms.load(Ordering::Relaxed));
+                let delay = if replicating.load(Ordering::Relaxed) {
+                    delay_ms.load(Ordering::Relaxed)
+                } else {
+                    0
+                };
+                let due = Instant::now() + Duration::from_millis(delay);
                 // The tamper sees the bytes as the server sent them; the delay applies after it.
                 let chunk = match tamper.as_mut() {
                     Some(t) => t.tamper(&buf[..n]),
@@ -1410,14 +1450,8 @@ impl Proxy {
                     continue;
                 };
                 // The client's bytes pass unchanged and at once; the server's go through
-                // copy_delayed (tamper, then delay).
-                let pipe = |mut from: TcpStream, mut to: TcpStream| {
-                    std::thread::spawn(move || {
-                        let _ = io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                        let _ = from.shutdown(std::net::Shutdown::Both);
-                    });
-                };
+                // copy_delayed (tamper, then delay on a replication connection).
+                let replicating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 if let (Ok(c1), Ok(sv1)) = (client.try_clone(), server.try_clone()) {
                     if let Ok(mut v) = c2.lock() {
                         v.push(c1);
@@ -1426,10 +1460,11 @@ impl Proxy {
                 }
                 match (client.try_clone(), server.try_clone()) {
                     (Ok(c), Ok(s)) => {
-                        pipe(c, server);
+                        let r = replicating.clone();
+                        std::thread::spawn(move || copy_watching_for_sync(c, server, r));
                         let d = d2.clone();
                         let t = tamper.map(|make| make());
-                        std::thread::spawn(move || copy_delayed(s, client, d, t));
+                        std::thread::spawn(move || copy_delayed(s, client, d, replicating, t));
                     }
                     _ => continue,
                 }
@@ -1445,8 +1480,10 @@ impl Proxy {
         }
     }
 
-    /// From now on, what the server sends reaches the client `delay` late (in order; what the
-    /// client sends is not held). `Duration::ZERO` ends the delay for chunks read from then on.
+    /// From now on, what the server sends on a replication connection (one whose client sent
+    /// `SYNC` or `PSYNC`) reaches the client `delay` late, in order; what clients send, and what
+    /// the server sends on other connections, is not held. `Duration::ZERO` ends the delay for
+    /// chunks read from then on.
     pub fn set_delay(&self, delay: Duration) {
         self.delay_ms
             .store(delay.as_millis() as u64, Ordering::Relaxed);

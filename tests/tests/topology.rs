@@ -226,10 +226,10 @@ fn handover_with_a_lagging_exporter_valkey91() {
 
 /// The same with the slots also moved back (the lagging link importing while the other link
 /// still waits at its own earlier RESTORE-ASKING) and the half-done slot going to a third
-/// master (two links importing from the lagging one): today the barrier takes the two links for
-/// a migration in both directions at once and the sync stops (docs/topology.md, "Known bug").
+/// master (two links importing from the lagging one): the barrier must tell from the sampled
+/// windows which migration ran first (docs/topology.md, "Two links waiting at once"); before
+/// that, it took the two links for migrations in both directions at once and stopped the sync.
 #[test]
-#[ignore = "known bug: the handover barrier deadlocks when two links wait at RESTORE-ASKINGs at once (docs/topology.md)"]
 fn handover_back_and_to_two_importers_redis70() {
     handover_with_a_lagging_exporter(Flavor::Redis70, true);
 }
