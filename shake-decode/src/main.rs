@@ -28,7 +28,7 @@ enum Format {
 
 /// Decode an RDB file into text for people and programs.
 ///
-/// Reads RDB versions 1-12 (REDIS magic) and 80-81 (VALKEY magic), every type and encoding.
+/// Reads RDB versions 1-15 (REDIS magic) and 80-81 (VALKEY magic), every type and encoding.
 /// Stops after the EOF opcode and checksum, so an AOF with an RDB preamble decodes too.
 /// Exit status: 0 success, 1 bad or unreadable input (one line on stderr names the byte offset
 /// and key), 2 usage error. On bad input, keys before the damage have been written; the output

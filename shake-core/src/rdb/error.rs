@@ -101,7 +101,11 @@ impl fmt::Display for RdbErrorKind {
             ),
             RdbErrorKind::UnsupportedVersion { magic, version } => write!(
                 f,
-                "RDB version {version} ({magic} magic) is newer than this reader knows (REDIS 1-12, VALKEY 80-81); --relaxed-version reads it anyway, failing only on unknown types"
+                "RDB version {version} ({magic} magic) is newer than this reader knows (REDIS {}-{}, VALKEY {}-{}); --relaxed-version reads it anyway, failing only on unknown types",
+                super::parser::REDIS_VERSIONS.start(),
+                super::parser::REDIS_VERSIONS.end(),
+                super::parser::VALKEY_VERSIONS.start(),
+                super::parser::VALKEY_VERSIONS.end(),
             ),
             RdbErrorKind::UnknownType { rdb_type, version } => {
                 write!(f, "unknown value type {rdb_type} in an RDB of version {version}")

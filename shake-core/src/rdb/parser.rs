@@ -13,6 +13,10 @@ use super::opcodes as op;
 use super::source::Source;
 use super::types::{self as t, value_type_of, Layout};
 
+/// The RDB versions this reader knows, per magic (newer ones only with `relaxed_version`).
+pub const REDIS_VERSIONS: std::ops::RangeInclusive<u32> = 1..=15;
+pub const VALKEY_VERSIONS: std::ops::RangeInclusive<u32> = 80..=81;
+
 /// Largest single string accepted. Redis caps strings at 512 MiB by default and a listpack or
 /// ziplist can't exceed 4 GiB; anything above this is a corrupt length field.
 const MAX_STRING: u64 = 1 << 32;
@@ -304,8 +308,8 @@ impl<R: Read> RdbParser<R> {
             )
         })?;
         let known = match magic {
-            Magic::Redis => (1..=15).contains(&version),
-            Magic::Valkey => (80..=81).contains(&version),
+            Magic::Redis => REDIS_VERSIONS.contains(&version),
+            Magic::Valkey => VALKEY_VERSIONS.contains(&version),
         };
         if !known && !self.opts.relaxed_version || version == 0 {
             return Err(RdbError::new(
