@@ -421,6 +421,32 @@ enum Resolved {
     Aof(Vec<crate::aof::Part>),
 }
 
+impl Resolved {
+    /// The RDB inputs (each with whether AOF commands may follow the RDB in the same file) and
+    /// the command files (each with the offset its commands start at), in replay order.
+    fn split(&self) -> (Vec<(RestoreInput, bool)>, Vec<(PathBuf, u64)>) {
+        let mut rdbs = Vec::new();
+        let mut commands = Vec::new();
+        match self {
+            Resolved::Rdb(i) => rdbs.push((i.clone(), false)),
+            Resolved::MaybePreamble(p) => rdbs.push((RestoreInput::File(p.clone()), true)),
+            Resolved::Aof(parts) => {
+                for part in parts {
+                    match part {
+                        crate::aof::Part::Rdb { path, tail } => {
+                            rdbs.push((RestoreInput::File(path.clone()), *tail))
+                        }
+                        crate::aof::Part::Commands { path, start } => {
+                            commands.push((path.clone(), *start))
+                        }
+                    }
+                }
+            }
+        }
+        (rdbs, commands)
+    }
+}
+
 fn resolve(input: &RestoreInput) -> Result<Resolved, ApplyError> {
     let RestoreInput::File(p) = input else {
         return Ok(Resolved::Rdb(input.clone()));
@@ -534,25 +560,9 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
     if s.verify_first || s.until.is_some() {
         let modules = target_modules(&mut target).await;
         for r in &resolved {
-            let mut rdbs: Vec<(RestoreInput, bool)> = Vec::new();
-            let mut commands: Vec<(PathBuf, u64)> = Vec::new();
-            match r {
-                Resolved::Rdb(i @ RestoreInput::File(_)) => rdbs.push((i.clone(), false)),
-                Resolved::Rdb(RestoreInput::Stdin) => {}
-                Resolved::MaybePreamble(p) => rdbs.push((RestoreInput::File(p.clone()), true)),
-                Resolved::Aof(parts) => {
-                    for part in parts {
-                        match part {
-                            crate::aof::Part::Rdb { path, tail } => {
-                                rdbs.push((RestoreInput::File(path.clone()), *tail))
-                            }
-                            crate::aof::Part::Commands { path, start } => {
-                                commands.push((path.clone(), *start))
-                            }
-                        }
-                    }
-                }
-            }
+            let (mut rdbs, mut commands) = r.split();
+            // Stdin is read once, when it is restored: it cannot be checked first.
+            rdbs.retain(|(i, _)| !matches!(i, RestoreInput::Stdin));
             for (input, tail) in rdbs {
                 let (input2, apply2, popts) = (input.clone(), apply.clone(), parser_opts.clone());
                 let loaded = modules.clone();
@@ -605,24 +615,7 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
     };
     let mut exec = Exec::new(&mut target, apply);
     for (input, r) in s.inputs.iter().zip(&resolved) {
-        let mut rdbs: Vec<(RestoreInput, bool)> = Vec::new();
-        let mut commands: Vec<(PathBuf, u64)> = Vec::new();
-        match r {
-            Resolved::Rdb(i) => rdbs.push((i.clone(), false)),
-            Resolved::MaybePreamble(p) => rdbs.push((RestoreInput::File(p.clone()), true)),
-            Resolved::Aof(parts) => {
-                for part in parts {
-                    match part {
-                        crate::aof::Part::Rdb { path, tail } => {
-                            rdbs.push((RestoreInput::File(path.clone()), *tail))
-                        }
-                        crate::aof::Part::Commands { path, start } => {
-                            commands.push((path.clone(), *start))
-                        }
-                    }
-                }
-            }
-        }
+        let (rdbs, mut commands) = r.split();
         for (part, tail) in rdbs {
             exec.source = format!("the input {part}");
             let (reader, total) = open(&part)?;
