@@ -1,6 +1,10 @@
 //! Endpoints and connections: `redis://` URLs, TCP and TLS connections, AUTH, timeouts, and the
 //! bounded backoff every reconnect uses. A `Connection` speaks RESP (requests and replies) and
 //! also hands out raw bytes for the parts of the replication protocol that are not RESP.
+//!
+//! A `redis+sentinel://` endpoint names a master through Redis Sentinel: every
+//! [`Connection::connect`] to it asks the sentinels for the master's address and checks with
+//! `ROLE` that the node is a master, so every reconnect of every tool follows a failover.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,15 +19,55 @@ use tokio::net::TcpStream;
 use crate::resp::{decode_reply, encode_command, Reply};
 
 /// Where a server is and how to log in: `redis://[[user]:password@]host[:port][/db]`,
-/// `rediss://` for TLS.
+/// `rediss://` for TLS, or a master found through Sentinel:
+/// `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]` (see
+/// [`SentinelSet`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// The server; for a sentinel endpoint, the first sentinel (the master is found at connect).
     pub host: String,
     pub port: u16,
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: Option<u64>,
     pub tls: bool,
+    /// `redis+sentinel://`: the sentinels and the master's name. `None` for a plain server, and
+    /// for every node learned from a server ([`Endpoint::with_address`]).
+    pub sentinel: Option<Arc<SentinelSet>>,
+}
+
+/// The sentinels of a `redis+sentinel://` endpoint and the name of the master they monitor. The
+/// URL's user and password log in to the data nodes (master and replicas); the sentinels get
+/// their own, from the query parameters `sentinel_user` and `sentinel_password` (or
+/// `SHAKE_SENTINEL_PASSWORD`), and none when not given. TLS (`rediss+sentinel://`) and the
+/// `--tls-*` options apply to sentinels and data nodes alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSet {
+    /// `(host, port)` of each sentinel, in the order they are asked.
+    pub nodes: Vec<(String, u16)>,
+    /// The master's name, as in `sentinel monitor NAME ...`.
+    pub master: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// The port of a sentinel when the URL gives none.
+pub const SENTINEL_PORT: u16 = 26379;
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl SentinelSet {
+    /// `host:port,host:port` of the sentinels, for messages.
+    pub fn addresses(&self) -> String {
+        let v: Vec<String> = self.nodes.iter().map(|(h, p)| host_port(h, *p)).collect();
+        v.join(",")
+    }
 }
 
 impl fmt::Debug for Endpoint {
@@ -36,11 +80,18 @@ impl fmt::Debug for Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "rediss" } else { "redis" };
-        write!(f, "{scheme}://")?;
+        let sentinel = if self.sentinel.is_some() {
+            "+sentinel"
+        } else {
+            ""
+        };
+        write!(f, "{scheme}{sentinel}://")?;
         if let Some(u) = &self.user {
             write!(f, "{u}@")?;
         }
-        if self.host.contains(':') {
+        if let Some(s) = &self.sentinel {
+            write!(f, "{}/{}", s.addresses(), s.master)?;
+        } else if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)?;
         } else {
             write!(f, "{}:{}", self.host, self.port)?;
@@ -91,6 +142,27 @@ fn percent_decode(s: &str, what: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("the {what} is not UTF-8 after percent-decoding"))
 }
 
+/// The user and password of a URL's `[[user]:password@]`, as redis-cli reads it: `user:password@`,
+/// `:password@`, or `password@`. An empty password (`user:@`) means "none given", so
+/// SHAKE_*_PASSWORD can supply it.
+type Auth = (Option<String>, Option<String>);
+fn parse_auth(auth: Option<&str>) -> Result<Auth, String> {
+    Ok(match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => (
+                (!u.is_empty())
+                    .then(|| percent_decode(u, "user name"))
+                    .transpose()?,
+                (!p.is_empty())
+                    .then(|| percent_decode(p, "password"))
+                    .transpose()?,
+            ),
+            None => (None, Some(percent_decode(a, "password")?)),
+        },
+    })
+}
+
 /// `url` as it may appear in a message: the password of `[user]:password@` (or a lone
 /// `password@`) replaced by `***`, whatever else is wrong with the URL. Every message that
 /// echoes a URL the user typed goes through this (a parsed `Endpoint` prints without it).
@@ -99,22 +171,40 @@ pub fn redact_url(url: &str) -> String {
         Some(i) => url.split_at(i + 3),
         None => ("", url),
     };
+    // A sentinel URL's query may carry the sentinels' password.
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => {
+            let q: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k == "sentinel_password" => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            (r, format!("?{}", q.join("&")))
+        }
+        None => (rest, String::new()),
+    };
     // The same split as `Endpoint::parse`: credentials end at the last '@'.
     match rest.rfind('@') {
-        None => url.to_string(),
+        None => format!("{scheme}{rest}{query}"),
         Some(at) => {
             let user = match rest[..at].split_once(':') {
                 Some((u, _)) => format!("{u}:"),
                 None => String::new(),
             };
-            format!("{scheme}{user}***{}", &rest[at..])
+            format!("{scheme}{user}***{}{query}", &rest[at..])
         }
     }
 }
 
 impl Endpoint {
-    /// Parses `redis://...`, `rediss://...`, or a bare `host:port`.
+    /// Parses `redis://...`, `rediss://...`, `redis+sentinel://...`, `rediss+sentinel://...`,
+    /// or a bare `host:port`.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
+        if url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://") {
+            return Endpoint::parse_sentinel(url);
+        }
         let bad = |why: &str| {
             format!(
                 "invalid endpoint {:?}: {why} (expected redis://[[user]:password@]host[:port][/db])",
@@ -164,27 +254,7 @@ impl Endpoint {
                 .parse::<u16>()
                 .map_err(|_| bad("the port must be a number from 1 to 65535"))?,
         };
-        let (user, password) = match auth {
-            None => (None, None),
-            // As redis-cli reads it: `user:password@`, `:password@`, or `password@`. An empty
-            // password (`user:@`) means "none given", so SHAKE_*_PASSWORD can supply it.
-            Some(a) => match a.split_once(':') {
-                Some((u, p)) => (
-                    (!u.is_empty())
-                        .then(|| percent_decode(u, "user name"))
-                        .transpose()
-                        .map_err(|e| bad(&e))?,
-                    (!p.is_empty())
-                        .then(|| percent_decode(p, "password"))
-                        .transpose()
-                        .map_err(|e| bad(&e))?,
-                ),
-                None => (
-                    None,
-                    Some(percent_decode(a, "password").map_err(|e| bad(&e))?),
-                ),
-            },
-        };
+        let (user, password) = parse_auth(auth).map_err(|e| bad(&e))?;
         Ok(Endpoint {
             host,
             port,
@@ -192,37 +262,150 @@ impl Endpoint {
             password,
             db,
             tls,
+            sentinel: None,
         })
+    }
+
+    /// `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db][?sentinel_user=U&sentinel_password=P]`.
+    fn parse_sentinel(url: &str) -> Result<Endpoint, String> {
+        let bad = |why: &str| {
+            format!(
+                "invalid endpoint {:?}: {why} (expected redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db])",
+                redact_url(url)
+            )
+        };
+        let (tls, rest) = match url.strip_prefix("rediss+sentinel://") {
+            Some(r) => (true, r),
+            None => (false, url.strip_prefix("redis+sentinel://").unwrap_or(url)),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let (auth, hostpart) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (hosts, path) = hostpart
+            .split_once('/')
+            .ok_or_else(|| bad("no master name after the sentinels"))?;
+        let (master, db) = match path.split_once('/') {
+            Some((m, d)) => (m, Some(d)),
+            None => (path, None),
+        };
+        if master.is_empty() {
+            return Err(bad("no master name after the sentinels"));
+        }
+        let master = percent_decode(master, "master name").map_err(|e| bad(&e))?;
+        let db = match db {
+            None | Some("") => None,
+            Some(d) => Some(
+                d.parse::<u64>()
+                    .map_err(|_| bad("the database must be a number"))?,
+            ),
+        };
+        let mut nodes = Vec::new();
+        for hp in hosts.split(',') {
+            let (host, port) = if let Some(h) = hp.strip_prefix('[') {
+                let end = h.find(']').ok_or_else(|| bad("unclosed ["))?;
+                (h[..end].to_string(), h[end + 1..].strip_prefix(':'))
+            } else {
+                match hp.rsplit_once(':') {
+                    Some((h, p)) => (h.to_string(), Some(p)),
+                    None => (hp.to_string(), None),
+                }
+            };
+            if host.is_empty() {
+                return Err(bad("a sentinel without a host"));
+            }
+            let port = match port {
+                None | Some("") => SENTINEL_PORT,
+                Some(p) => p
+                    .parse::<u16>()
+                    .map_err(|_| bad("a sentinel's port must be a number from 1 to 65535"))?,
+            };
+            nodes.push((host, port));
+        }
+        let (user, password) = parse_auth(auth).map_err(|e| bad(&e))?;
+        let (mut s_user, mut s_password) = (None, None);
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "sentinel_user" => {
+                    s_user = Some(percent_decode(v, "sentinel user").map_err(|e| bad(&e))?)
+                }
+                "sentinel_password" => {
+                    s_password = Some(percent_decode(v, "sentinel password").map_err(|e| bad(&e))?)
+                }
+                _ => {
+                    return Err(bad(&format!(
+                        "unknown parameter {k:?} (known: sentinel_user, sentinel_password)"
+                    )))
+                }
+            }
+        }
+        let (host, port) = nodes[0].clone();
+        Ok(Endpoint {
+            host,
+            port,
+            user,
+            password,
+            db,
+            tls,
+            sentinel: Some(Arc::new(SentinelSet {
+                nodes,
+                master,
+                user: s_user.filter(|u| !u.is_empty()),
+                password: s_password.filter(|p| !p.is_empty()),
+            })),
+        })
+    }
+
+    /// A name for this endpoint that survives a failover: the sentinel set and master name for a
+    /// sentinel endpoint, else `host:port` (shake-sync's default checkpoint name).
+    pub fn stable_name(&self) -> String {
+        match &self.sentinel {
+            Some(s) => format!("sentinel:{}", s.master),
+            None => self.address(),
+        }
     }
 
     /// Takes the password from an environment variable when the URL has none, so it stays out
     /// of `ps` output.
+    /// For a sentinel endpoint, the sentinels' password likewise comes from the variable named
+    /// with `SENTINEL_PASSWORD` for `PASSWORD` (`SHAKE_SOURCE_SENTINEL_PASSWORD`).
     pub fn password_from_env(mut self, var: &str) -> Self {
+        let from_env = |v: &str| std::env::var(v).ok().filter(|p| !p.is_empty());
         if self.password.is_none() {
-            if let Ok(p) = std::env::var(var) {
-                if !p.is_empty() {
-                    self.password = Some(p);
+            self.password = from_env(var);
+        }
+        if let Some(s) = &self.sentinel {
+            if s.password.is_none() {
+                let var = var.replace("PASSWORD", "SENTINEL_PASSWORD");
+                if let Some(p) = from_env(&var) {
+                    let mut s = (**s).clone();
+                    s.password = Some(p);
+                    self.sentinel = Some(Arc::new(s));
                 }
             }
         }
         self
     }
 
-    /// The same login, another node (for cluster nodes and replicas learned from a server).
+    /// The same login, another node (for cluster nodes and replicas learned from a server, and
+    /// the master a sentinel names): a node at a fixed address, never a sentinel endpoint.
     pub fn with_address(&self, host: &str, port: u16) -> Endpoint {
         Endpoint {
             host: host.to_string(),
             port,
+            sentinel: None,
             ..self.clone()
         }
     }
 
+    /// `host:port`; for a sentinel endpoint, the first sentinel's.
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        host_port(&self.host, self.port)
     }
 }
 
@@ -353,7 +536,20 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Connects (TCP, then TLS for `rediss://`) and logs in (AUTH) when the endpoint has a
     /// password. Does not SELECT the endpoint's database: that is the caller's choice.
+    ///
+    /// For a sentinel endpoint: the master the sentinels name now (see [`connect_sentinel`]);
+    /// the connection's [`Connection::endpoint`] is then that master's address.
     pub async fn connect(
+        endpoint: &Endpoint,
+        opts: &ConnectOptions,
+    ) -> Result<Connection, NetError> {
+        match &endpoint.sentinel {
+            Some(s) => connect_sentinel(endpoint, s, opts).await,
+            None => Connection::connect_node(endpoint, opts).await,
+        }
+    }
+
+    async fn connect_node(
         endpoint: &Endpoint,
         opts: &ConnectOptions,
     ) -> Result<Connection, NetError> {
@@ -576,6 +772,117 @@ impl Connection {
             }
         }
     }
+}
+
+/// Connects to the master `set` names: asks each sentinel in turn `SENTINEL
+/// GET-MASTER-ADDR-BY-NAME`, connects to the address it gives and takes it only if `ROLE` says
+/// master (a sentinel may not have seen a failover yet: the next one is asked). Sentinels that
+/// cannot be reached, or a master that is not a master (yet), are transient failures: callers
+/// retry with their backoff, and so follow a failover. No sentinel knowing the name is not.
+async fn connect_sentinel(
+    endpoint: &Endpoint,
+    set: &SentinelSet,
+    opts: &ConnectOptions,
+) -> Result<Connection, NetError> {
+    let mut problems = Vec::new();
+    let mut unknown = false;
+    let mut named = false;
+    for (host, port) in &set.nodes {
+        let sentinel = Endpoint {
+            host: host.clone(),
+            port: *port,
+            user: set.user.clone(),
+            password: set.password.clone(),
+            db: None,
+            tls: endpoint.tls,
+            sentinel: None,
+        };
+        let at = host_port(host, *port);
+        let reply = match Connection::connect_node(&sentinel, opts).await {
+            Ok(mut c) => {
+                c.request(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", set.master.as_str()])
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let addr = match reply {
+            Ok(Reply::Nil) => {
+                unknown = true;
+                problems.push(format!("{at}: no master named {:?}", set.master));
+                continue;
+            }
+            Ok(r) if r.error().is_some() => {
+                problems.push(format!("{at}: {}", r.error().unwrap_or_default()));
+                continue;
+            }
+            Ok(r) => match r.as_array() {
+                Some([h, p]) => {
+                    match (h.as_text(), p.as_text().and_then(|p| p.parse::<u16>().ok())) {
+                        (Some(h), Some(p)) => (h.to_string(), p),
+                        _ => {
+                            problems.push(format!("{at}: an address that is not host and port"));
+                            continue;
+                        }
+                    }
+                }
+                _ => {
+                    problems.push(format!("{at}: an answer that is not an address"));
+                    continue;
+                }
+            },
+            Err(e) => {
+                problems.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        named = true;
+        let node = endpoint.with_address(&addr.0, addr.1);
+        let mut conn = match Connection::connect_node(&node, opts).await {
+            Ok(c) => c,
+            // A wrong password is the same on every node: say so now.
+            Err(e @ NetError::Auth { .. }) | Err(e @ NetError::Tls { .. }) => return Err(e),
+            Err(e) => {
+                problems.push(format!("{at} names {}: {e}", node.address()));
+                continue;
+            }
+        };
+        match conn.request(&["ROLE"]).await {
+            Ok(r) => {
+                let role = r
+                    .as_array()
+                    .and_then(|a| a.first())
+                    .and_then(Reply::as_text)
+                    .map(|t| t.to_string());
+                if role.as_deref() == Some("master") {
+                    return Ok(conn);
+                }
+                problems.push(format!(
+                    "{at} names {}, which is not a master (ROLE: {}); a failover is under way",
+                    node.address(),
+                    role.unwrap_or_else(|| r.error().unwrap_or("?").to_string())
+                ));
+            }
+            Err(e) => problems.push(format!("{at} names {}: {e}", node.address())),
+        }
+    }
+    let what = format!(
+        "sentinels {} about master {:?}: {}",
+        set.addresses(),
+        set.master,
+        problems.join("; ")
+    );
+    // Some sentinel answered that it knows no such master and none named one: a wrong name,
+    // which no retry cures.
+    if unknown && !named {
+        return Err(NetError::Protocol {
+            endpoint: endpoint.to_string(),
+            message: format!("{what} (check the master name after the sentinels in the URL: it is the NAME of `sentinel monitor NAME` in the sentinels' config)"),
+        });
+    }
+    Err(NetError::Connect {
+        endpoint: endpoint.to_string(),
+        source: std::io::Error::other(what),
+    })
 }
 
 /// Parses INFO output into `name -> value`.
@@ -879,6 +1186,55 @@ mod tests {
         assert!(Endpoint::parse("http://x").is_err());
         assert!(Endpoint::parse("redis://h:99999").is_err());
         assert!(Endpoint::parse("redis://h/x").is_err());
+    }
+
+    #[test]
+    fn parses_sentinel_urls() {
+        let e = Endpoint::parse(
+            "redis+sentinel://app:pw@10.0.0.1:5000,[::1],s3/my%2Fm/2?sentinel_user=su&sentinel_password=s%40p",
+        )
+        .unwrap();
+        let s = e.sentinel.clone().unwrap();
+        assert_eq!(
+            s.nodes,
+            vec![
+                ("10.0.0.1".to_string(), 5000),
+                ("::1".to_string(), SENTINEL_PORT),
+                ("s3".to_string(), SENTINEL_PORT)
+            ]
+        );
+        assert_eq!(
+            (s.master.as_str(), s.user.as_deref(), s.password.as_deref()),
+            ("my/m", Some("su"), Some("s@p"))
+        );
+        assert_eq!(
+            (e.user.as_deref(), e.password.as_deref(), e.db, e.tls),
+            (Some("app"), Some("pw"), Some(2), false)
+        );
+        assert_eq!(
+            e.to_string(),
+            "redis+sentinel://app@10.0.0.1:5000,[::1]:26379,s3:26379/my/m/2"
+        );
+        assert_eq!(e.stable_name(), "sentinel:my/m");
+        // A node learned through it is a plain node with the data nodes' login.
+        let n = e.with_address("10.0.0.9", 6379);
+        assert_eq!(n.sentinel, None);
+        assert_eq!(n.to_string(), "redis://app@10.0.0.9:6379/2");
+        let e = Endpoint::parse("rediss+sentinel://h/m").unwrap();
+        assert!(e.tls && e.sentinel.as_ref().unwrap().password.is_none());
+        for bad in [
+            "redis+sentinel://h:1",
+            "redis+sentinel://h:1/",
+            "redis+sentinel://h:x/m",
+            "redis+sentinel://h:1,/m",
+            "redis+sentinel://h:1/m/x",
+            "redis+sentinel://h:1/m?what=1",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+        let e = Endpoint::parse("redis+sentinel://:SrcPw@h:1/m?sentinel_password=SenPw&x=1")
+            .unwrap_err();
+        assert!(!e.contains("SrcPw") && !e.contains("SenPw"), "{e}");
     }
 
     #[test]

@@ -253,13 +253,7 @@ impl Section<'_> {
         }
     }
     fn url(&self) -> Result<String, String> {
-        let addr = self
-            .str("address")?
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| format!("[{}] has no address", self.name))?;
-        let user = self.str("username")?.unwrap_or_default();
-        let password = self.str("password")?.unwrap_or_default();
-        let auth = match (user.is_empty(), password.is_empty()) {
+        let auth = |user: String, password: String| match (user.is_empty(), password.is_empty()) {
             (true, true) => String::new(),
             (true, false) => format!(":{}@", crate::net::percent_encode(&password)),
             (false, _) => format!(
@@ -268,8 +262,99 @@ impl Section<'_> {
                 crate::net::percent_encode(&password)
             ),
         };
-        let scheme = if self.bool("tls")? { "rediss" } else { "redis" };
-        Ok(format!("{scheme}://{auth}{addr}"))
+        let user = self.str("username")?.unwrap_or_default();
+        let password = self.str("password")?.unwrap_or_default();
+        let tls = self.bool("tls")?;
+        let scheme = if tls { "rediss" } else { "redis" };
+        // Sentinel, in RedisShake v4's two spellings: a `[<section>.sentinel]` table
+        // (master_name, address, username, password, tls: the sentinel's own login; `address`
+        // of the section is then not used), or `sentinel = true` with `master` in
+        // [redis_writer] (`address` is the sentinel, logged in to with the same credentials).
+        let sentinel = match self.t.get("sentinel") {
+            Some(toml::Value::Table(t)) => {
+                let st = Section {
+                    name: &format!("{}.sentinel", self.name),
+                    t,
+                };
+                for k in t.keys() {
+                    if ![
+                        "master_name",
+                        "address",
+                        "username",
+                        "password",
+                        "tls",
+                        "tls_config",
+                    ]
+                    .contains(&k.as_str())
+                    {
+                        return Err(format!(
+                            "{}: not a RedisShake v4 sentinel key (master_name, address, username, password, tls)",
+                            st.key(k)
+                        ));
+                    }
+                }
+                match st.str("master_name")?.filter(|m| !m.is_empty()) {
+                    None => None,
+                    Some(name) => {
+                        let addr = st
+                            .str("address")?
+                            .filter(|a| !a.is_empty())
+                            .ok_or_else(|| format!("[{}] has no address", st.name))?;
+                        if st.bool("tls")? != tls {
+                            return Err(format!("{} = {} but {} = {tls}: TLS is used for the sentinels and the data nodes alike", st.key("tls"), !tls, self.key("tls")));
+                        }
+                        let su = st.str("username")?.unwrap_or_default();
+                        let sp = st.str("password")?.unwrap_or_default();
+                        Some((addr, name, su, sp))
+                    }
+                }
+            }
+            Some(_) if self.bool("sentinel")? => {
+                let name = self
+                    .str("master")?
+                    .filter(|m| !m.is_empty())
+                    .ok_or_else(|| {
+                        format!(
+                            "{} = true needs {}: the sentinels' name of the master",
+                            self.key("sentinel"),
+                            self.key("master")
+                        )
+                    })?;
+                let addr = self
+                    .str("address")?
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| format!("[{}] has no address (the sentinel's)", self.name))?;
+                Some((addr, name, user.clone(), password.clone()))
+            }
+            _ => None,
+        };
+        if let Some((addr, name, su, sp)) = sentinel {
+            let mut query = Vec::new();
+            if !su.is_empty() {
+                query.push(format!("sentinel_user={}", crate::net::percent_encode(&su)));
+            }
+            if !sp.is_empty() {
+                query.push(format!(
+                    "sentinel_password={}",
+                    crate::net::percent_encode(&sp)
+                ));
+            }
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
+            return Ok(format!(
+                "{scheme}+sentinel://{}{addr}/{}{query}",
+                auth(user, password),
+                crate::net::percent_encode(&name)
+            ));
+        }
+        let addr = self
+            .str("address")?
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| format!("[{}] has no address", self.name))?;
+        Ok(format!("{scheme}://{}{addr}", auth(user, password)))
     }
 }
 
@@ -394,7 +479,7 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
             source_addr = rs.str("address")?.unwrap_or_default();
             for (k, _) in rs.t {
                 match k.as_str() {
-                    "address" | "username" | "password" | "tls" => {}
+                    "address" | "username" | "password" | "tls" | "sentinel" => {}
                     "cluster" => {
                         if !rs.bool("cluster")? {
                             // RedisShake's standalone reader reads that one node.
@@ -428,7 +513,7 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
             out.flag("source", rs.url()?);
             for (k, _) in rs.t {
                 match k.as_str() {
-                    "address" | "username" | "password" | "tls" => {}
+                    "address" | "username" | "password" | "tls" | "sentinel" => {}
                     "cluster" => {
                         if rs.bool(k)? {
                             out.switch("source-cluster", &["no-source-cluster"]);
@@ -541,15 +626,14 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
     };
     // [file_writer] was translated above; the rest of this block reads [redis_writer].
     if !doc.contains_key("file_writer") {
-        if ws.bool("sentinel")? {
-            return Err(format!("redis_writer.sentinel = true is {NOT_YET}: give the master's own address with sentinel = false (redis-cli -p SENTINEL_PORT SENTINEL get-master-addr-by-name NAME)"));
-        }
         out.flag("target", ws.url()?);
         for (k, _) in ws.t {
             match k.as_str() {
                 "address" | "username" | "password" | "tls" | "sentinel" => {}
                 "master" => {
-                    if ws.str(k)?.is_some_and(|m| !m.is_empty()) {
+                    let sentinel = matches!(ws.t.get("sentinel"), Some(toml::Value::Table(_)))
+                        || ws.bool("sentinel")?;
+                    if !sentinel && ws.str(k)?.is_some_and(|m| !m.is_empty()) {
                         out.note(&ws.key(k), "only used with sentinel = true");
                     }
                 }
@@ -1056,6 +1140,44 @@ mod tests {
             plan("[sync_reader]\naddress='a:1'\nADDRESS='b'\n[redis_writer]\naddress='b:1'")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn maps_sentinels() {
+        // The older spelling: [redis_writer] sentinel = true, master; address is the sentinel.
+        let p = plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='s:26379'\nsentinel=true\nmaster='m1'\npassword='p@w'").unwrap();
+        let f = flags(&p);
+        assert!(
+            f.contains(
+                &"--target redis+sentinel://:p%40w@s:26379/m1?sentinel_password=p%40w".to_string()
+            ),
+            "{f:?}"
+        );
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+        // The newer: a [<section>.sentinel] table with the sentinel's own login, either side.
+        let p = plan("[sync_reader]\naddress='ignored:1'\nusername='u'\npassword='pw'\n[sync_reader.sentinel]\nmaster_name='m 2'\naddress='s1:5000'\npassword='sp'\n[redis_writer]\naddress='b:1'\n[redis_writer.sentinel]\nmaster_name=''").unwrap();
+        let f = flags(&p);
+        assert!(
+            f.contains(
+                &"--source redis+sentinel://u:pw@s1:5000/m%202?sentinel_password=sp".to_string()
+            ),
+            "{f:?}"
+        );
+        assert!(f.contains(&"--target redis://b:1".to_string()), "{f:?}");
+        let p = plan("[scan_reader]\naddress='x:1'\n[scan_reader.sentinel]\nmaster_name='m'\naddress='s:1'\nusername='su'\n[redis_writer]\naddress='b:1'").unwrap();
+        assert!(flags(&p).contains(&"--source redis+sentinel://s:1/m?sentinel_user=su".to_string()));
+        for bad in [
+            "[sync_reader]\naddress='a:1'\n[sync_reader.sentinel]\nmaster_name='m'\n[redis_writer]\naddress='b:1'",
+            "[sync_reader]\naddress='a:1'\n[sync_reader.sentinel]\nmaster_name='m'\naddress='s:1'\ntls=true\n[redis_writer]\naddress='b:1'",
+            "[sync_reader]\naddress='a:1'\n[sync_reader.sentinel]\nmaster='m'\n[redis_writer]\naddress='b:1'",
+        ] {
+            assert!(plan(bad).is_err(), "{bad}");
+        }
+        // The URLs read back as sentinel endpoints.
+        let e =
+            crate::net::Endpoint::parse("redis+sentinel://u:pw@s1:5000/m%202?sentinel_password=sp")
+                .unwrap();
+        assert_eq!(e.sentinel.unwrap().master, "m 2");
     }
 
     #[test]

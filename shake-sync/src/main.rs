@@ -273,7 +273,7 @@ fn output_settings(args: &Args) -> Result<Option<sync::output::OutputSettings>, 
         name: args
             .checkpoint_name
             .clone()
-            .unwrap_or_else(|| source.address()),
+            .unwrap_or_else(|| source.stable_name()),
         source,
         source_cluster: args.source_single_node.then_some(false),
         repl: ReplOptions {
@@ -526,7 +526,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         checkpoint_name: args
             .checkpoint_name
             .clone()
-            .unwrap_or_else(|| source.address()),
+            .unwrap_or_else(|| source.stable_name()),
         source,
         source_cluster: args.source_single_node.then_some(false),
         source_replica: args.source_replica,

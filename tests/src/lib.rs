@@ -374,6 +374,8 @@ pub struct Server {
     port: u16,
     password: Option<String>,
     child: Option<Child>,
+    /// Runs as a sentinel (`--sentinel`; see [`Sentinels`]).
+    sentinel: bool,
     // Deleted when the fields drop, after `Drop::drop` has killed the process.
     dir: tempfile::TempDir,
 }
@@ -403,6 +405,16 @@ impl Server {
     /// Panics if the binary is missing (call [`require`] first), or if the server does not
     /// answer PING within 10 s (with the log tail in the message).
     pub fn start_with(flavor: Flavor, config: &[(&str, &str)]) -> Server {
+        Server::start_mode(flavor, config, false)
+    }
+
+    /// Starts `flavor`'s binary as a sentinel (`--sentinel`) with these extra directives (the
+    /// `sentinel monitor ...` lines); it rewrites its config file, which is its own, in its dir.
+    pub fn start_sentinel(flavor: Flavor, config: &[(&str, &str)]) -> Server {
+        Server::start_mode(flavor, config, true)
+    }
+
+    fn start_mode(flavor: Flavor, config: &[(&str, &str)], sentinel: bool) -> Server {
         let binary = flavor.server_binary().unwrap_or_else(|| {
             panic!(
                 "{flavor} server not found at {} (check require(Flavor::{flavor:?}) first; \
@@ -437,6 +449,7 @@ impl Server {
             port: 0,
             password,
             child: None,
+            sentinel,
             dir,
         };
         for attempt in 1..=START_ATTEMPTS {
@@ -507,6 +520,7 @@ impl Server {
         });
         let child = Command::new(&self.binary)
             .arg(self.config_path())
+            .args(self.sentinel.then_some("--sentinel"))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(stdio)
@@ -1305,6 +1319,157 @@ fn wait_link_up(replica: &Server) {
         );
         sleep(Duration::from_millis(50));
     }
+}
+
+/// A master with replicas, watched by sentinels (`redis-server --sentinel`, the same binary as the
+/// servers): `sentinel monitor NAME 127.0.0.1 PORT 2` with a 1 s `down-after-milliseconds`
+/// and a 5 s `failover-timeout`, each sentinel with its own config file (sentinels rewrite it).
+/// [`Sentinels::url`] is the `redis+sentinel://` URL of the set; [`Sentinels::failover`]
+/// forces a failover (`SENTINEL FAILOVER`) and waits until it is over.
+pub struct Sentinels {
+    pub name: String,
+    /// The master first, then the replicas; [`Sentinels::master`] says which is master now.
+    pub nodes: Vec<Server>,
+    pub sentinels: Vec<Server>,
+    master: usize,
+}
+
+impl Sentinels {
+    /// A master, `replicas` replicas (links up) and `sentinels` sentinels that all see the
+    /// master, every replica and each other.
+    pub fn start(flavor: Flavor, replicas: usize, sentinels: usize) -> Sentinels {
+        let name = "shake-m".to_string();
+        let master = Server::start(flavor);
+        let mut nodes = vec![master];
+        for _ in 0..replicas {
+            let of = format!("127.0.0.1 {}", nodes[0].port());
+            let r = Server::start_with(flavor, &[("replicaof", of.as_str())]);
+            wait_link_up(&r);
+            nodes.push(r);
+        }
+        let monitor = format!("{name} 127.0.0.1 {} 2", nodes[0].port());
+        let down = format!("{name} 1000");
+        let timeout = format!("{name} 5000");
+        let config = [
+            ("sentinel monitor", monitor.as_str()),
+            ("sentinel down-after-milliseconds", down.as_str()),
+            ("sentinel failover-timeout", timeout.as_str()),
+        ];
+        let sentinels: Vec<Server> = (0..sentinels)
+            .map(|_| Server::start_sentinel(flavor, &config))
+            .collect();
+        let set = Sentinels {
+            name,
+            nodes,
+            sentinels,
+            master: 0,
+        };
+        let (want_replicas, want_sentinels) = (replicas, set.sentinels.len() - 1);
+        set.wait(
+            "every sentinel to see the replicas and the other sentinels",
+            |s| {
+                let mut con = s.client();
+                let n_replicas = redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg(&set.name)
+                    .query::<Vec<redis::Value>>(&mut con)
+                    .map(|v| v.len());
+                let n_sentinels = redis::cmd("SENTINEL")
+                    .arg("SENTINELS")
+                    .arg(&set.name)
+                    .query::<Vec<redis::Value>>(&mut con)
+                    .map(|v| v.len());
+                n_replicas == Ok(want_replicas) && n_sentinels == Ok(want_sentinels)
+            },
+        );
+        set
+    }
+
+    /// `redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,.../NAME`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect();
+        format!("redis+sentinel://{}/{}", hosts.join(","), self.name)
+    }
+
+    /// The node that is master now.
+    pub fn master(&self) -> &Server {
+        &self.nodes[self.master]
+    }
+
+    /// Forces a failover (`SENTINEL FAILOVER NAME` on the first sentinel) and waits until every
+    /// sentinel names a new master, it says `ROLE` master, and every other node (the old master
+    /// included: the sentinels demote it) is its replica with the link up. Returns the index of
+    /// the new master in [`Sentinels::nodes`].
+    pub fn failover(&mut self) -> usize {
+        let old = self.nodes[self.master].port();
+        let mut con = self.sentinels[0].client();
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(&self.name)
+            .query::<()>(&mut con)
+            .unwrap_or_else(|e| panic!("SENTINEL FAILOVER {} failed: {e}", self.name));
+        self.wait("every sentinel to name a new master", |s| {
+            let a = master_addr(s, &self.name);
+            a.is_some_and(|p| p != old)
+        });
+        let port = master_addr(&self.sentinels[0], &self.name).expect("named above");
+        let new = self
+            .nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .expect("the new master is one of the nodes");
+        self.master = new;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i == new {
+                continue;
+            }
+            // The old master is demoted once the sentinels see it still claiming the role.
+            while n.info("replication").get("master_port").map(String::as_str)
+                != Some(port.to_string().as_str())
+                || n.info("replication")
+                    .get("master_link_status")
+                    .map(String::as_str)
+                    != Some("up")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not become a replica of 127.0.0.1:{port} within 60 s\n{}",
+                    n.url(),
+                    n.log_tail()
+                );
+                sleep(Duration::from_millis(100));
+            }
+        }
+        new
+    }
+
+    fn wait(&self, what: &str, ok: impl Fn(&Server) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.sentinels.iter().all(&ok) {
+            assert!(
+                Instant::now() < deadline,
+                "waited 60 s for {what}; first sentinel's log:\n{}",
+                self.sentinels[0].log_tail()
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The port a sentinel names for master `name` now.
+fn master_addr(sentinel: &Server, name: &str) -> Option<u16> {
+    let mut con = sentinel.client();
+    let r: Option<(String, String)> = redis::cmd("SENTINEL")
+        .arg("GET-MASTER-ADDR-BY-NAME")
+        .arg(name)
+        .query(&mut con)
+        .ok()?;
+    r?.1.parse().ok()
 }
 
 /// A TCP proxy on a free loopback port in front of a server, for cutting links on purpose: a

@@ -20,7 +20,8 @@
 //!   target holding a conflicting key; same data as shake-restore's flags (the key kept).
 //! - `v4_file_writer_aof`: `[file_writer]` with `type = "aof"` → `shake-sync --output FILE
 //!   --output-format resp`; the file replayed with `redis-cli --pipe` equals the source.
-//! - `v4_refusals`: an unset `${VAR}`, `allow_command`, `sentinel = true`, `sync_aof = false`
+//! - `v4_refusals`: an unset `${VAR}`, `allow_command`, `sentinel = true` without `master`,
+//!   `sync_aof = false`
 //!   each stop with exit 2 and a line naming the key; nothing is written.
 
 #[path = "live_common/mod.rs"]
@@ -494,10 +495,7 @@ fn v4_refusals() {
             "filter.allow_command",
         ),
         (
-            base.replace(
-                "[redis_writer]\n",
-                "[redis_writer]\nsentinel = true\nmaster = \"m\"\n",
-            ),
+            base.replace("[redis_writer]\n", "[redis_writer]\nsentinel = true\n"),
             "redis_writer.sentinel",
         ),
         (

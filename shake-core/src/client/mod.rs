@@ -119,6 +119,12 @@ pub enum ClientError {
         command: String,
         error: String,
     },
+    #[error("{endpoint}: the master changed from {from} to {to} (a Sentinel failover); what the old master acknowledged last may not have reached the new one")]
+    MasterChanged {
+        endpoint: String,
+        from: String,
+        to: String,
+    },
     #[error("target {endpoint} is unusable after an earlier error: {error}")]
     Failed { endpoint: String, error: String },
 }

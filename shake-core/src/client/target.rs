@@ -27,6 +27,13 @@
 //! - ASK: `ASKING` + the command go to the named node, once; the topology is not changed.
 //! - TRYAGAIN, CLUSTERDOWN, LOADING, BUSY (a script is running), and READONLY on a cluster (a
 //!   failover turned the node into a replica): resent after [`TargetOptions::retry`]'s backoff.
+//! - A sentinel target (`redis+sentinel://`): every reconnect asks the sentinels for the
+//!   master ([`crate::net`]), and READONLY (the master was demoted in a failover) is retried
+//!   like on a cluster, on a new connection to whichever master the sentinels name then. A
+//!   reconnect that lands on another master than before is counted in
+//!   [`TargetStats::failovers`]; with [`Target::fail_on_master_change`] it fails the target
+//!   instead ([`ClientError::MasterChanged`]), for a caller that must start again from what the
+//!   new master holds (shake-sync's checkpoint).
 //! - A lost connection (or a reply timeout): the node is reconnected after
 //!   [`TargetOptions::reconnect`]'s backoff and the unanswered commands are resent, in order, but
 //!   only if every one of them was submitted as [`Idempotent::Yes`]: a command that may or may not
@@ -141,6 +148,8 @@ pub struct TargetStats {
     pub resent: u64,
     /// Topology reads after the first.
     pub refreshes: u64,
+    /// Reconnects of a sentinel target that found another master than before.
+    pub failovers: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,6 +210,11 @@ struct Node<T> {
     /// No connect attempt before this (after a failure).
     retry_at: Option<Instant>,
     last_error: Option<String>,
+    /// A sentinel target: the address of the master the last connection reached.
+    master_at: Option<String>,
+    /// A sentinel target: the node answered READONLY (demoted); reconnect once nothing is in
+    /// flight, to whichever master the sentinels name.
+    reresolve: bool,
 }
 
 /// What a reply asks the router to do.
@@ -253,6 +267,8 @@ pub struct Target<T> {
     failed: Option<String>,
     stats: TargetStats,
     scratch: HashSet<usize>,
+    /// See [`Target::fail_on_master_change`].
+    fail_on_master_change: bool,
 }
 
 impl<T> std::fmt::Debug for Target<T> {
@@ -303,6 +319,7 @@ impl<T: Send> Target<T> {
             failed: None,
             stats: TargetStats::default(),
             scratch: HashSet::new(),
+            fail_on_master_change: false,
             opts,
         };
         if cluster {
@@ -328,10 +345,21 @@ impl<T: Send> Target<T> {
         }
         // Keep the seed's connection when it is a node we will write to.
         let i = t.node_index(&seed.host, seed.port);
+        if seed.sentinel.is_some() {
+            t.nodes[i].master_at = Some(conn.endpoint().address());
+        }
         if !cluster || t.topology.masters().iter().any(|m| same_addr(m, seed)) {
             t.nodes[i].pipe = Some(Pipeline::new(conn, t.opts.window));
         }
         Ok(t)
+    }
+
+    /// A sentinel target: fail ([`ClientError::MasterChanged`]) instead of going on when a
+    /// reconnect finds another master than before. What the old master acknowledged last may
+    /// not have reached the new one (replication is asynchronous): a caller that keeps its own
+    /// record of what the target holds (shake-sync's checkpoint) must read it again there.
+    pub fn fail_on_master_change(&mut self) {
+        self.fail_on_master_change = true;
     }
 
     /// Whether the target is a cluster.
@@ -585,13 +613,26 @@ impl<T: Send> Target<T> {
         {
             return i;
         }
+        // A sentinel seed stays itself (its reconnects ask the sentinels); every other node is
+        // the one at that address.
+        let endpoint = if self.seed.sentinel.is_some()
+            && !self.cluster
+            && host == self.seed.host
+            && port == self.seed.port
+        {
+            self.seed.clone()
+        } else {
+            self.seed.with_address(host, port)
+        };
         self.nodes.push(Node {
-            endpoint: self.seed.with_address(host, port),
+            endpoint,
             pipe: None,
             db: 0,
             reconnect: self.opts.reconnect.backoff(),
             retry_at: None,
             last_error: None,
+            master_at: None,
+            reresolve: false,
         });
         self.nodes.len() - 1
     }
@@ -746,10 +787,31 @@ impl<T: Send> Target<T> {
     /// Sends `op` on node `n`'s connection (connecting first if needed). Returns false when a
     /// connection failed on the way: `op` and whatever was in flight are back in the queue.
     async fn dispatch_to(&mut self, n: usize, op: Op<T>) -> Result<bool, ClientError> {
+        let node = &mut self.nodes[n];
+        if node.reresolve && node.pipe.as_ref().is_none_or(|p| p.in_flight() == 0) {
+            node.pipe = None;
+            node.reresolve = false;
+        }
         if self.nodes[n].pipe.is_none() {
             let ep = self.nodes[n].endpoint.clone();
             match Connection::connect(&ep, &self.opts.connect).await {
                 Ok(conn) => {
+                    if ep.sentinel.is_some() {
+                        let now = conn.endpoint().address();
+                        let before = self.nodes[n].master_at.replace(now.clone());
+                        if before.as_ref().is_some_and(|b| *b != now) {
+                            self.stats.failovers += 1;
+                            if self.fail_on_master_change {
+                                self.insert(op);
+                                let err = ClientError::MasterChanged {
+                                    endpoint: ep.to_string(),
+                                    from: before.unwrap_or_default(),
+                                    to: now,
+                                };
+                                return Err(self.fail(err));
+                            }
+                        }
+                    }
                     let node = &mut self.nodes[n];
                     node.pipe = Some(Pipeline::new(conn, self.opts.window));
                     node.db = 0;
@@ -940,12 +1002,19 @@ impl<T: Send> Target<T> {
         } else {
             reply
         };
+        // READONLY is a failover on a cluster, and on a sentinel target too.
+        let failover_aware = self.cluster || self.seed.sentinel.is_some();
         let outcome = match &op.payload {
-            Payload::One(_) => classify(&reply, self.cluster),
+            Payload::One(_) => classify(&reply, failover_aware),
             Payload::Group { transaction, .. } => {
-                classify_group(&reply, *transaction, op.idem, self.cluster)
+                classify_group(&reply, *transaction, op.idem, failover_aware)
             }
         };
+        if let Outcome::Retry { error, .. } = &outcome {
+            if !self.cluster && error.starts_with("READONLY") {
+                self.nodes[n].reresolve = true;
+            }
+        }
         let endpoint = || self.nodes[n].endpoint.to_string();
         match outcome {
             Outcome::Done => {
@@ -1000,6 +1069,7 @@ impl<T: Send> Target<T> {
                 if refresh {
                     self.stale = true;
                 }
+
                 let delay = op
                     .retry
                     .get_or_insert_with(|| self.opts.retry.backoff())

@@ -328,6 +328,53 @@ pub(crate) async fn resolve_source(
     )))
 }
 
+/// A replica promoted in a failover continues the old master's history up to where it was
+/// promoted (`master_replid2`, `second_repl_offset`), so `PSYNC` past that point is refused. A
+/// forced failover (`SENTINEL FAILOVER`) leaves the old master taking PINGs and the sentinels'
+/// `PUBLISH __sentinel__:hello` for seconds after the promotion, and the link streams them: when
+/// the last command this link committed to a standalone target (the checkpoint's domain offset)
+/// is before the promotion, the target holds exactly the promoted replica's state there, and the
+/// stream continues from that offset instead of a full sync. Returns the resume point, and the
+/// offset rewound to when it was.
+async fn rewind_to_promotion(
+    conn: &mut Connection,
+    r: Resume,
+    applied: &mut Applied,
+) -> (Resume, Option<u64>) {
+    let Ok(info) = conn.info("replication").await else {
+        return (r, None);
+    };
+    if info.get("master_replid2") != Some(&r.replid) {
+        return (r, None);
+    }
+    // `PSYNC <replid> <n>` continues for n up to second_repl_offset.
+    let Some(promoted) = info
+        .get("second_repl_offset")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&p| p > 0)
+    else {
+        return (r, None);
+    };
+    let last_data = match applied.domains.get(&super::checkpoint::Domain::Single) {
+        Some(&d) if applied.domains.len() == 1 => d,
+        _ => return (r, None),
+    };
+    if r.offset < promoted || last_data >= promoted {
+        return (r, None);
+    }
+    let at = promoted - 1;
+    if let Some(lw) = applied.low_water.as_mut() {
+        lw.offset = Some(at);
+    }
+    (
+        Resume {
+            replid: r.replid,
+            offset: at,
+        },
+        Some(at),
+    )
+}
+
 pub(crate) async fn connect_stream_target(
     settings: &SyncSettings,
 ) -> Result<Target<GroupTag>, SyncError> {
@@ -340,9 +387,13 @@ pub(crate) async fn connect_stream_target(
         },
         ..TargetOptions::default()
     };
-    Target::connect(&settings.target, opts)
+    let mut target = Target::connect(&settings.target, opts)
         .await
-        .map_err(SyncError::from_client)
+        .map_err(SyncError::from_client)?;
+    // After a failover of a sentinel target the session starts again from the checkpoint the
+    // new master holds: what the old one acknowledged last may not have reached it.
+    target.fail_on_master_change();
+    Ok(target)
 }
 
 fn as_vec(r: &Reply) -> Vec<Vec<u8>> {
@@ -659,6 +710,7 @@ async fn full_sync(
     )
     .await
     .map_err(SyncError::from_apply)?;
+    target.fail_on_master_change();
     let mut apply = settings.apply.clone();
     apply.conflict = policy;
     let prepared = prepare_target(&mut target, &apply)
@@ -880,9 +932,23 @@ async fn session(
     } else {
         format!("{read_from}, a replica of {source}")
     };
-    let conn = Connection::connect(&read_from, &settings.connect)
+    let mut conn = Connection::connect(&read_from, &settings.connect)
         .await
         .map_err(|e| SyncError::Link(e.into()))?;
+    let resume = match resume {
+        Some(r) => {
+            let (r, rewound) = rewind_to_promotion(&mut conn, r, &mut applied).await;
+            if let Some(at) = rewound {
+                log(
+                    settings,
+                    &spec.name,
+                    &format!("{via} was promoted at offset {at} of the history this link streamed, and what the link took from the old master after that carried no data (PINGs, sentinels' hellos): continuing from offset {at}"),
+                );
+            }
+            Some(r)
+        }
+        None => None,
+    };
     let started = start_sync(conn, &settings.repl, resume.as_ref()).await?;
     // After a full sync: the removal of the keys the snapshot did not hold (see super::prune).
     let mut prune: Option<Prune> = None;

@@ -183,6 +183,7 @@ impl SyncError {
             | ClientError::PartialGroup { .. }
             | ClientError::Retries { .. }
             | ClientError::NoOwner { .. }
+            | ClientError::MasterChanged { .. }
             | ClientError::Failed { .. } => SyncError::Target(e.to_string()),
             _ => SyncError::Fatal(e.to_string()),
         }
