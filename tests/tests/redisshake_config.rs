@@ -532,7 +532,19 @@ fn v4_file_writer_aof() {
     let mut sync = Sync::start_args(&["--config", &file], &[]);
     sync.wait_incremental(Duration::from_secs(20));
     set(&src, 2, &[("after", "x")]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Stopped once the stream's write is in the file (a fixed sleep was too short under load).
+    let t = std::time::Instant::now();
+    while !std::fs::read(&aof)
+        .map(|b| b.windows(5).any(|w| w == b"after"))
+        .unwrap_or(false)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the write after the full sync never reached {}",
+            aof.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (code, log) = sync.stop();
     assert_eq!(code, Some(0), "{log}");
     assert_noted_once(&log, &["file_writer.unknown_key"]);

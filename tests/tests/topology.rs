@@ -153,8 +153,24 @@ fn move_slot(
             break;
         }
         if first && replace {
-            // A key already on the importing side (a migration retried): REPLACE wins.
-            asking(to, &[redis::cmd("SET").arg(&keys[0]).arg("stale").clone()]);
+            // A key already on the importing side (a migration retried after an earlier attempt
+            // copied it but did not delete it): MIGRATE ... COPY REPLACE leaves it on both sides,
+            // and REPLACE wins below. (A plain write there through ASKING, while the exporter
+            // still holds the key and its link lags, is a state the target cannot hold: the
+            // two versions of one key would meet on it, docs/topology.md.)
+            let _: () = q(
+                &mut fc,
+                redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(to.port())
+                    .arg("")
+                    .arg(0)
+                    .arg(5000)
+                    .arg("COPY")
+                    .arg("REPLACE")
+                    .arg("KEYS")
+                    .arg(&keys[0]),
+            );
         }
         let mut m = redis::cmd("MIGRATE");
         m.arg("127.0.0.1").arg(to.port()).arg("").arg(0).arg(5000);
