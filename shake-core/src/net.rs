@@ -198,6 +198,34 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// What is wrong with a `host[:port]` / `[v6]:port` part of an endpoint.
+enum HostPortError {
+    Unclosed,
+    NoHost,
+    Port,
+}
+
+/// `host[:port]` or `[ipv6][:port]`, with `default` for a missing or empty port.
+fn split_host_port(s: &str, default: u16) -> Result<(String, u16), HostPortError> {
+    let (host, port) = if let Some(h) = s.strip_prefix('[') {
+        let end = h.find(']').ok_or(HostPortError::Unclosed)?;
+        (h[..end].to_string(), h[end + 1..].strip_prefix(':'))
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (s.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(HostPortError::NoHost);
+    }
+    let port = match port {
+        None | Some("") => default,
+        Some(p) => p.parse::<u16>().map_err(|_| HostPortError::Port)?,
+    };
+    Ok((host, port))
+}
+
 impl Endpoint {
     /// Parses `redis://...`, `rediss://...`, `redis+sentinel://...`, `rediss+sentinel://...`,
     /// or a bare `host:port`.
@@ -235,25 +263,13 @@ impl Endpoint {
                     .map_err(|_| bad("the database must be a number"))?,
             ),
         };
-        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let end = h.find(']').ok_or_else(|| bad("unclosed ["))?;
-            let port = h[end + 1..].strip_prefix(':');
-            (h[..end].to_string(), port)
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (hostport.to_string(), None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let port = match port {
-            None | Some("") => 6379,
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| bad("the port must be a number from 1 to 65535"))?,
-        };
+        let (host, port) = split_host_port(hostport, 6379).map_err(|e| {
+            bad(match e {
+                HostPortError::Unclosed => "unclosed [",
+                HostPortError::NoHost => "no host",
+                HostPortError::Port => "the port must be a number from 1 to 65535",
+            })
+        })?;
         let (user, password) = parse_auth(auth).map_err(|e| bad(&e))?;
         Ok(Endpoint {
             host,
@@ -306,24 +322,13 @@ impl Endpoint {
         };
         let mut nodes = Vec::new();
         for hp in hosts.split(',') {
-            let (host, port) = if let Some(h) = hp.strip_prefix('[') {
-                let end = h.find(']').ok_or_else(|| bad("unclosed ["))?;
-                (h[..end].to_string(), h[end + 1..].strip_prefix(':'))
-            } else {
-                match hp.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), Some(p)),
-                    None => (hp.to_string(), None),
-                }
-            };
-            if host.is_empty() {
-                return Err(bad("a sentinel without a host"));
-            }
-            let port = match port {
-                None | Some("") => SENTINEL_PORT,
-                Some(p) => p
-                    .parse::<u16>()
-                    .map_err(|_| bad("a sentinel's port must be a number from 1 to 65535"))?,
-            };
+            let (host, port) = split_host_port(hp, SENTINEL_PORT).map_err(|e| {
+                bad(match e {
+                    HostPortError::Unclosed => "unclosed [",
+                    HostPortError::NoHost => "a sentinel without a host",
+                    HostPortError::Port => "a sentinel's port must be a number from 1 to 65535",
+                })
+            })?;
             nodes.push((host, port));
         }
         let (user, password) = parse_auth(auth).map_err(|e| bad(&e))?;
