@@ -15,6 +15,9 @@
 //! - `aof_restore_redis62_single_file`: Redis 6.2's one-file AOF, plain (no rewrite) and with
 //!   an RDB preamble (after BGREWRITEAOF, more writes after it), each compared with a Redis 6.2
 //!   that loaded the same file.
+//! - `aof_restore_corpus_files`: every AOF of the corpus (`rdb-corpus/aof/`: an old-style AOF
+//!   with an RDB preamble, plain AOFs of hashes with field TTLs) restored into a Redis 8.2 and
+//!   compared with a Redis 8.2 that loaded the same file itself.
 //! - `aof_torn_tail_and_damage`: the incremental file of a Redis 7.0 AOF cut in the middle of
 //!   its last command: by default exit 1 with the offset and the redis-check-aof hint, nothing
 //!   written; with `--aof-truncated skip` everything before it is applied, and the target equals
@@ -375,6 +378,55 @@ fn aof_restore_redis62_single_file() {
     let reference = loaded_by_server(flavor, &aof, true);
     assert_same("6.2 AOF with preamble", &reference, &target);
     assert_same("6.2 AOF with preamble against its source", &src, &target);
+}
+
+/// Every AOF of the corpus (`rdb-corpus/aof/`: Redis's old-style AOF with an RDB preamble and
+/// HDT3213/rdb's plain AOFs of hashes with field TTLs), restored into a Redis 8.2 and compared
+/// with a Redis 8.2 that loaded the same file as its own `appendonly.aof` (upgraded to a
+/// multi-part directory on start, as Redis 7+ does with an old-style file).
+#[test]
+fn aof_restore_corpus_files() {
+    let flavor = Flavor::Redis82;
+    if !require(flavor) {
+        return;
+    }
+    let Some(corpus) = shake_tests::require_corpus() else {
+        return;
+    };
+    let mut files = Vec::new();
+    let mut dirs = vec![corpus.join("aof")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("read corpus aof dir") {
+            let path = e.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "aof") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    assert!(
+        files.len() >= 4,
+        "the corpus has at least four AOFs: {files:?}"
+    );
+    for file in &files {
+        let target = Server::start(flavor);
+        let (code, err) = restore(&target, &[], file);
+        assert_eq!(code, Some(0), "{}: {err}", file.display());
+        let mut reference = Server::start_with(flavor, &[("appendonly", "yes")]);
+        reference.stop();
+        let _ = std::fs::remove_dir_all(reference.dir().join("appendonlydir"));
+        let _ = std::fs::remove_file(reference.dir().join("dump.rdb"));
+        std::fs::copy(file, reference.dir().join("appendonly.aof")).expect("copy aof");
+        reference.restart();
+        assert!(
+            dbsize_all(&reference) > 0,
+            "{}: the server loaded keys from it",
+            file.display()
+        );
+        assert_same(&file.display().to_string(), &reference, &target);
+    }
 }
 
 /// The incremental file of a multi-part AOF directory.
