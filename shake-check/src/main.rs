@@ -194,9 +194,25 @@ fn main() -> ExitCode {
 
 /// `--source` is an RDB file when it is not a URL and names a file.
 fn source_spec(s: &str, cluster: bool) -> Result<SourceSpec, String> {
-    let is_url = s.starts_with("redis://") || s.starts_with("rediss://");
+    let is_url = s.contains("://");
     if !is_url && Path::new(s).is_file() {
         return Ok(SourceSpec::Rdb(PathBuf::from(s)));
+    }
+    // What reads as a path is not taken for a host name (whose lookup would then fail).
+    let lower = s.to_ascii_lowercase();
+    if !is_url
+        && (Path::new(s).exists()
+            || s.starts_with(['/', '.', '~'])
+            || [".rdb", ".aof", ".dump"].iter().any(|x| lower.ends_with(x)))
+    {
+        let what = if Path::new(s).exists() {
+            "is not a file"
+        } else {
+            "does not exist"
+        };
+        return Err(format!(
+            "--source {s:?} {what}: give an RDB file to compare with, or a server as redis://host:port"
+        ));
     }
     let endpoint = Endpoint::parse(s)
         .map_err(|e| {

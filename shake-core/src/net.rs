@@ -245,6 +245,13 @@ impl Endpoint {
             (false, r)
         } else if url.contains("://") {
             return Err(bad("unknown scheme"));
+        } else if ["redis:", "rediss:", "redis+sentinel:", "rediss+sentinel:"]
+            .iter()
+            .any(|s| url.starts_with(s) && !url[s.len()..].bytes().all(|b| b.is_ascii_digit()))
+        {
+            // `redis:/host`, `redis:host`: a URL missing a slash, not a host named "redis"
+            // (`redis:6379` is one, with a port).
+            return Err(bad("a URL's scheme is followed by two slashes"));
         } else {
             (false, url)
         };
@@ -494,7 +501,7 @@ pub enum NetError {
     },
     #[error("{endpoint}: the server closed the connection")]
     Closed { endpoint: String },
-    #[error("{endpoint}: authentication failed: {message}")]
+    #[error("{endpoint}: authentication failed: {message} (the password goes in the URL, redis://[user]:password@host, or in SHAKE_SOURCE_PASSWORD / SHAKE_TARGET_PASSWORD for that side)")]
     Auth { endpoint: String, message: String },
     #[error("{endpoint}: TLS: {message}")]
     Tls { endpoint: String, message: String },
@@ -503,6 +510,15 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// The endpoint and the server's words, without the advice the message adds (for callers
+    /// that give advice of their own).
+    pub fn cause(&self) -> String {
+        match self {
+            NetError::Auth { endpoint, message } => format!("{endpoint}: {message}"),
+            other => other.to_string(),
+        }
+    }
+
     /// True for failures a reconnect may cure (as opposed to a wrong password or a refusal).
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -719,6 +735,14 @@ impl Connection {
     pub async fn request_ok<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Reply, NetError> {
         let r = self.request(argv).await?;
         match r.error() {
+            // A server that wants a password lets the connection in and refuses the first
+            // command: that is a login failure, whatever command met it.
+            Some(e) if e.starts_with("NOAUTH") || e.starts_with("WRONGPASS") => {
+                Err(NetError::Auth {
+                    endpoint: self.endpoint.to_string(),
+                    message: e.to_string(),
+                })
+            }
             Some(e) => {
                 let cmd = argv
                     .first()
@@ -1191,6 +1215,18 @@ mod tests {
         assert!(Endpoint::parse("http://x").is_err());
         assert!(Endpoint::parse("redis://h:99999").is_err());
         assert!(Endpoint::parse("redis://h/x").is_err());
+        // A slash short of a URL is a malformed URL, not a host named "redis".
+        for bad in [
+            "redis:/host",
+            "redis:host:6379",
+            "rediss:/h",
+            "redis+sentinel:/s/m",
+        ] {
+            let e = Endpoint::parse(bad).unwrap_err();
+            assert!(e.contains("two slashes"), "{bad}: {e}");
+        }
+        let e = Endpoint::parse("redis:6380").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("redis", 6380));
     }
 
     #[test]

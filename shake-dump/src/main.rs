@@ -268,14 +268,14 @@ async fn run(args: Args) -> Result<(), Failure> {
     } else {
         let mut conn = Connection::connect(&endpoint, &copts)
             .await
-            .map_err(|e| Failure::Run(explain(e.to_string())))?;
+            .map_err(|e| Failure::Run(e.to_string()))?;
         if !args.single_node
             && is_cluster(&mut conn).await.map_err(|e| {
                 let msg = e.to_string();
                 if msg.contains("NOPERM") {
                     Failure::Run(format!("{msg} (INFO tells whether the source is a cluster: grant the user +info, or say it with --single-node or --cluster)"))
                 } else {
-                    Failure::Run(explain(msg))
+                    Failure::Run(msg)
                 }
             })?
         {
@@ -354,26 +354,11 @@ async fn masters_of(
 ) -> Result<Vec<Endpoint>, Failure> {
     let (share, all) = discover_share(endpoint, copts, shard)
         .await
-        .map_err(|e| Failure::Run(explain(e.to_string())))?;
+        .map_err(|e| Failure::Run(e.to_string()))?;
     if share.is_empty() {
         eprintln!("shake-dump: {}", shard.nothing_to_do(all));
     }
     Ok(share)
-}
-
-/// Adds the fix to messages whose cause is a missing or wrong password.
-fn explain(msg: String) -> String {
-    let auth = [
-        "NOAUTH",
-        "WRONGPASS",
-        "authentication failed",
-        "invalid password",
-    ];
-    if auth.iter().any(|a| msg.contains(a)) {
-        format!("{msg} (give the password in the URL, redis://[user]:password@host, or in {PASSWORD_ENV})")
-    } else {
-        msg
-    }
 }
 
 fn create_dir(d: &Path) -> Result<(), Failure> {
@@ -587,7 +572,7 @@ async fn dump_one(
         Some(c) => c,
         None => Connection::connect(&endpoint, &copts)
             .await
-            .map_err(|e| explain(e.to_string()))?,
+            .map_err(|e| e.to_string())?,
     };
     // The source may need a while (a BGSAVE to its disk) before the transfer starts: say so
     // rather than sit silent.
@@ -602,7 +587,7 @@ async fn dump_one(
             sync.await
         }
     }
-    .map_err(|e| explain(e.to_string()))?;
+    .map_err(|e| e.to_string())?;
     meter.transfer_started(transfer.size());
     let mut keys = 0;
     while let Some(chunk) = transfer.next_chunk().await.map_err(|e| e.to_string())? {

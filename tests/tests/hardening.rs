@@ -916,3 +916,99 @@ fn damaged_diskless_end_mark_is_a_corrupt_stream() {
     );
     assert!(!log.contains("nothing received"), "{log}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mistakes a new user makes get a message that says what is wrong (issue 13, item 5)
+
+/// A missing RDB file given to shake-check as `--source` is named as a missing file (not looked
+/// up as a host); `redis:/host` is a malformed URL on every tool; a server that wants a password
+/// and gets none is an authentication failure naming the endpoint and where the password goes,
+/// on every tool, with a non-zero exit.
+#[test]
+fn mistakes_get_the_right_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("backup.rdb");
+    let missing = missing.to_str().unwrap();
+    let out = dir.path().join("out.rdb");
+    let out = out.to_str().unwrap();
+    let good = "redis://127.0.0.1:1";
+    for source in [missing, "backup.rdb", dir.path().to_str().unwrap()] {
+        let o = run("shake-check", &["--source", source, "--target", good]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{source}: {err}");
+        assert!(
+            (err.contains("does not exist") || err.contains("is not a file"))
+                && err.contains(source)
+                && !err.contains("lookup"),
+            "{source}: {err}"
+        );
+    }
+
+    let rdb = dir.path().join("in.rdb");
+    let mut body = b"REDIS0009\xff".to_vec();
+    body.extend_from_slice(&shake_core::crc64::crc64(&body).to_le_bytes());
+    std::fs::write(&rdb, body).unwrap();
+    let rdb = rdb.to_str().unwrap();
+    let bad = "redis:/host";
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("shake-dump", vec!["--source", bad, "-o", out]),
+        ("shake-restore", vec!["--target", bad, rdb]),
+        ("shake-sync", vec!["--source", bad, "--target", good]),
+        ("shake-rump", vec!["--source", good, "--target", bad]),
+        ("shake-check", vec!["--source", bad, "--target", good]),
+        ("shake-check", vec!["--source", good, "--target", bad]),
+    ];
+    for (tool, args) in &cases {
+        let o = run(tool, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{tool} {args:?} succeeded");
+        assert!(
+            err.contains("invalid endpoint") && err.contains("two slashes"),
+            "{tool} {args:?}: {err}"
+        );
+    }
+
+    if !require(Flavor::Redis70) {
+        return;
+    }
+    let locked = Server::start(Flavor::Redis70);
+    let open = Server::start(Flavor::Redis70);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("Pw4test")
+        .query(&mut locked.client())
+        .unwrap();
+    let (l, o) = (locked.url(), open.url());
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        ("shake-dump", vec!["--source", &l, "-o", out], "source"),
+        ("shake-restore", vec!["--target", &l, rdb], "target"),
+        ("shake-sync", vec!["--source", &l, "--target", &o], "source"),
+        ("shake-sync", vec!["--source", &o, "--target", &l], "target"),
+        ("shake-rump", vec!["--source", &l, "--target", &o], "source"),
+        ("shake-rump", vec!["--source", &o, "--target", &l], "target"),
+        (
+            "shake-check",
+            vec!["--source", &l, "--target", &o],
+            "source",
+        ),
+        (
+            "shake-check",
+            vec!["--source", &o, "--target", &l],
+            "target",
+        ),
+    ];
+    for (tool, args, side) in &cases {
+        let o = run(tool, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{tool} {args:?} succeeded");
+        let env = format!("SHAKE_{}_PASSWORD", side.to_ascii_uppercase());
+        assert!(
+            err.contains(&format!("127.0.0.1:{}", locked.port()))
+                && (err.contains("authentication failed")
+                    || err.contains("refused this sync's password"))
+                && err.contains(&env),
+            "{tool} {args:?}: the message should name the {side}'s endpoint and {env}:\n{err}"
+        );
+    }
+}

@@ -102,7 +102,7 @@ pub enum SyncError {
     /// A server refused this sync's password (rotated while the sync ran, or mistyped). A
     /// link that has worked before retries it for `--retry-for` (the old password may be put
     /// back); at the first start it is final.
-    #[error("the {side} refused this sync's password ({source}): set the current one in the --{side} URL or {}, or put the old one back on the server", side.password_env())]
+    #[error("the {side} refused this sync's password ({}): set the current one in the --{side} URL or {}, or put the old one back on the server", source.cause(), side.password_env())]
     Auth { side: Side, source: NetError },
     /// Stopped (SIGTERM/SIGINT), but the target did not answer in time to record the final
     /// checkpoint; the message says what a restart does.
