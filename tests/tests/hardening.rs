@@ -923,7 +923,8 @@ fn damaged_diskless_end_mark_is_a_corrupt_stream() {
 /// A missing RDB file given to shake-check as `--source` is named as a missing file (not looked
 /// up as a host); `redis:/host` is a malformed URL on every tool; a server that wants a password
 /// and gets none is an authentication failure naming the endpoint and where the password goes,
-/// on every tool, with a non-zero exit.
+/// on every tool, with a non-zero exit; a v3 config forcing a cluster target onto a standalone
+/// server names that setting.
 #[test]
 fn mistakes_get_the_right_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -1011,4 +1012,24 @@ fn mistakes_get_the_right_message() {
             "{tool} {args:?}: the message should name the {side}'s endpoint and {env}:\n{err}"
         );
     }
+
+    // A RedisShake v3 config saying the standalone target is a cluster: the line names the
+    // setting to change, though no flag was given.
+    let cfg = dir.path().join("sync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "type = \"sync\"\n[source]\naddress = \"127.0.0.1:{}\"\n[target]\ntype = \"cluster\"\naddress = \"127.0.0.1:{}\"\n",
+            open.port(),
+            open.port()
+        ),
+    )
+    .unwrap();
+    let o = run("shake-sync", &["--config", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("is not a cluster node") && err.contains("type = \"cluster\""),
+        "{err}"
+    );
 }

@@ -58,7 +58,7 @@ pub fn slot_of(key: &[u8]) -> u16 {
 pub enum ClientError {
     #[error(transparent)]
     Net(#[from] NetError),
-    #[error("{endpoint} is not a cluster node (cluster support is disabled); drop the cluster flag or point at a cluster")]
+    #[error("{endpoint} is not a cluster node (cluster support is disabled there), but cluster mode was asked for (a --cluster, --source-cluster or --target-cluster flag, or type = \"cluster\" / cluster = true in a --config file): leave that out to let the mode be detected, or point at a cluster")]
     NotCluster { endpoint: String },
     #[error("{endpoint} answered {error:?}: it is a cluster node, but the target was opened as a standalone server; let the cluster be detected or force cluster mode")]
     NotStandalone { endpoint: String, error: String },
