@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::apply::{ApplyOptions, ConflictPolicy, DbMap, DEFAULT_BIG_KEY_BYTES};
-use crate::filter::KeyFilter;
+use crate::filter::{CommandFilter, KeyFilter};
 use crate::net::{ConnectOptions, TlsOptions};
 use crate::rdb::writer::FieldTtlPolicy;
 use crate::rdb::ValueType;
@@ -57,6 +57,43 @@ impl FilterArgs {
             self.exclude_dbs.clone(),
             self.exclude_keys.clone(),
             self.exclude_key_regex.as_deref(),
+        )
+    }
+}
+
+/// Which commands of the replication stream shake-sync applies: `--command`, `--command-group`,
+/// `--exclude-command`, `--exclude-command-group` (see [`CommandFilter`]; docs/shake-sync.md).
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommandFilterArgs {
+    /// Apply only this command of the stream (repeatable; any case). The full sync copies keys,
+    /// not commands, and is not affected; inside MULTI/EXEC each command is judged, the
+    /// transaction kept (an emptied one is dropped)
+    #[arg(long = "command", value_name = "NAME")]
+    pub commands: Vec<String>,
+
+    /// Apply only the stream's commands of this group, as COMMAND DOCS names it: string, hash,
+    /// list, set, sorted-set, stream, generic, scripting, pubsub, server, ... (repeatable; any
+    /// case, RedisShake's SORTED_SET too; with --command a command must pass both)
+    #[arg(long = "command-group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+
+    /// Do not apply this command of the stream (repeatable; e.g. FLUSHALL, FLUSHDB, DEL): it is
+    /// skipped and counted. The full sync is a snapshot and is not affected
+    #[arg(long = "exclude-command", value_name = "NAME")]
+    pub exclude_commands: Vec<String>,
+
+    /// Do not apply the stream's commands of this group (repeatable; e.g. scripting, pubsub)
+    #[arg(long = "exclude-command-group", value_name = "GROUP")]
+    pub exclude_groups: Vec<String>,
+}
+
+impl CommandFilterArgs {
+    pub fn to_filter(&self) -> Result<CommandFilter, String> {
+        CommandFilter::new(
+            &self.commands,
+            &self.exclude_commands,
+            &self.groups,
+            &self.exclude_groups,
         )
     }
 }

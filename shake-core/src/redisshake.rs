@@ -384,8 +384,6 @@ impl Out {
     }
 }
 
-const NOT_YET: &str = "not supported yet";
-
 /// `[file_writer]` (filepath, type = cmd | aof | json): shake-sync's change stream out,
 /// `--output FILE` with the snapshot and then the command stream, resumable.
 fn file_writer(tool: Tool, t: &toml::Table, out: &mut Out) -> Result<(), String> {
@@ -726,8 +724,22 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                         out.flag("exclude-db", d.to_string());
                     }
                 }
-                "block_command" => {
+                // The command filters: names and groups checked here, so that a bad one is
+                // named by its key; shake-sync's flags do the filtering.
+                "allow_command"
+                | "block_command"
+                | "allow_command_group"
+                | "block_command_group" => {
                     let names = fs.strs(k)?;
+                    let group = k.ends_with("_group");
+                    for n in &names {
+                        let checked = if group {
+                            crate::command::Group::parse(n).map(|_| ())
+                        } else {
+                            crate::filter::CommandFilter::command(n).map(|_| ())
+                        };
+                        checked.map_err(|e| format!("{} {e}", fs.key(k)))?;
+                    }
                     if !names.is_empty() && tool != Tool::Sync {
                         out.note(
                             &fs.key(k),
@@ -735,14 +747,15 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                         );
                     }
                     if tool == Tool::Sync {
-                        for c in names {
-                            out.flag("exclude-command", c);
+                        let flag = match k.as_str() {
+                            "allow_command" => "command",
+                            "block_command" => "exclude-command",
+                            "allow_command_group" => "command-group",
+                            _ => "exclude-command-group",
+                        };
+                        for n in names {
+                            out.flag(flag, n);
                         }
-                    }
-                }
-                "allow_command" | "allow_command_group" | "block_command_group" => {
-                    if !fs.t.get(k).is_none_or(is_empty_list) {
-                        return Err(format!("filter.{k} is {NOT_YET}: shake-sync has no command filter yet (it copies every data command; FLUSHALL/FLUSHDB are skipped whenever a key or database filter is set)"));
                     }
                 }
                 "function" => {
@@ -872,14 +885,6 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
 }
 
 static EMPTY: std::sync::LazyLock<toml::Table> = std::sync::LazyLock::new(toml::Table::new);
-
-fn is_empty_list(v: &toml::Value) -> bool {
-    match v {
-        toml::Value::Array(a) => a.is_empty(),
-        toml::Value::String(s) => s.is_empty(),
-        _ => false,
-    }
-}
 
 /// `aws_psync = "host:port@name,..."`: the one name shake-sync's --psync-command takes.
 fn psync_name(v: &str, source: &str) -> Result<String, String> {
@@ -1123,9 +1128,54 @@ mod tests {
             "{f:?}"
         );
         assert!(f.contains(&"--exclude-db 2".to_string()), "{f:?}");
-        assert!(plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nallow_command=['SET']").is_err());
-        let c = plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nblock_command=['FLUSHALL']").unwrap();
-        assert!(flags(&c).contains(&"--exclude-command FLUSHALL".to_string()));
+        let c = plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nblock_command=['FLUSHALL']\nallow_command=['SET','hset']\nallow_command_group=['STRING','SORTED_SET']\nblock_command_group=['SCRIPTING']").unwrap();
+        let f = flags(&c);
+        for want in [
+            "--exclude-command FLUSHALL",
+            "--command SET",
+            "--command hset",
+            "--command-group STRING",
+            "--command-group SORTED_SET",
+            "--exclude-command-group SCRIPTING",
+        ] {
+            assert!(f.contains(&want.to_string()), "{want} missing in {f:?}");
+        }
+        // A bad name is refused by its key; a tool without a stream notes the filters.
+        for (bad, named) in [
+            (
+                "allow_command=['NOSUCH']",
+                "filter.allow_command \"NOSUCH\": not a command",
+            ),
+            (
+                "block_command=['MULTI']",
+                "filter.block_command \"MULTI\": MULTI, EXEC",
+            ),
+            (
+                "allow_command_group=['STRINGS']",
+                "filter.allow_command_group \"STRINGS\": not a command group",
+            ),
+            (
+                "block_command_group=['TAIRHASH']",
+                "filter.block_command_group \"TAIRHASH\": not a command group (Tair's",
+            ),
+        ] {
+            let err = plan(&format!(
+                "[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\n{bad}"
+            ))
+            .unwrap_err();
+            assert!(err.starts_with(named), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let rump = plan("[scan_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\n[filter]\nallow_command_group=['STRING']").unwrap();
+        assert!(
+            !flags(&rump).iter().any(|f| f.contains("command")),
+            "{:?}",
+            flags(&rump)
+        );
+        assert!(rump
+            .notes
+            .join("\n")
+            .contains("filter.allow_command_group ignored: only a sync"));
         assert!(
             plan("[sync_reader]\naddress='a:1'\n[redis_writer]\naddress='b:1'\nsentinel=true")
                 .is_err()

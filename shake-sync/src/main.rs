@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use shake_core::cli::{
-    ApplyArgs, ConnArgs, FilterArgs, LogArgs, OutputArgs, PreflightArgs, RenameArgs, ShardArgs,
-    TargetErrorArgs,
+    ApplyArgs, CommandFilterArgs, ConnArgs, FilterArgs, LogArgs, OutputArgs, PreflightArgs,
+    RenameArgs, ShardArgs, TargetErrorArgs,
 };
 use shake_core::net::Endpoint;
 use shake_core::observe::status::StatusBoard;
@@ -105,10 +105,8 @@ struct Args {
     #[command(flatten)]
     target_error: TargetErrorArgs,
 
-    /// Do not apply this command of the stream (repeatable; e.g. FLUSHALL, FLUSHDB, DEL): it is
-    /// skipped and counted. The full sync is a snapshot and is not affected
-    #[arg(long, value_name = "NAME")]
-    exclude_command: Vec<String>,
+    #[command(flatten)]
+    commands: CommandFilterArgs,
 
     /// Also write PUBLISH/SPUBLISH to the target (default: messages are not data, skipped)
     #[arg(long)]
@@ -294,11 +292,7 @@ fn output_settings(args: &Args) -> Result<Option<sync::output::OutputSettings>, 
         quiet: args.log.quiet,
         relaxed_version: args.relaxed_version,
         forward_publish: args.forward_publish,
-        exclude_commands: args
-            .exclude_command
-            .iter()
-            .map(|c| c.to_ascii_uppercase())
-            .collect(),
+        commands: args.commands.to_filter()?,
     }))
 }
 
@@ -550,11 +544,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
             checkpoint_db,
             qps: args.apply.qps,
             on_target_error: args.target_error.policy()?,
-            exclude_commands: args
-                .exclude_command
-                .iter()
-                .map(|c| c.to_ascii_uppercase())
-                .collect(),
+            commands: args.commands.to_filter()?,
             rename,
             ..StreamOptions::default()
         },

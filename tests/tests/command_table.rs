@@ -10,12 +10,13 @@
 //!   server's legacy `(first, last, step)`; an entry without keys is one the server gives no
 //!   legacy key range (the channel-taking commands and MIGRATE excepted, see `NOT_KEYS`); a
 //!   command the server flags `write` is not `Kind::Read`, and a `Kind::Write` is flagged
-//!   `write` by the server (PFCOUNT excepted, see the table's doc).
+//!   `write` by the server (PFCOUNT excepted, see the table's doc); on 7.0+ every command's
+//!   group is the one `COMMAND DOCS` names (what shake-sync's `--command-group` judges).
 //!
 //! Redis 6.2 and Valkey 8.1 are checked too where installed: a cheap extra guarantee.
 
 use redis::Value;
-use shake_core::command::{command_info, command_keys, KeySpec, Kind};
+use shake_core::command::{command_info, command_keys, Group, KeySpec, Kind};
 use shake_tests::*;
 
 /// Sample argvs, written the way clients (and masters) send them. Key names are all distinct
@@ -359,6 +360,46 @@ fn table(flavor: Flavor) {
         missing.join(" ")
     );
     eprintln!("{flavor}: all {} commands are in the table", all.len());
+    if flavor.is_7_0_or_later() {
+        groups(flavor, &mut con);
+    }
+}
+
+/// Pairs of a RESP2 flat array or a RESP3 map.
+fn pairs(v: &Value) -> Vec<(&Value, &Value)> {
+    match v {
+        Value::Array(a) => a
+            .chunks(2)
+            .filter_map(|p| Some((p.first()?, p.get(1)?)))
+            .collect(),
+        Value::Map(m) => m.iter().map(|(k, v)| (k, v)).collect(),
+        other => panic!("not a map: {other:?}"),
+    }
+}
+
+/// Every command's group in the table is the one `COMMAND DOCS` gives (7.0+; 6.2 has no
+/// COMMAND DOCS): what `--command-group` judges.
+fn groups(flavor: Flavor, con: &mut redis::Connection) {
+    let docs: Value = redis::cmd("COMMAND")
+        .arg("DOCS")
+        .query(con)
+        .expect("COMMAND DOCS");
+    let mut checked = 0;
+    for (name, doc) in pairs(&docs) {
+        let name = text(name).expect("command name");
+        let group = pairs(doc)
+            .into_iter()
+            .find(|(k, _)| text(k).as_deref() == Some("group"))
+            .and_then(|(_, g)| text(g))
+            .unwrap_or_else(|| panic!("{flavor}: {name} has no group"));
+        let ours = command_info(name.as_bytes())
+            .unwrap_or_else(|| panic!("{flavor}: {name} is not in the table"));
+        assert_eq!(ours.group.name(), group, "{flavor}: group of {name}");
+        assert_eq!(Group::parse(&group), Ok(ours.group), "{flavor}: {group}");
+        checked += 1;
+    }
+    assert!(checked > 200, "{flavor}: only {checked} groups checked");
+    eprintln!("{flavor}: the groups of all {checked} commands agree with COMMAND DOCS");
 }
 
 macro_rules! per_flavor {

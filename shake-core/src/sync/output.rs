@@ -86,8 +86,9 @@ pub struct OutputSettings {
     pub relaxed_version: bool,
     /// Also write PUBLISH/SPUBLISH (default: messages are not data).
     pub forward_publish: bool,
-    /// Commands left out of the stream (upper case).
-    pub exclude_commands: Vec<String>,
+    /// Which commands of the stream are written (`--command`, `--exclude-command`, their
+    /// `-group` forms): inside a transaction each is judged, an emptied transaction left out.
+    pub commands: crate::filter::CommandFilter,
 }
 
 /// The state file of an output: `--output-state` when given, else `FILE.state` beside a file;
@@ -954,15 +955,13 @@ async fn stream_loop(
                 Some(Kind::Multi) => tx.get_or_insert_with(Vec::new).push(rec(db)),
                 Some(Kind::Exec) => {
                     // An EXEC without its MULTI has nothing to close.
-                    if let Some(mut t) = tx.take() {
+                    // A transaction the command filters emptied (its MULTI alone) is left out.
+                    if let Some(mut t) = tx.take().filter(|t| t.len() > 1) {
                         t.push(rec(db));
                         ready.append(&mut t);
                     }
                 }
-                _ if s
-                    .exclude_commands
-                    .iter()
-                    .any(|c| c.as_bytes().eq_ignore_ascii_case(name)) => {}
+                _ if !s.commands.allows(name) => {}
                 _ => match &mut tx {
                     Some(t) => t.push(rec(db)),
                     None => ready.push(rec(db)),

@@ -25,7 +25,8 @@
 //! - Commands naming keys in different slots (from a standalone source) into a cluster: `DEL`,
 //!   `UNLINK`, `TOUCH`, `MSET`, `MSETNX` are split by slot; anything else stops the sync.
 //! - Keys under `shake-sync:` (checkpoints of other links) are never written.
-//! - Filters judge a command by its first key and its database.
+//! - Filters judge a command by its first key and its database; the command filters
+//!   ([`crate::filter::CommandFilter`]) by its name and group, before anything else.
 //! - After a full sync that prunes (see [`super::prune`]): the first command naming a key the
 //!   snapshot did not hold is preceded by its `DEL`, and the removals the scan finds are
 //!   queued in the batches as `UNLINK`s (counted in `pruned`, not as stream commands).
@@ -71,9 +72,10 @@ pub struct StreamOptions {
     /// (`RESTORE-ASKING`, `CLUSTER SETSLOT`/`SYNCSLOTS`), so the sync re-reads the source's
     /// topology now rather than at its next scheduled read (see [`super::members`]).
     pub topology_hint: Arc<tokio::sync::Notify>,
-    /// Commands of the stream not applied (`--exclude-command`, upper case): the full sync is a
+    /// Which commands of the stream are applied (`--command`, `--exclude-command`, their
+    /// `-group` forms), judged by the source's command before anything else: the full sync is a
     /// snapshot, not commands, so it is not affected.
-    pub exclude_commands: Vec<String>,
+    pub commands: crate::filter::CommandFilter,
     /// `--rename-prefix`: every key position of every command gets its target name (by the
     /// command table) once the filters judged the source's names, before it is routed.
     pub rename: crate::rename::Rename,
@@ -99,7 +101,7 @@ impl Default for StreamOptions {
             migrations: Arc::default(),
             on_target_error: OnTargetError::Repair,
             topology_hint: Arc::default(),
-            exclude_commands: Vec::new(),
+            commands: crate::filter::CommandFilter::default(),
             rename: crate::rename::Rename::default(),
             checkpoints: true,
             tool: "shake-sync",
@@ -522,6 +524,13 @@ impl Applier {
                 }
                 Ok(false)
             }
+            // The command filters judge the source's command (inside a transaction too: the
+            // transaction keeps the rest), not what it becomes for an older target; what they
+            // leave out still moves the checkpoint on.
+            _ if !self.opts.commands.allows(name) => {
+                self.stats.skipped += 1;
+                Ok(false)
+            }
             _ => {
                 let classified = self.classify(info, kind, &frame, &argv, end, false).await?;
                 for p in std::mem::take(&mut self.stale_first) {
@@ -600,16 +609,6 @@ impl Applier {
     ) -> Result<Option<Vec<Pending>>, SyncError> {
         // Only messages need the name as text: no allocation per command on the hot path.
         let name = || String::from_utf8_lossy(argv[0]).to_ascii_uppercase();
-        if !self.opts.exclude_commands.is_empty()
-            && self
-                .opts
-                .exclude_commands
-                .iter()
-                .any(|c| c.as_bytes().eq_ignore_ascii_case(argv[0]))
-        {
-            self.stats.skipped += 1;
-            return Ok(None);
-        }
         if !self.opts.filter.db_allowed(self.src_db) {
             self.stats.skipped += 1;
             return Ok(None);
