@@ -67,7 +67,8 @@ impl FilterArgs {
 pub struct CommandFilterArgs {
     /// Apply only this command of the stream (repeatable; any case). The full sync copies keys,
     /// not commands, and is not affected; inside MULTI/EXEC each command is judged, the
-    /// transaction kept (an emptied one is dropped)
+    /// transaction kept (an emptied one is dropped). Commands are judged as the source
+    /// propagates them: Redis 7 sends EXPIRE as PEXPIREAT, a script as the commands it ran
     #[arg(long = "command", value_name = "NAME")]
     pub commands: Vec<String>,
 

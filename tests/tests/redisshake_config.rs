@@ -20,9 +20,14 @@
 //!   target holding a conflicting key; same data as shake-restore's flags (the key kept).
 //! - `v4_file_writer_aof`: `[file_writer]` with `type = "aof"` → `shake-sync --output FILE
 //!   --output-format resp`; the file replayed with `redis-cli --pipe` equals the source.
-//! - `v4_refusals`: an unset `${VAR}`, `allow_command`, `sentinel = true` without `master`,
-//!   `sync_aof = false`
-//!   each stop with exit 2 and a line naming the key; nothing is written.
+//! - `v4_command_groups`: `allow_command_group = ["STRING", "HASH", "TRANSACTIONS"]`,
+//!   `block_command = ["HDEL"]`, `block_command_group = ["SCRIPTING"]` run unchanged: the full
+//!   sync copies every key; of the stream the string and hash commands are applied (inside
+//!   MULTI/EXEC too) but HDEL: the allowed keys equal the source's (shake-check), a list's and a
+//!   set's keys are absent, HDEL's field is still there.
+//! - `v4_refusals`: an unset `${VAR}`, an unknown `allow_command_group`, `sentinel = true`
+//!   without `master`, `sync_aof = false` each stop with exit 2 and a line naming the key;
+//!   nothing is written.
 
 #[path = "live_common/mod.rs"]
 mod live_common;
@@ -491,8 +496,8 @@ fn v4_refusals() {
             "NO_SUCH_SHAKE_VAR",
         ),
         (
-            format!("{base}[filter]\nallow_command = [\"SET\"]\n"),
-            "filter.allow_command",
+            format!("{base}[filter]\nallow_command_group = [\"STRINGS\"]\n"),
+            "filter.allow_command_group \"STRINGS\": not a command group",
         ),
         (
             base.replace("[redis_writer]\n", "[redis_writer]\nsentinel = true\n"),
@@ -511,6 +516,131 @@ fn v4_refusals() {
         assert_eq!(log.lines().count(), 1, "one line:\n{log}");
     }
     assert!(keys(&dst, 0).is_empty(), "nothing was written");
+}
+
+#[test]
+fn v4_command_groups() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let src = Server::start(FLAVOR);
+    let dst = Server::start(FLAVOR);
+    set(&src, 0, &[("pre:s", "v")]);
+    let mut c = src.client();
+    let _: () = redis::cmd("RPUSH")
+        .arg("pre:l")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"[sync_reader]
+cluster = false
+address = "127.0.0.1:{}"
+username = ""
+password = ""
+tls = false
+sync_rdb = true
+sync_aof = true
+
+[redis_writer]
+cluster = false
+address = "127.0.0.1:{}"
+username = ""
+password = ""
+tls = false
+
+[filter]
+allow_keys = []
+allow_key_prefix = []
+allow_db = []
+block_key_prefix = []
+allow_command = []
+block_command = ["HDEL"]
+allow_command_group = ["STRING", "HASH", "TRANSACTIONS"]
+block_command_group = ["SCRIPTING"]
+"#,
+        src.port(),
+        dst.port()
+    );
+    let file = write(dir.path(), "groups.toml", &text);
+    let mut sync = Sync::start_args(&["--config", &file, "--log-interval", "1"], &[]);
+    sync.wait_incremental(Duration::from_secs(30));
+    let run = |c: &mut redis::Connection, argv: &[&str]| {
+        let mut k = redis::cmd(argv[0]);
+        for a in &argv[1..] {
+            k.arg(*a);
+        }
+        let _: redis::Value = k.query(c).unwrap();
+    };
+    run(&mut c, &["SET", "s:1", "a"]);
+    run(&mut c, &["APPEND", "s:1", "b"]);
+    run(&mut c, &["HSET", "h:1", "f", "v", "g", "w"]);
+    run(&mut c, &["HDEL", "h:1", "g"]);
+    run(&mut c, &["LPUSH", "l:1", "x"]);
+    run(&mut c, &["RPUSH", "pre:l", "b"]);
+    let _: redis::Value = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("s:tx")
+        .arg("1")
+        .cmd("SADD")
+        .arg("set:tx")
+        .arg("m")
+        .cmd("INCR")
+        .arg("s:tx")
+        .query(&mut c)
+        .unwrap();
+    run(&mut c, &["SET", "s:last", "done"]);
+    let t = std::time::Instant::now();
+    loop {
+        let v: Option<String> = redis::cmd("GET")
+            .arg("s:last")
+            .query(&mut dst.client())
+            .unwrap();
+        if v.as_deref() == Some("done") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "s:last never arrived:\n{}",
+            sync.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_not_noted(
+        &log,
+        &[
+            "filter.allow_command_group",
+            "filter.block_command_group",
+            "filter.block_command",
+        ],
+    );
+    let (same, report) = shake_check(&src.url(), &dst.url(), &["--key-regex", "^(s:.*|pre:s)$"]);
+    assert!(same, "the string keys differ:\n{report}");
+    // HDEL was blocked: the target's hash keeps g; the list and set commands were not allowed.
+    let h: Vec<String> = redis::cmd("HKEYS")
+        .arg("h:1")
+        .query(&mut dst.client())
+        .unwrap();
+    assert_eq!(h, ["f", "g"]);
+    assert_eq!(
+        keys(&dst, 0),
+        ["h:1", "pre:l", "pre:s", "s:1", "s:last", "s:tx"]
+    );
+    let l: Vec<String> = redis::cmd("LRANGE")
+        .arg("pre:l")
+        .arg(0)
+        .arg(-1)
+        .query(&mut dst.client())
+        .unwrap();
+    assert_eq!(
+        l,
+        ["a"],
+        "the full sync copied pre:l, the stream's RPUSH was left out"
+    );
 }
 
 #[test]

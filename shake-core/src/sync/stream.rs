@@ -736,7 +736,7 @@ impl Applier {
             Err(e) => {
                 if renames {
                     return Err(SyncError::Fatal(format!(
-                        "{} at source offset {end}: --rename-prefix cannot rename its keys, because their places are unknown ({e}); leave the command out (--exclude-command) or sync without --rename-prefix",
+                        "{} at source offset {end}: --rename-prefix cannot rename its keys, because their places are unknown ({e}); leave the command out (--exclude-command NAME, or --exclude-command-group module for a module's command) or sync without --rename-prefix",
                         name()
                     )));
                 }
