@@ -97,12 +97,20 @@ struct Args {
     rename: RenameArgs,
 
     /// Treat the source as a cluster (default: detect from INFO cluster)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_source_cluster")]
     source_cluster: bool,
 
-    /// Treat the target as a cluster (default: detect from INFO cluster)
+    /// Treat the source as one server even if it reports cluster mode (compares only that node)
     #[arg(long)]
+    no_source_cluster: bool,
+
+    /// Treat the target as a cluster (default: detect from INFO cluster)
+    #[arg(long, conflicts_with = "no_target_cluster")]
     target_cluster: bool,
+
+    /// Treat the target as a standalone server even if it reports cluster mode
+    #[arg(long)]
+    no_target_cluster: bool,
 
     /// Cap on commands per second, both sides together (0: no cap)
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -193,7 +201,7 @@ fn main() -> ExitCode {
 }
 
 /// `--source` is an RDB file when it is not a URL and names a file.
-fn source_spec(s: &str, cluster: bool) -> Result<SourceSpec, String> {
+fn source_spec(s: &str, cluster: Option<bool>) -> Result<SourceSpec, String> {
     let is_url = s.contains("://");
     if !is_url && Path::new(s).is_file() {
         return Ok(SourceSpec::Rdb(PathBuf::from(s)));
@@ -222,10 +230,7 @@ fn source_spec(s: &str, cluster: bool) -> Result<SourceSpec, String> {
             )
         })?
         .password_from_env("SHAKE_SOURCE_PASSWORD");
-    Ok(SourceSpec::Live {
-        endpoint,
-        cluster: cluster.then_some(true),
-    })
+    Ok(SourceSpec::Live { endpoint, cluster })
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -236,13 +241,16 @@ fn seconds(name: &str, v: f64) -> Result<Duration, String> {
 }
 
 fn options(args: &Args) -> Result<CompareOptions, String> {
-    let source = source_spec(&args.source, args.source_cluster)?;
+    let source = source_spec(
+        &args.source,
+        shake_core::cli::cluster_mode(args.source_cluster, args.no_source_cluster),
+    )?;
     let target = Endpoint::parse(&args.target)?.password_from_env("SHAKE_TARGET_PASSWORD");
     if args.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
     let mut o = CompareOptions::new(source, target);
-    o.target_cluster = args.target_cluster.then_some(true);
+    o.target_cluster = shake_core::cli::cluster_mode(args.target_cluster, args.no_target_cluster);
     o.connect = args.conn.to_options();
     o.mode = Mode::parse(&args.mode)?;
     o.ttl_tolerance_ms = seconds("--ttl-tolerance", args.ttl_tolerance)?.as_millis() as i64;

@@ -346,7 +346,8 @@ impl ShardArgs {
     }
 }
 
-/// `--cluster` / `--no-cluster` as the `Option<bool>` the clients take (`None`: detect).
+/// `--{source,target}-cluster` / `--no-{source,target}-cluster` as the `Option<bool>` the
+/// clients take (`None`: detect).
 pub fn cluster_mode(cluster: bool, no_cluster: bool) -> Option<bool> {
     if cluster {
         Some(true)

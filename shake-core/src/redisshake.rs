@@ -36,7 +36,7 @@ impl Tool {
 
 /// One flag the file gives: `--flag value` (or `--flag` alone), or a positional argument when
 /// `flag` is empty. `also` names the flags whose presence on the command line drops it too (the
-/// opposite switch: `--target-standalone` against the file's `--target-cluster`).
+/// opposite switch: `--no-target-cluster` against the file's `--target-cluster`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileArg {
     pub flag: &'static str,
@@ -481,7 +481,7 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                     "cluster" => {
                         if !rs.bool("cluster")? {
                             // RedisShake's standalone reader reads that one node.
-                            out.switch("source-single-node", &[]);
+                            out.switch("no-source-cluster", &["source-cluster"]);
                         }
                     }
                     "sync_rdb" => {
@@ -504,7 +504,7 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                 }
             }
             if !rs.t.contains_key("cluster") {
-                out.switch("source-single-node", &[]);
+                out.switch("no-source-cluster", &["source-cluster"]);
             }
         }
         Tool::Rump => {
@@ -639,9 +639,9 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
                     // cluster = false: detected (a cluster target is written as a cluster).
                     if ws.bool(k)? {
                         match tool {
-                            Tool::Sync => out.switch("target-cluster", &["target-standalone"]),
-                            Tool::Rump => out.switch("target-cluster", &["no-target-cluster"]),
-                            Tool::Restore => out.switch("cluster", &["no-cluster"]),
+                            Tool::Sync | Tool::Rump | Tool::Restore => {
+                                out.switch("target-cluster", &["no-target-cluster"])
+                            }
                         }
                     }
                 }

@@ -75,12 +75,16 @@ struct Args {
     psync_command: String,
 
     /// Dump every master of the cluster without asking INFO whether the source is a cluster
-    /// (for sources where INFO is disabled)
-    #[arg(long, conflicts_with = "single_node")]
+    /// (for sources where INFO is disabled; default: detected)
+    #[arg(
+        long = "source-cluster",
+        alias = "cluster",
+        conflicts_with = "single_node"
+    )]
     cluster: bool,
 
     /// Dump only the node given by --source, even when it is a cluster node
-    #[arg(long)]
+    #[arg(long = "no-source-cluster", alias = "single-node")]
     single_node: bool,
 
     #[command(flatten)]
@@ -273,7 +277,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             && is_cluster(&mut conn).await.map_err(|e| {
                 let msg = e.to_string();
                 if msg.contains("NOPERM") {
-                    Failure::Run(format!("{msg} (INFO tells whether the source is a cluster: grant the user +info, or say it with --single-node or --cluster)"))
+                    Failure::Run(format!("{msg} (INFO tells whether the source is a cluster: grant the user +info, or say it with --no-source-cluster or --source-cluster)"))
                 } else {
                     Failure::Run(msg)
                 }
@@ -328,13 +332,13 @@ async fn run(args: Args) -> Result<(), Failure> {
                 Output::Dir(d) => d.clone(),
                 Output::Stdout => {
                     return Err(Failure::Usage(format!(
-                        "{endpoint} is a cluster of {} masters: -o - can carry only one RDB; give -o DIR/ for one file per master, or --single-node to dump only this node",
+                        "{endpoint} is a cluster of {} masters: -o - can carry only one RDB; give -o DIR/ for one file per master, or --no-source-cluster to dump only this node",
                         masters.len()
                     )))
                 }
                 Output::File(p) => {
                     return Err(Failure::Usage(format!(
-                        "{endpoint} is a cluster of {} masters: -o must name a directory (end it with /) for one file per master, not {}; or give --single-node to dump only this node",
+                        "{endpoint} is a cluster of {} masters: -o must name a directory (end it with /) for one file per master, not {}; or give --no-source-cluster to dump only this node",
                         masters.len(),
                         p.display()
                     )))

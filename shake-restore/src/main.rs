@@ -42,11 +42,15 @@ struct Args {
     inputs: Vec<PathBuf>,
 
     /// Treat the target as a cluster (default: detect from INFO cluster)
-    #[arg(long, conflicts_with = "no_cluster")]
+    #[arg(
+        long = "target-cluster",
+        alias = "cluster",
+        conflicts_with = "no_cluster"
+    )]
     cluster: bool,
 
     /// Treat the target as a standalone server even if it reports cluster mode
-    #[arg(long)]
+    #[arg(long = "no-target-cluster", alias = "no-cluster")]
     no_cluster: bool,
 
     /// A RedisShake v4 shake.toml, read unchanged (flags on the command line win over it): every

@@ -69,8 +69,12 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
 
+    /// Treat the source as a cluster without asking INFO (default: detected)
+    #[arg(long, conflicts_with = "source_single_node")]
+    source_cluster: bool,
+
     /// Treat the source as a single server even if it is a cluster node
-    #[arg(long)]
+    #[arg(long = "no-source-cluster", alias = "source-single-node")]
     source_single_node: bool,
 
     /// Read each source master's stream from one of its replicas (RedisShake's prefer_replica),
@@ -81,12 +85,12 @@ struct Args {
     #[arg(long)]
     source_replica: bool,
 
-    /// Treat the target as a cluster (default: detect)
+    /// Treat the target as a cluster (default: detect from INFO cluster)
     #[arg(long, conflicts_with = "target_standalone")]
     target_cluster: bool,
 
-    /// Treat the target as a standalone server
-    #[arg(long)]
+    /// Treat the target as a standalone server even if it reports cluster mode
+    #[arg(long = "no-target-cluster", alias = "target-standalone")]
     target_standalone: bool,
 
     /// The source's name for PSYNC (managed services rename it)
@@ -273,7 +277,7 @@ fn output_settings(args: &Args) -> Result<Option<sync::output::OutputSettings>, 
             .clone()
             .unwrap_or_else(|| source.stable_name()),
         source,
-        source_cluster: args.source_single_node.then_some(false),
+        source_cluster: shake_core::cli::cluster_mode(args.source_cluster, args.source_single_node),
         repl: ReplOptions {
             psync_command: args.psync_command.clone(),
             verify: false,
@@ -522,7 +526,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
             .clone()
             .unwrap_or_else(|| source.stable_name()),
         source,
-        source_cluster: args.source_single_node.then_some(false),
+        source_cluster: shake_core::cli::cluster_mode(args.source_cluster, args.source_single_node),
         source_replica: args.source_replica,
         target,
         target_cluster: shake_core::cli::cluster_mode(args.target_cluster, args.target_standalone),

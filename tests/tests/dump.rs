@@ -638,7 +638,7 @@ fn acl_users() {
     );
     let url = format!("redis://replonly:opw@127.0.0.1:{port}");
     let err = dump_fails("ACL user without +info", 1, &["--source", &url, "-o", f]);
-    assert!(err.contains("--single-node"), "{err}");
+    assert!(err.contains("--no-source-cluster"), "{err}");
     dump_ok(
         "ACL user without +info, --single-node",
         &["--source", &url, "--single-node", "-o", f],
@@ -915,7 +915,7 @@ fn cluster_to_directory() {
         2,
         &["--source", &cluster.url(), "-o", f.to_str().expect("UTF-8")],
     );
-    assert!(err.contains("--single-node"), "{err}");
+    assert!(err.contains("--no-source-cluster"), "{err}");
     // Unless only this node is wanted.
     dump_ok(
         "single node",
@@ -1123,8 +1123,8 @@ fn help_lists_every_flag_with_defaults() {
         "--output",
         "--functions-only",
         "--psync-command",
-        "--cluster",
-        "--single-node",
+        "--source-cluster",
+        "--no-source-cluster",
         "--tls-ca",
         "--tls-insecure",
         "--connect-timeout",

@@ -228,7 +228,8 @@ pub async fn plan_links(s: &SyncSettings) -> Result<Vec<LinkSpec>, SyncError> {
     Ok(links)
 }
 
-/// Whether the source is a cluster (`--source-single-node` says no; else detected).
+/// Whether the source is a cluster (`--source-cluster` / `--no-source-cluster` say; else
+/// detected).
 async fn source_is_cluster(s: &SyncSettings) -> Result<bool, SyncError> {
     if let Some(c) = s.source_cluster {
         return Ok(c);
