@@ -466,8 +466,15 @@ pub struct Cmd {
     /// Its offset in `path`.
     pub offset: u64,
     /// The offset right after it, counted across the parts in order (each part starting past
-    /// the previous one's end), so that it only grows.
+    /// the previous one's end), so that it only grows ([`Replay::locate`] turns it back into a
+    /// part and an offset in it).
     pub end: u64,
+    /// The database it runs in: what the last `SELECT` of its part chose (a `SELECT`'s own is
+    /// the one it chooses). Each part starts in database 0, as the server's loader starts
+    /// each file with a new client.
+    pub db: u64,
+    /// The last `#TS:` annotation before it in its part (unix seconds), if any.
+    pub ts: Option<i64>,
 }
 
 /// The commands of an AOF input's parts in order, with what the input says about where to
@@ -483,6 +490,10 @@ pub struct Replay {
     base: u64,
     /// End of the last command of the current part.
     size: u64,
+    /// Where each part opened so far starts in the offsets counted across parts (`Cmd::end`).
+    bases: Vec<(u64, PathBuf)>,
+    db: u64,
+    ts: Option<i64>,
     multi: Option<(PathBuf, u64)>,
     /// Commands handed over, and `#TS:` annotations seen.
     pub commands: u64,
@@ -501,6 +512,9 @@ impl Replay {
             truncated,
             base: 0,
             size: 0,
+            bases: Vec::new(),
+            db: 0,
+            ts: None,
             multi: None,
             commands: 0,
             timestamps: 0,
@@ -523,6 +537,8 @@ impl Replay {
                 self.next_part += 1;
                 self.reader = Some(CommandReader::open(&path, start)?);
                 self.size = start;
+                self.bases.push((self.base, path));
+                (self.db, self.ts) = (0, None);
                 continue;
             };
             match r.read_next()? {
@@ -538,6 +554,17 @@ impl Replay {
                         || name.eq_ignore_ascii_case(b"DISCARD")
                     {
                         self.multi = None;
+                    } else if name.eq_ignore_ascii_case(b"SELECT") {
+                        self.db = args
+                            .get(1)
+                            .and_then(|a| std::str::from_utf8(&frame[a.clone()]).ok())
+                            .and_then(|d| d.parse().ok())
+                            .ok_or_else(|| {
+                                format!(
+                                    "{}: the SELECT at offset {offset} has no database number",
+                                    r.path().display()
+                                )
+                            })?;
                     }
                     self.size = offset + frame.len() as u64;
                     self.commands += 1;
@@ -547,10 +574,13 @@ impl Replay {
                         frame,
                         args,
                         offset,
+                        db: self.db,
+                        ts: self.ts,
                     }));
                 }
                 Next::Timestamp { ts, offset } => {
                     self.timestamps += 1;
+                    self.ts = Some(ts);
                     if let Some(until) = self.until.filter(|&u| ts > u) {
                         self.notes.push(format!(
                             "{}: stopped at offset {offset}, the first #TS: after --until {} ({ts} = {}); the commands from there on were not used",
@@ -610,6 +640,41 @@ impl Replay {
             path.display()
         ));
         Ok(())
+    }
+
+    /// The part and the offset in it of an offset counted across the parts ([`Cmd::end`]).
+    pub fn locate(&self, end: u64) -> Option<(&Path, u64)> {
+        self.bases
+            .iter()
+            .rev()
+            .find(|(base, _)| *base <= end)
+            .map(|(base, path)| (path.as_path(), end - base))
+    }
+
+    /// `msg` with each `offset N` in it (the stream applier's messages count offsets across
+    /// the parts: [`Cmd::end`]) written as the part and the offset in it: `offset M of FILE`.
+    pub fn name_offsets(&self, msg: &str) -> String {
+        if self.bases.is_empty() {
+            return msg.to_string();
+        }
+        let mut out = String::with_capacity(msg.len() + 64);
+        let mut rest = msg;
+        while let Some(i) = rest.find("offset ") {
+            let (head, tail) = rest.split_at(i + "offset ".len());
+            let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+            let located = tail[..digits]
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| self.locate(n));
+            out.push_str(head);
+            match located {
+                Some((path, at)) => out.push_str(&format!("{at} of {}", path.display())),
+                None => out.push_str(&tail[..digits]),
+            }
+            rest = &tail[digits..];
+        }
+        out.push_str(rest);
+        out
     }
 
     /// What to tell the user once the input is over: where `--until` stopped, what was
@@ -803,6 +868,33 @@ mod tests {
         let (_f, mut r) = reader_over(b"*1\r\n$4\r\nPING\r\n");
         assert!(matches!(r.read_next().unwrap(), Next::Command { .. }));
         assert!(matches!(r.read_next().unwrap(), Next::End));
+    }
+
+    #[test]
+    fn parts_start_in_db_0_and_offsets_name_their_part() {
+        let (a, _) = reader_over(b"#TS:5\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n*1\r\n$4\r\nPING\r\n");
+        let (b, _) = reader_over(b"*1\r\n$4\r\nPING\r\n");
+        let parts = vec![(a.path().to_path_buf(), 0), (b.path().to_path_buf(), 0)];
+        let mut r = Replay::new(parts, None, Truncated::Stop);
+        let select = r.next_command().unwrap().unwrap();
+        assert_eq!((select.db, select.ts), (3, Some(5)));
+        let ping = r.next_command().unwrap().unwrap();
+        assert_eq!((ping.db, ping.offset), (3, 30));
+        let second = r.next_command().unwrap().unwrap();
+        assert_eq!((second.db, second.ts, second.offset), (0, None, 0));
+        assert!(r.next_command().unwrap().is_none());
+        let msg = r.name_offsets(&format!(
+            "PING at source offset {} and offset {}",
+            ping.end, second.end
+        ));
+        assert_eq!(
+            msg,
+            format!(
+                "PING at source offset 44 of {} and offset 14 of {}",
+                a.path().display(),
+                b.path().display()
+            )
+        );
     }
 
     #[test]

@@ -101,6 +101,11 @@ impl KeyFilter {
         !self.globs.is_empty() || self.regex.is_some() || self.excludes_keys()
     }
 
+    /// Whether keys are chosen by type (`--type`).
+    pub fn has_type_rules(&self) -> bool {
+        !self.types.is_empty()
+    }
+
     /// The databases `--db` names (empty: every database).
     pub fn dbs(&self) -> &[u64] {
         &self.dbs

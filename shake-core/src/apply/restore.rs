@@ -522,19 +522,22 @@ async fn replay_commands(
     .map_err(sync_err)?;
     applier.set_target_caps(caps);
     let mut replay = crate::aof::Replay::new(parts.to_vec(), s.until, s.aof_truncated);
+    // The applier's messages count offsets across the parts: they are told as a part file and
+    // the offset in it.
+    let located = |replay: &crate::aof::Replay, e: crate::sync::SyncError| {
+        ApplyError::Client(replay.name_offsets(&e.to_string()))
+    };
     // Reading is blocking, but a part is read 64 KiB at a time: short next to the writes.
     while let Some(c) = replay.next_command().map_err(ApplyError::Unsupported)? {
-        applier
-            .process(c.frame, &c.args, c.end)
-            .await
-            .map_err(sync_err)?;
+        let r = applier.process(c.frame, &c.args, c.end).await;
+        r.map_err(|e| located(&replay, e))?;
         if applier.batch_full() {
-            applier.flush().await.map_err(sync_err)?;
-            applier.collect().map_err(sync_err)?;
+            applier.flush().await.map_err(|e| located(&replay, e))?;
+            applier.collect().map_err(|e| located(&replay, e))?;
         }
     }
     // A transaction the input ends inside is held back by the applier: never sent.
-    applier.drain().await.map_err(sync_err)?;
+    applier.drain().await.map_err(|e| located(&replay, e))?;
     summary.aof_commands += applier.stats.applied;
     summary.aof_skipped += applier.stats.skipped;
     for line in replay.notes() {

@@ -42,6 +42,46 @@ pub fn escaped(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[start..]);
 }
 
+/// Appends one command record of the JSON lines format and its newline (docs/output-formats.md):
+/// `{` the `lead` string members `,"db":N,"offset":N` an optional `,"ts":N` `,"argv":[...]}`,
+/// each argument a byte string ([`bytes`]). shake-sync `--output`'s stream records (lead:
+/// shard, replid; offset: the replication offset after the command) and shake-decode's AOF
+/// commands (lead: file; offset: where the command starts in it; ts: its `#TS:`) are written
+/// here, so the two stay one shape.
+pub fn command_record(
+    out: &mut Vec<u8>,
+    lead: &[(&str, &str)],
+    db: u64,
+    offset: u64,
+    ts: Option<i64>,
+    frame: &[u8],
+    args: &[std::ops::Range<usize>],
+) {
+    out.push(b'{');
+    for (name, value) in lead {
+        str(out, name);
+        out.push(b':');
+        str(out, value);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"db\":");
+    uint(out, db);
+    out.extend_from_slice(b",\"offset\":");
+    uint(out, offset);
+    if let Some(ts) = ts {
+        out.extend_from_slice(b",\"ts\":");
+        int(out, ts);
+    }
+    out.extend_from_slice(b",\"argv\":[");
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        bytes(out, frame.get(a.clone()).unwrap_or_default());
+    }
+    out.extend_from_slice(b"]}\n");
+}
+
 /// Appends a byte string: a JSON string when it is UTF-8, else `{"base64":"..."}`.
 pub fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     match std::str::from_utf8(b) {

@@ -1,6 +1,7 @@
 //! Output sinks for RDB content and the loop that feeds them: parser -> filter -> sink.
 //! A sink knows its destination format; it never sees how the bytes were encoded in the file.
 
+pub mod aof;
 pub(crate) mod json;
 mod jsonl;
 mod keys;
@@ -10,7 +11,7 @@ mod resp;
 pub use jsonl::JsonLinesSink;
 pub use keys::KeyListSink;
 pub use memory::MemoryReportSink;
-pub use resp::RespSink;
+pub use resp::{resp_command, RespSink};
 
 use std::fmt;
 use std::io::{self, Read};

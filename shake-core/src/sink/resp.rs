@@ -111,3 +111,14 @@ impl<W: Write> RdbSink for RespSink<W> {
         self.out.flush()
     }
 }
+
+/// Appends one command (`frame`, as an AOF holds it) to RESP output that runs in database
+/// `db`, after a `SELECT` when the output's selected database (`selected`; `None`: unknown) is
+/// another: shake-sync `--output`'s stream and shake-decode's AOF commands.
+pub fn resp_command(out: &mut Vec<u8>, selected: &mut Option<u64>, db: u64, frame: &[u8]) {
+    if *selected != Some(db) {
+        encode_command(out, &[&b"SELECT"[..], db.to_string().as_bytes()]);
+        *selected = Some(db);
+    }
+    out.extend_from_slice(frame);
+}

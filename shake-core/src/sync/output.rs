@@ -42,7 +42,7 @@ use crate::observe::Progress;
 use crate::rdb::{ParserOptions, RdbParser};
 use crate::repl::{start_sync, ReplOptions, ReplStream, Resume, SyncStart, Transfer};
 use crate::resp::encode_command;
-use crate::sink::{drive, json, DriveError, JsonLinesSink, RespSink};
+use crate::sink::{drive, json, resp_command, DriveError, JsonLinesSink, RespSink};
 
 /// The records' encoding (`--output-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,32 +307,17 @@ impl Output {
         let mut buf = Vec::new();
         for r in recs {
             match self.format {
-                OutputFormat::Jsonl => {
-                    buf.extend_from_slice(b"{\"shard\":");
-                    json::str(&mut buf, shard);
-                    buf.extend_from_slice(b",\"replid\":");
-                    json::str(&mut buf, &pos.replid);
-                    buf.extend_from_slice(b",\"db\":");
-                    json::uint(&mut buf, r.db);
-                    buf.extend_from_slice(b",\"offset\":");
-                    json::uint(&mut buf, r.offset);
-                    buf.extend_from_slice(b",\"argv\":[");
-                    for (i, a) in r.args.iter().enumerate() {
-                        if i > 0 {
-                            buf.push(b',');
-                        }
-                        json::bytes(&mut buf, &r.frame[a.clone()]);
-                    }
-                    buf.extend_from_slice(b"]}\n");
-                }
-                OutputFormat::Resp => {
-                    if self.resp_db != Some(r.db) {
-                        encode_command(&mut buf, &[&b"SELECT"[..], r.db.to_string().as_bytes()]);
-                        self.resp_db = Some(r.db);
-                    }
-                    // The frame is the RESP command as the source's AOF would hold it.
-                    buf.extend_from_slice(&r.frame);
-                }
+                OutputFormat::Jsonl => json::command_record(
+                    &mut buf,
+                    &[("shard", shard), ("replid", &pos.replid)],
+                    r.db,
+                    r.offset,
+                    None,
+                    &r.frame,
+                    &r.args,
+                ),
+                // The frame is the RESP command as the source's AOF would hold it.
+                OutputFormat::Resp => resp_command(&mut buf, &mut self.resp_db, r.db, &r.frame),
             }
         }
         self.write_raw(&buf)
