@@ -473,7 +473,9 @@ pub struct Cmd {
     /// the one it chooses). Each part starts in database 0, as the server's loader starts
     /// each file with a new client.
     pub db: u64,
-    /// The last `#TS:` annotation before it in its part (unix seconds), if any.
+    /// The last `#TS:` annotation before it (unix seconds), if any: the second it was written
+    /// in. The server writes one only when the second changes, so an incremental file's first
+    /// commands may carry the time of the file before it.
     pub ts: Option<i64>,
 }
 
@@ -538,7 +540,7 @@ impl Replay {
                 self.reader = Some(CommandReader::open(&path, start)?);
                 self.size = start;
                 self.bases.push((self.base, path));
-                (self.db, self.ts) = (0, None);
+                self.db = 0;
                 continue;
             };
             match r.read_next()? {
@@ -881,7 +883,7 @@ mod tests {
         let ping = r.next_command().unwrap().unwrap();
         assert_eq!((ping.db, ping.offset), (3, 30));
         let second = r.next_command().unwrap().unwrap();
-        assert_eq!((second.db, second.ts, second.offset), (0, None, 0));
+        assert_eq!((second.db, second.ts, second.offset), (0, Some(5), 0));
         assert!(r.next_command().unwrap().is_none());
         let msg = r.name_offsets(&format!(
             "PING at source offset {} and offset {}",

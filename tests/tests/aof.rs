@@ -608,3 +608,393 @@ fn aof_until_timestamps() {
     );
     assert_eq!(dbsize_all(&target), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// shake-decode on AOFs (docs/shake-decode.md#aof-input)
+
+/// `shake-decode ARGS INPUT -o OUT`: exit code, stderr, and what it wrote.
+fn decode(extra: &[&str], input: &Path, out: &Path) -> (Option<i32>, String, Vec<u8>) {
+    let input = input.to_string_lossy().into_owned();
+    let out_s = out.to_string_lossy().into_owned();
+    let mut args = vec!["--quiet", "-o", &out_s];
+    args.extend_from_slice(extra);
+    args.push(&input);
+    let _ = std::fs::remove_file(out);
+    let (code, err) = run_tool("shake-decode", &args, &[]);
+    let written = std::fs::read(out).unwrap_or_default();
+    (code, err, written)
+}
+
+/// `redis-cli --pipe` of `resp` into `target`: every reply must be a success.
+fn pipe_into(target: &Server, resp: &Path) {
+    let out = std::process::Command::new(shake_tests::redis_cli())
+        .arg("-p")
+        .arg(target.port().to_string())
+        .arg("--pipe")
+        .stdin(std::fs::File::open(resp).expect("resp file"))
+        .output()
+        .expect("run redis-cli --pipe");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("errors: 0"),
+        "redis-cli --pipe: {text}"
+    );
+}
+
+/// The JSON lines of a decode, parsed.
+fn records(jsonl: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(jsonl)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A byte string of the JSON lines format.
+fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine as _;
+    match v {
+        serde_json::Value::String(s) => s.as_bytes().to_vec(),
+        _ => base64::engine::general_purpose::STANDARD
+            .decode(v["base64"].as_str().expect("a byte string"))
+            .expect("base64"),
+    }
+}
+
+/// The first key and database of each write of `fill_after` (a transaction's writes between
+/// its MULTI and EXEC), in order: what its incremental file's command records must name.
+const AFTER_WRITES: &[(&str, u64)] = &[
+    ("str", 0),
+    ("counter", 0),
+    ("float", 0),
+    ("hash", 0),
+    ("hash", 0),
+    ("list", 0),
+    ("list:big", 0),
+    ("set", 0),
+    ("zset", 0),
+    ("zset", 0),
+    ("stream", 0),
+    ("stream2", 0),
+    ("list", 0),
+    ("set:big", 0),
+    ("ttl:ex", 0),
+    ("intset", 0),
+    ("db1:a", 1),
+    ("db1:b", 1),
+    ("db3:h", 3),
+    ("MULTI", 0),
+    ("tx:a", 0),
+    ("tx:l", 0),
+    ("EXEC", 0),
+];
+
+/// A server of `flavor` that loaded the base file of the multi-part AOF in `dir` only (its
+/// manifest without the incremental files).
+fn base_only(flavor: Flavor, dir: &Path) -> Server {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let copy = scratch.path().join("base");
+    copy_dir(dir, &copy);
+    let manifest = copy.join("appendonly.aof.manifest");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains("type i"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&manifest, kept).expect("manifest");
+    loaded_by_server(flavor, &copy, false)
+}
+
+/// Sends the command records of `recs` from `file` (argv, in the database each names) to `s`.
+fn apply_records(s: &Server, recs: &[&serde_json::Value]) {
+    let mut c = s.client();
+    for r in recs {
+        let argv: Vec<Vec<u8>> = r["argv"]
+            .as_array()
+            .expect("argv")
+            .iter()
+            .map(json_bytes)
+            .collect();
+        let db = r["db"].as_u64().expect("db").to_string();
+        let name = String::from_utf8_lossy(&argv[0]).to_ascii_uppercase();
+        if name != "MULTI" && name != "EXEC" {
+            redis::cmd("SELECT")
+                .arg(&db)
+                .query::<()>(&mut c)
+                .expect("SELECT");
+        }
+        let mut q = redis::cmd(&name);
+        for a in &argv[1..] {
+            q.arg(a.as_slice());
+        }
+        q.query::<redis::Value>(&mut c)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+fn aof_decode(flavor: Flavor) {
+    if !require(flavor) {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let out = scratch.path().join("out");
+    for preamble in ["yes", "no"] {
+        let tag = format!("{flavor} aof-use-rdb-preamble {preamble}");
+        let src = Server::start_with(
+            flavor,
+            &[
+                ("appendonly", "yes"),
+                ("appendfsync", "always"),
+                ("aof-use-rdb-preamble", preamble),
+                ("aof-timestamp-enabled", "yes"),
+            ],
+        );
+        fill_before(&src);
+        rewrite(&src);
+        fill_after(&src);
+        let dir = src.dir().join("appendonlydir");
+        let reference = loaded_by_server(flavor, &dir, false);
+        assert!(dbsize_all(&reference) > 10, "{tag}");
+
+        // RESP: piped into a fresh server, it gives what the server made of its own AOF.
+        let (code, err, resp) = decode(&["--format", "resp"], &dir, &out);
+        assert_eq!(code, Some(0), "{tag}: {err}");
+        assert!(resp.starts_with(b"*"), "{tag}: RESP output");
+        let target = Server::start(flavor);
+        pipe_into(&target, &out);
+        assert_same(&format!("{tag}: decoded as RESP"), &reference, &target);
+
+        // JSON lines: the incremental file's records are the writes made after the rewrite,
+        // in order, each in its database; sent back as commands onto the base alone they give
+        // the whole AOF's data.
+        let (code, err, jsonl) = decode(&[], &dir, &out);
+        assert_eq!(code, Some(0), "{tag}: {err}");
+        let recs = records(&jsonl);
+        let incr = incr_file(&dir).display().to_string();
+        let after: Vec<&serde_json::Value> = recs
+            .iter()
+            .filter(|r| r["file"].as_str() == Some(incr.as_str()))
+            .collect();
+        let named: Vec<(String, u64)> = after
+            .iter()
+            .map(|r| {
+                let argv = r["argv"].as_array().expect("argv");
+                let name = argv[0].as_str().unwrap_or_default().to_ascii_uppercase();
+                // A transaction's bounds: the database is not theirs (7.0 writes the SELECT
+                // before the MULTI, 8.2 and Valkey 9.1 after it).
+                if name == "MULTI" || name == "EXEC" {
+                    return (name, 0);
+                }
+                let key = String::from_utf8_lossy(&json_bytes(&argv[1])).into_owned();
+                (key, r["db"].as_u64().expect("db"))
+            })
+            .collect();
+        let want: Vec<(String, u64)> = AFTER_WRITES
+            .iter()
+            .map(|(k, db)| (k.to_string(), *db))
+            .collect();
+        assert_eq!(named, want, "{tag}: the incremental file's records");
+        let data = std::fs::read(&incr).expect("incr");
+        for r in &after {
+            // `offset` is where the command starts in `file`; `ts` its #TS: annotation.
+            let at = r["offset"].as_u64().expect("offset") as usize;
+            assert_eq!(data.get(at), Some(&b'*'), "{tag}: {r}");
+            // The file's last annotation before it; before the first one (the server writes
+            // one when the second changes) the time is the previous file's, if it had one.
+            let before = &data[..at];
+            match before.windows(4).rposition(|w| w == b"#TS:") {
+                Some(i) => {
+                    let line = &before[i + 4..];
+                    let end = line.iter().position(|&b| b == b'\r').expect("CRLF");
+                    let ts: i64 = std::str::from_utf8(&line[..end]).unwrap().parse().unwrap();
+                    assert_eq!(r["ts"].as_i64(), Some(ts), "{tag}: {r}");
+                }
+                None => assert!(r["ts"].is_null() || r["ts"].as_i64().is_some(), "{r}"),
+            }
+        }
+        assert!(
+            after.iter().any(|r| r["ts"].as_i64().is_some()) || preamble == "yes",
+            "{tag}: records with a time"
+        );
+        if preamble == "yes" {
+            // The base is an RDB: key records, then the commands.
+            assert!(recs[0].get("key").is_some(), "{tag}: {}", recs[0]);
+            assert_eq!(
+                after.len(),
+                recs.iter().filter(|r| r.get("argv").is_some()).count()
+            );
+        } else {
+            let base = recs
+                .iter()
+                .filter(|r| r["file"].as_str().is_some_and(|f| f.ends_with(".base.aof")))
+                .count();
+            assert!(
+                base > 10,
+                "{tag}: the AOF-form base's commands are records too"
+            );
+        }
+        let replayed = base_only(flavor, &dir);
+        apply_records(&replayed, &after);
+        assert_same(
+            &format!("{tag}: base + JSON records"),
+            &reference,
+            &replayed,
+        );
+
+        // Formats that describe keys refuse the commands, naming the format, the input and what
+        // to use instead.
+        for format in ["keys", "memory"] {
+            let (code, err, written) = decode(&["--format", format], &dir, &out);
+            assert_eq!(code, Some(2), "{tag} {format}: {err}");
+            assert!(
+                err.contains(&dir.display().to_string())
+                    && err.contains(&format!("--format {format}"))
+                    && err.contains("use --format jsonl"),
+                "{err}"
+            );
+            assert!(written.is_empty(), "nothing written");
+        }
+    }
+}
+
+#[test]
+fn aof_decode_redis70() {
+    aof_decode(Flavor::Redis70);
+}
+
+#[test]
+fn aof_decode_redis82() {
+    aof_decode(Flavor::Redis82);
+}
+
+#[test]
+fn aof_decode_valkey91() {
+    aof_decode(Flavor::Valkey91);
+}
+
+#[test]
+fn aof_decode_until_and_torn_tail() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let out = scratch.path().join("out");
+    let src = Server::start_with(
+        flavor,
+        &[
+            ("appendonly", "yes"),
+            ("appendfsync", "always"),
+            ("aof-timestamp-enabled", "yes"),
+        ],
+    );
+    fill_before(&src);
+    let first_done = now_secs();
+    past_second(first_done);
+    fill_after(&src);
+    let big = "x".repeat(5000);
+    cmd(&mut src.client(), &["SET", "last", &big]);
+    let dir = src.dir().join("appendonlydir");
+    let until = first_done.to_string();
+    // What the server makes of its AOF cut at the first annotation later than TIME.
+    let cut = scratch.path().join("cut");
+    copy_dir(&dir, &cut);
+    let cut_incr = incr_file(&cut);
+    let data = std::fs::read(&cut_incr).expect("incr");
+    let later = data
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"#TS:")
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let line = &data[i + 4..];
+            let end = line.iter().position(|&b| b == b'\r').expect("CRLF");
+            let t: u64 = std::str::from_utf8(&line[..end]).unwrap().parse().unwrap();
+            t > first_done
+        })
+        .expect("an annotation after the first writes");
+    std::fs::write(&cut_incr, &data[..later]).expect("cut");
+    let reference = loaded_by_server(flavor, &cut, false);
+    assert!(dbsize_all(&reference) > 10);
+
+    // --until: the RESP output is the first writes only.
+    let (code, err, _) = decode(&["--format", "resp", "--until", &until], &dir, &out);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("stopped at offset") && err.contains("the first #TS: after --until"),
+        "{err}"
+    );
+    let target = Server::start(flavor);
+    pipe_into(&target, &out);
+    assert_same("decode --until as RESP", &reference, &target);
+    // The JSON lines stop at the same place: no record is later than TIME.
+    let (code, err, all) = decode(&[], &dir, &out);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err, upto) = decode(&["--until", &until], &dir, &out);
+    assert_eq!(code, Some(0), "{err}");
+    let (all, upto) = (records(&all), records(&upto));
+    assert!(upto.len() < all.len(), "--until left commands out");
+    assert_eq!(all[..upto.len()], upto[..], "the same records up to there");
+    assert!(upto
+        .iter()
+        .all(|r| r["ts"].as_i64().is_some_and(|t| t <= first_done as i64)));
+    assert!(all[upto.len()..]
+        .iter()
+        .all(|r| r["ts"].as_i64().is_some_and(|t| t > first_done as i64)));
+
+    // A torn last command: its file and offset, exit 1, the records before it written.
+    let torn = scratch.path().join("torn");
+    copy_dir(&dir, &torn);
+    let incr = incr_file(&torn);
+    let len = std::fs::metadata(&incr).expect("incr").len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&incr)
+        .expect("open");
+    f.set_len(len - 1000).expect("truncate");
+    drop(f);
+    let data = std::fs::read(&incr).expect("read");
+    let last_start = data
+        .windows(11)
+        .rposition(|w| w == b"*3\r\n$3\r\nSET")
+        .expect("the SET's frame") as u64;
+    let name = incr.display().to_string();
+    let (code, err, written) = decode(&[], &torn, &out);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{name}: truncated command at offset {last_start} (a crash mid-write?)"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        records(&written).len(),
+        all.len() - 1,
+        "every record before the torn one"
+    );
+    let (code, err, _) = decode(
+        &["--format", "resp", "--aof-truncated", "skip"],
+        &torn,
+        &out,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{name}: skipped the truncated command at offset {last_start}"
+        )),
+        "{err}"
+    );
+    let target = Server::start(flavor);
+    pipe_into(&target, &out);
+    let loaded = loaded_by_server(flavor, &torn, false);
+    assert_same("decode of a torn AOF, skipped", &loaded, &target);
+
+    // Key filters choose an RDB's keys, not commands.
+    let (code, err, _) = decode(&["--key", "str*"], &dir, &out);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--key") && err.contains(&dir.display().to_string()),
+        "{err}"
+    );
+}

@@ -5,7 +5,7 @@
 //!
 //! - JSON lines: one command record per command, the shape of shake-sync `--output`'s stream
 //!   records ([`super::json::command_record`]) with `file` (the part it is in), `offset` (where
-//!   it starts in that file), `ts` (its part's last `#TS:` annotation, when there is one), `db`
+//!   it starts in that file), `ts` (the last `#TS:` annotation before it, when there is one), `db`
 //!   and `argv`. `SELECT` is folded into `db`, as in shake-sync's records.
 //! - RESP: the commands as the file holds them, with a `SELECT` where the database changes
 //!   ([`super::resp_command`]): the output is itself a plain AOF.
@@ -145,7 +145,11 @@ impl CommandPrinter {
                 // Folded into the `db` of the commands after it (RESP: selected again there).
                 continue;
             }
-            if !self.filter.db_allowed(c.db) {
+            let multi = name.eq_ignore_ascii_case(b"MULTI");
+            let exec = name.eq_ignore_ascii_case(b"EXEC") || name.eq_ignore_ascii_case(b"DISCARD");
+            // A transaction's bounds are kept whatever its database: servers write the SELECT
+            // of its first command before or after the MULTI.
+            if !multi && !exec && !self.filter.db_allowed(c.db) {
                 self.filtered += 1;
                 continue;
             }
@@ -156,8 +160,6 @@ impl CommandPrinter {
                     path.insert((c.path.clone(), shown)).1.as_str()
                 }
             };
-            let multi = name.eq_ignore_ascii_case(b"MULTI");
-            let exec = name.eq_ignore_ascii_case(b"EXEC") || name.eq_ignore_ascii_case(b"DISCARD");
             if multi && self.held.is_none() {
                 self.held = Some(Vec::new());
                 self.held_commands = 0;
