@@ -15,7 +15,7 @@
 //! - [`parse_until`] reads the point in time `--until` names (unix seconds or RFC 3339).
 //!
 //! Applying the commands is the restore's job (`apply::restore`, through the sync's stream
-//! applier); printing them is the decoder's (`sink`).
+//! applier); printing them is the decoder's (`sink::aof`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -109,6 +109,21 @@ pub fn layout(path: &Path) -> Result<Option<Layout>, String> {
         }));
     }
     Ok(None)
+}
+
+/// Whether the bytes of `path` from `start` (where an RDB ends) look like AOF commands (a `*`
+/// or `#` first, as [`layout`] judges a file's start): the tail of an AOF with an RDB preamble,
+/// and not bytes some tool left after an RDB's checksum.
+pub fn commands_at(path: &Path, start: u64) -> Result<bool, String> {
+    let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    f.seek(SeekFrom::Start(start))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut first = [0u8; 1];
+    match f.read(&mut first) {
+        Ok(1) => Ok(matches!(first[0], b'*' | b'#')),
+        Ok(_) => Ok(false),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
 }
 
 /// The one manifest in directory `dir`.

@@ -175,10 +175,18 @@ fn run(args: &Args) -> Result<(), Failure> {
                     }
                 }
                 .map_err(aof_failure)?;
-                if *tail && aof_sink::bytes_from(path, end) > 0 {
-                    // An AOF with an RDB preamble: its commands follow the RDB.
-                    refuse_for_commands(args, &filter, &path.display().to_string(), Some(end))?;
-                    commands.push((path.clone(), end));
+                let after = aof_sink::bytes_from(path, end);
+                if *tail && after > 0 {
+                    if aof::commands_at(path, end).map_err(Failure::Input)? {
+                        // An AOF with an RDB preamble: its commands follow the RDB.
+                        refuse_for_commands(args, &filter, &path.display().to_string(), Some(end))?;
+                        commands.push((path.clone(), end));
+                    } else {
+                        eprintln!(
+                            "shake-decode: {}: the {after} bytes after the RDB's end (offset {end}) are not AOF commands; not read",
+                            path.display()
+                        );
+                    }
                 }
             }
             Part::Commands { path, start } => commands.push((path.clone(), *start)),

@@ -27,6 +27,19 @@
 //!   boundary): `--until` (unix seconds, then RFC 3339) applies the first writes only, equal to
 //!   a server that got just those writes; an AOF without annotations and `--until` is refused
 //!   naming the file and `aof-timestamp-enabled yes`.
+//! - `aof_decode_redis70`, `aof_decode_redis82`, `aof_decode_valkey91`: shake-decode on the
+//!   multi-part AOF (`aof-use-rdb-preamble` yes and no, `aof-timestamp-enabled yes`):
+//!   `--format resp` piped by `redis-cli --pipe` into a fresh server equals a server that loaded
+//!   the AOF itself; the incremental file's JSON records are the writes made after the rewrite
+//!   (first key and database, in order), each `offset` at a command's first byte and each `ts`
+//!   the file's last `#TS:` before it, and sent back as commands onto a server that loaded the
+//!   base alone they give the same data; `--format keys` and `memory` refuse (exit 2, naming the
+//!   input and the format, nothing written).
+//! - `aof_decode_until_and_torn_tail` (7.0): `--until` as RESP equals what the server loads of
+//!   its AOF cut at the first annotation later than TIME, and the JSON records are the full
+//!   run's up to there (none later than TIME); a torn last command is exit 1 with its file and
+//!   offset and every record before it; `--aof-truncated skip` as RESP equals the server's load
+//!   of the cut AOF; `--key` is refused for commands.
 
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
