@@ -85,7 +85,8 @@ struct Args {
     #[command(flatten)]
     log: LogArgs,
 
-    // --preflight reads the files (format, databases, functions, a sample of keys) and checks
+    // --preflight reads the files (format, databases, functions, a sample of keys; an AOF's
+    // commands: count, databases, times, torn end) and checks
     // the target and the pairing; stdin is not read.
     #[command(flatten)]
     preflight: PreflightArgs,
@@ -116,6 +117,8 @@ fn main() -> ExitCode {
         pf.target_cluster = settings.cluster;
         pf.apply = settings.apply.clone();
         pf.relaxed_version = settings.relaxed_version;
+        pf.until = settings.until;
+        pf.aof_truncated = settings.aof_truncated;
         let report = runtime.block_on(pf.restore(&settings.inputs, &settings.target));
         return ExitCode::from(report.print(args.preflight.json));
     }

@@ -40,6 +40,11 @@
 //!   run's up to there (none later than TIME); a torn last command is exit 1 with its file and
 //!   offset and every record before it; `--aof-truncated skip` as RESP equals the server's load
 //!   of the cut AOF; `--key` is refused for commands.
+//! - `aof_preflight` (7.0): `shake-restore --preflight --json` on a multi-part AOF: the RDB
+//!   base's `source.file` check, `source.aof` counting the writes made after the rewrite (in
+//!   the incremental file, databases 0, 1, 3; db3 in `pair.databases`), a torn tail FAIL with
+//!   its file and offset and exit 1, WARN under `--aof-truncated skip`, `--until` on an AOF
+//!   without annotations FAIL naming `aof-timestamp-enabled yes`; the target stays empty.
 
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
@@ -1010,4 +1015,143 @@ fn aof_decode_until_and_torn_tail() {
         err.contains("--key") && err.contains(&dir.display().to_string()),
         "{err}"
     );
+}
+
+/// `shake-restore --preflight --json` on `input`: exit code and the checks by name.
+fn preflight(
+    target: &Server,
+    extra: &[&str],
+    input: &Path,
+) -> (Option<i32>, Vec<serde_json::Value>) {
+    let url = target.url();
+    let input = input.to_string_lossy().into_owned();
+    let mut args = vec!["--target", url.as_str(), "--preflight", "--json"];
+    args.extend_from_slice(extra);
+    args.push(&input);
+    let out = std::process::Command::new(shake_tests::tool_binary("shake-restore"))
+        .args(&args)
+        .env_remove("SHAKE_TARGET")
+        .output()
+        .expect("run shake-restore --preflight");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        out.status.code(),
+        doc["checks"].as_array().cloned().unwrap_or_default(),
+    )
+}
+
+fn check_named<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    checks
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check: {checks:?}"))
+}
+
+#[test]
+fn aof_preflight() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Server::start_with(
+        flavor,
+        &[
+            ("appendonly", "yes"),
+            ("appendfsync", "always"),
+            ("aof-timestamp-enabled", "yes"),
+        ],
+    );
+    fill_before(&src);
+    rewrite(&src);
+    // A new second: the server annotates the incremental file's first command with it.
+    past_second(now_secs());
+    fill_after(&src);
+    let dir = src.dir().join("appendonlydir");
+    let incr = incr_file(&dir).display().to_string();
+    let target = Server::start(flavor);
+
+    // The base's RDB checks as for any RDB, the commands counted: the writes after the rewrite.
+    let (code, checks) = preflight(&target, &[], &dir);
+    assert_eq!(code, Some(0), "{checks:?}");
+    let file = check_named(&checks, "source.file");
+    assert!(
+        file["found"]
+            .as_str()
+            .unwrap()
+            .contains(".base.rdb: REDIS RDB 10"),
+        "{file}"
+    );
+    let aof = check_named(&checks, "source.aof");
+    assert_eq!(aof["status"], "ok", "{aof}");
+    let found = aof["found"].as_str().unwrap();
+    assert!(
+        found.starts_with(&format!("{} AOF commands to apply", AFTER_WRITES.len()))
+            && found.contains(&format!("{incr}: {}", AFTER_WRITES.len()))
+            && found.contains("databases 0, 1, 3")
+            && found.contains("written 20"),
+        "{found}"
+    );
+    // The commands' databases reach the database check.
+    let dbs = check_named(&checks, "pair.databases");
+    assert!(dbs["found"].as_str().unwrap().contains("db3"), "{dbs}");
+
+    // A torn tail: FAIL with the file and offset (exit 1); under skip a WARN.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let torn = scratch.path().join("torn");
+    copy_dir(&dir, &torn);
+    let torn_incr = incr_file(&torn);
+    let len = std::fs::metadata(&torn_incr).expect("incr").len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&torn_incr)
+        .expect("open");
+    f.set_len(len - 3).expect("truncate");
+    drop(f);
+    let name = torn_incr.display().to_string();
+    let (code, checks) = preflight(&target, &[], &torn);
+    assert_eq!(code, Some(1), "{checks:?}");
+    let aof = check_named(&checks, "source.aof");
+    assert_eq!(aof["status"], "fail", "{aof}");
+    let found = aof["found"].as_str().unwrap();
+    assert!(
+        found.starts_with(&format!("{name}: truncated command at offset ")),
+        "{found}"
+    );
+    let (code, checks) = preflight(&target, &["--aof-truncated", "skip"], &torn);
+    assert_eq!(code, Some(0), "{checks:?}");
+    let aof = check_named(&checks, "source.aof");
+    assert_eq!(aof["status"], "warn", "{aof}");
+    assert!(
+        aof["found"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{name}: skipped the truncated command at offset")),
+        "{aof}"
+    );
+
+    // --until on an AOF without annotations: FAIL naming the setting.
+    let plain = Server::start_with(flavor, &[("appendonly", "yes"), ("appendfsync", "always")]);
+    fill_before(&plain);
+    let (code, checks) = preflight(
+        &target,
+        &["--until", "1700000000"],
+        &plain.dir().join("appendonlydir"),
+    );
+    assert_eq!(code, Some(1), "{checks:?}");
+    let aof = check_named(&checks, "source.aof");
+    assert!(
+        aof["status"] == "fail"
+            && aof["advice"]
+                .as_str()
+                .unwrap()
+                .contains("aof-timestamp-enabled yes"),
+        "{aof}"
+    );
+    assert_eq!(dbsize_all(&target), 0, "preflight writes nothing");
 }

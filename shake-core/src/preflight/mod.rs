@@ -87,6 +87,9 @@ pub struct Preflight {
     pub sample_keys: usize,
     /// Read RDB versions newer than the known ones (shake-restore `--relaxed-version`).
     pub relaxed_version: bool,
+    /// AOF inputs: `--until` (unix seconds) and `--aof-truncated`, as the restore would use them.
+    pub until: Option<i64>,
+    pub aof_truncated: crate::aof::Truncated,
 }
 
 impl Preflight {
@@ -99,6 +102,8 @@ impl Preflight {
             apply: ApplyOptions::default(),
             sample_keys: DEFAULT_SAMPLE_KEYS,
             relaxed_version: false,
+            until: None,
+            aof_truncated: crate::aof::Truncated::Stop,
         }
     }
 
@@ -214,8 +219,9 @@ impl Preflight {
     }
 
     /// shake-restore: the RDB files stand in for the source (`source.file` per file: format,
-    /// size, databases, functions, read once without writing), then the target and pairing
-    /// checks. Stdin is not read: a stream cannot be looked at without consuming it.
+    /// size, databases, functions, read once without writing), an AOF input by its RDB part
+    /// (`source.file`) and its commands (`source.aof`, `file::scan_commands`), then the target
+    /// and pairing checks. Stdin is not read: a stream cannot be looked at without consuming it.
     pub async fn restore(&self, inputs: &[RestoreInput], target: &Endpoint) -> Report {
         let mut report = Report::new();
         let mut data = SourceData {
@@ -241,75 +247,139 @@ impl Preflight {
                 }
                 RestoreInput::File(p) => p.clone(),
             };
-            let (filter, relaxed) = (self.apply.filter.clone(), self.relaxed_version);
-            let room = self.sample_keys.saturating_sub(data.sample.len());
-            let p2 = path.clone();
-            let scanned =
-                tokio::task::spawn_blocking(move || file::scan(&p2, &filter, relaxed, room))
-                    .await
-                    .map_err(|e| format!("reading {} failed: {e}", path.display()))
-                    .and_then(|r| r);
-            match scanned {
+            // What the input is made of: an RDB, or the parts of an AOF (crate::aof).
+            let (rdb_parts, mut commands) = match crate::aof::layout(&path) {
                 Err(e) => {
                     report.push(Check::fail(
                         "source.file",
                         e,
-                        "restore from an intact file (shake-decode reads it and names the damage); --relaxed-version for an RDB newer than this build knows",
+                        "give an RDB file, an AOF, or a multi-part AOF directory or its manifest",
                     ));
                     usable = false;
+                    continue;
                 }
-                Ok(f) if f.header.is_none() => {
-                    report.push(Check::fail(
-                        "source.file",
-                        format!("{input}: no RDB header was read"),
-                        "restore from an intact file",
-                    ));
-                    usable = false;
-                }
-                Ok(f) => {
-                    let keys: u64 = f.dbs.values().sum();
-                    let Some(h) = f.header else { continue };
-                    let magic = match h.magic {
-                        crate::rdb::Magic::Redis => "REDIS",
-                        crate::rdb::Magic::Valkey => "VALKEY",
-                    };
-                    let dbs = if f.dbs.is_empty() {
-                        "no keys".to_string()
-                    } else {
-                        f.dbs
-                            .iter()
-                            .map(|(db, k)| format!("db{db}: {k} keys"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    report.push(Check::ok(
-                        "source.file",
-                        format!(
-                            "{}: {magic} RDB {}, {}, {keys} keys to copy ({dbs}), {} function libraries{}",
-                            path.display(),
-                            h.version,
-                            verdict::bytes(f.size),
-                            f.functions,
-                            if f.field_ttl_keys > 0 {
-                                format!(", {} hashes with field TTLs", f.field_ttl_keys)
-                            } else {
-                                String::new()
-                            }
-                        ),
-                    ));
-                    size += f.size;
-                    data.formats.push((h, f.types));
-                    for (db, k) in f.dbs {
-                        *data.dbs.entry(db).or_default() += k;
+                Ok(None) => (vec![(path.clone(), false)], Vec::new()),
+                Ok(Some(crate::aof::Layout::Rdb)) => (vec![(path.clone(), true)], Vec::new()),
+                Ok(Some(crate::aof::Layout::Aof { parts, .. })) => {
+                    let mut rdbs = Vec::new();
+                    let mut cmds = Vec::new();
+                    for part in parts {
+                        match part {
+                            crate::aof::Part::Rdb { path, tail } => rdbs.push((path, tail)),
+                            crate::aof::Part::Commands { path, start } => cmds.push((path, start)),
+                        }
                     }
-                    data.functions = data.functions.map(|n| n + f.functions);
-                    data.field_ttl_keys = data.field_ttl_keys.map(|n| n + f.field_ttl_keys);
-                    data.sample.extend(f.sample);
-                    names.push(path.display().to_string());
+                    (rdbs, cmds)
                 }
+            };
+            for (path, tail) in rdb_parts {
+                let (filter, relaxed) = (self.apply.filter.clone(), self.relaxed_version);
+                let room = self.sample_keys.saturating_sub(data.sample.len());
+                let p2 = path.clone();
+                let scanned =
+                    tokio::task::spawn_blocking(move || file::scan(&p2, &filter, relaxed, room))
+                        .await
+                        .map_err(|e| format!("reading {} failed: {e}", path.display()))
+                        .and_then(|r| r);
+                match scanned {
+                    Err(e) => {
+                        report.push(Check::fail(
+                            "source.file",
+                            e,
+                            "restore from an intact file (shake-decode reads it and names the damage); --relaxed-version for an RDB newer than this build knows",
+                        ));
+                        usable = false;
+                    }
+                    Ok(f) if f.header.is_none() => {
+                        report.push(Check::fail(
+                            "source.file",
+                            format!("{input}: no RDB header was read"),
+                            "restore from an intact file",
+                        ));
+                        usable = false;
+                    }
+                    Ok(f) => {
+                        let keys: u64 = f.dbs.values().sum();
+                        let Some(h) = f.header else { continue };
+                        let magic = match h.magic {
+                            crate::rdb::Magic::Redis => "REDIS",
+                            crate::rdb::Magic::Valkey => "VALKEY",
+                        };
+                        let dbs = if f.dbs.is_empty() {
+                            "no keys".to_string()
+                        } else {
+                            f.dbs
+                                .iter()
+                                .map(|(db, k)| format!("db{db}: {k} keys"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        report.push(Check::ok(
+                            "source.file",
+                            format!(
+                                "{}: {magic} RDB {}, {}, {keys} keys to copy ({dbs}), {} function libraries{}",
+                                path.display(),
+                                h.version,
+                                verdict::bytes(f.size),
+                                f.functions,
+                                if f.field_ttl_keys > 0 {
+                                    format!(", {} hashes with field TTLs", f.field_ttl_keys)
+                                } else {
+                                    String::new()
+                                }
+                            ),
+                        ));
+                        size += f.size;
+                        data.formats.push((h, f.types));
+                        for (db, k) in f.dbs {
+                            *data.dbs.entry(db).or_default() += k;
+                        }
+                        data.functions = data.functions.map(|n| n + f.functions);
+                        data.field_ttl_keys = data.field_ttl_keys.map(|n| n + f.field_ttl_keys);
+                        data.sample.extend(f.sample);
+                        names.push(input.to_string());
+                        // An AOF with an RDB preamble: its commands follow the RDB.
+                        if tail && crate::aof::commands_at(&path, f.end).unwrap_or(false) {
+                            commands.push((path.clone(), f.end));
+                        }
+                    }
+                }
+            }
+            if !commands.is_empty() {
+                let (until, truncated) = (self.until, self.aof_truncated);
+                let scanned = tokio::task::spawn_blocking(move || {
+                    file::scan_commands(&commands, until, truncated)
+                })
+                .await
+                .map_err(|e| format!("reading {input} failed: {e}"));
+                match scanned {
+                    Err(e) => {
+                        report.push(Check::fail("source.aof", e, "restore from an intact AOF"));
+                        usable = false;
+                    }
+                    Ok(c) => {
+                        usable &= c.check.status != Status::Fail;
+                        size += c.bytes;
+                        names.push(input.to_string());
+                        for db in c.dbs {
+                            // Databases the commands write: for the database checks, no keys
+                            // counted (what the commands leave is not known before they run).
+                            data.dbs.entry(db).or_default();
+                        }
+                        report.push(c.check);
+                    }
+                }
+            } else if self.until.is_some() {
+                report.push(Check::fail(
+                    "source.aof",
+                    format!("--until: {input} holds no AOF commands (an RDB has no #TS: annotations to stop at)"),
+                    "give an AOF, or leave --until out",
+                ));
+                usable = false;
             }
         }
         data.bytes = Some(size);
+        names.dedup();
         data.what = match names.len() {
             1 => names[0].clone(),
             n => format!("the {n} files"),
