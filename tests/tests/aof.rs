@@ -40,6 +40,9 @@
 //!   run's up to there (none later than TIME); a torn last command is exit 1 with its file and
 //!   offset and every record before it; `--aof-truncated skip` as RESP equals the server's load
 //!   of the cut AOF; `--key` is refused for commands.
+//! - `aof_offsets_name_the_part_file` (7.0): a multi-part AOF with an AOF-form base (two
+//!   command parts) whose incremental file's INCR the target refuses (WRONGTYPE): the message
+//!   names the incremental file and an offset within it, after the INCR.
 //! - `aof_preflight` (7.0): `shake-restore --preflight --json` on a multi-part AOF: the RDB
 //!   base's `source.file` check, `source.aof` counting the writes made after the rewrite (in
 //!   the incremental file, databases 0, 1, 3; db3 in `pair.databases`), a torn tail FAIL with
@@ -1154,4 +1157,52 @@ fn aof_preflight() {
         "{aof}"
     );
     assert_eq!(dbsize_all(&target), 0, "preflight writes nothing");
+}
+
+#[test]
+fn aof_offsets_name_the_part_file() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    // An AOF-form base: two command parts, whose offsets the applier counts across both.
+    let src = Server::start_with(
+        flavor,
+        &[
+            ("appendonly", "yes"),
+            ("appendfsync", "always"),
+            ("aof-use-rdb-preamble", "no"),
+        ],
+    );
+    fill_before(&src);
+    rewrite(&src);
+    fill_after(&src);
+    let dir = src.dir().join("appendonlydir");
+    let incr = incr_file(&dir);
+    let data = std::fs::read(&incr).expect("incr");
+    let frame = b"*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n";
+    let at = data
+        .windows(frame.len())
+        .position(|w| w == frame)
+        .expect("the INCR in the incremental file");
+    // The target holds `counter` as a list: the INCR is refused, and the message names the
+    // incremental file and an offset in it: the end of the batch of commands the INCR went in
+    // (after the INCR, within the file), not one counted across the two parts.
+    let target = Server::start(flavor);
+    cmd(&mut target.client(), &["RPUSH", "counter", "x"]);
+    let (code, err) = restore(&target, &[], &dir);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("WRONGTYPE"), "{err}");
+    let of = format!(" of {})", incr.display());
+    let head = &err[..err.find(&of).unwrap_or_else(|| panic!("{of}: {err}"))];
+    let named: usize = head
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("an offset before {of}: {err}"));
+    assert!(
+        (at + frame.len()..=data.len()).contains(&named),
+        "offset {named} of the incremental file: after the INCR ({at}), within its {} bytes: {err}",
+        data.len()
+    );
 }
