@@ -43,6 +43,10 @@
 //! - `aof_offsets_name_the_part_file` (7.0): a multi-part AOF with an AOF-form base (two
 //!   command parts) whose incremental file's INCR the target refuses (WRONGTYPE): the message
 //!   names the incremental file and an offset within it, after the INCR.
+//! - `aof_decode_redis62_single_file`: shake-decode on Redis 6.2's one-file AOF with an RDB
+//!   preamble: RESP piped into a fresh 6.2 equals a 6.2 that loaded the file; the JSON lines are
+//!   the RDB part's keys, then command records of the same file naming the later writes in
+//!   order; `--format keys` lists the RDB part's keys, then refuses the commands (exit 2).
 //! - `aof_preflight` (7.0): `shake-restore --preflight --json` on a multi-part AOF: the RDB
 //!   base's `source.file` check, `source.aof` counting the writes made after the rewrite (in
 //!   the incremental file, databases 0, 1, 3; db3 in `pair.databases`), a torn tail FAIL with
@@ -1204,5 +1208,83 @@ fn aof_offsets_name_the_part_file() {
         (at + frame.len()..=data.len()).contains(&named),
         "offset {named} of the incremental file: after the INCR ({at}), within its {} bytes: {err}",
         data.len()
+    );
+}
+
+#[test]
+fn aof_decode_redis62_single_file() {
+    let flavor = Flavor::Redis62;
+    if !require(flavor) {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let out = scratch.path().join("out");
+    // One file with an RDB preamble: BGREWRITEAOF, then writes after it.
+    let src = Server::start_with(
+        flavor,
+        &[
+            ("appendonly", "yes"),
+            ("appendfsync", "always"),
+            ("aof-use-rdb-preamble", "yes"),
+        ],
+    );
+    fill_before(&src);
+    rewrite(&src);
+    fill_after(&src);
+    let aof = src.dir().join("appendonly.aof");
+    let reference = loaded_by_server(flavor, &aof, true);
+    let (code, err, _) = decode(&["--format", "resp"], &aof, &out);
+    assert_eq!(code, Some(0), "{err}");
+    let target = Server::start(flavor);
+    pipe_into(&target, &out);
+    assert_same(
+        "6.2 AOF with preamble, decoded as RESP",
+        &reference,
+        &target,
+    );
+
+    // JSON lines: the RDB part's keys, then the commands after it, in the same file.
+    let (code, err, jsonl) = decode(&[], &aof, &out);
+    assert_eq!(code, Some(0), "{err}");
+    let recs = records(&jsonl);
+    let first_cmd = recs
+        .iter()
+        .position(|r| r.get("argv").is_some())
+        .expect("command records");
+    assert!(first_cmd > 10 && recs[..first_cmd].iter().all(|r| r.get("key").is_some()));
+    let cmds = &recs[first_cmd..];
+    assert!(cmds.iter().all(|r| r["file"] == aof.display().to_string()));
+    let named: Vec<String> = cmds
+        .iter()
+        .filter_map(|r| {
+            let argv = r["argv"].as_array()?;
+            let name = argv[0].as_str()?.to_ascii_uppercase();
+            Some(if name == "MULTI" || name == "EXEC" {
+                name
+            } else {
+                String::from_utf8_lossy(&json_bytes(&argv[1])).into_owned()
+            })
+        })
+        .collect();
+    let want: Vec<String> = AFTER_WRITES.iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(
+        named, want,
+        "the commands after the preamble are the later writes"
+    );
+
+    // The key list: the RDB part's keys are listed, then the commands after it are refused.
+    let (code, err, listed) = decode(&["--format", "keys"], &aof, &out);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: AOF commands follow its RDB part from offset",
+            aof.display()
+        )) && err.contains("--format keys"),
+        "{err}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&listed).lines().count(),
+        first_cmd,
+        "the RDB part's keys were listed"
     );
 }
