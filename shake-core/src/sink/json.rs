@@ -215,6 +215,28 @@ mod tests {
     }
 
     #[test]
+    fn command_records_have_one_shape() {
+        let frame = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n\xff\x00\r\n";
+        let args = [8..11, 17..18, 24..26];
+        assert_eq!(
+            s(|o| command_record(o, &[("file", "a \"b\".aof")], 2, 40, Some(17), frame, &args)),
+            "{\"file\":\"a \\\"b\\\".aof\",\"db\":2,\"offset\":40,\"ts\":17,\"argv\":[\"SET\",\"k\",{\"base64\":\"/wA=\"}]}\n"
+        );
+        assert_eq!(
+            s(|o| command_record(
+                o,
+                &[("shard", "s"), ("replid", "r")],
+                0,
+                5,
+                None,
+                frame,
+                &args[..2]
+            )),
+            "{\"shard\":\"s\",\"replid\":\"r\",\"db\":0,\"offset\":5,\"argv\":[\"SET\",\"k\"]}\n"
+        );
+    }
+
+    #[test]
     fn strings_and_bytes() {
         assert_eq!(s(|o| str(o, "a\"b\\\n\u{1}é")), "\"a\\\"b\\\\\\n\\u0001é\"");
         assert_eq!(s(|o| bytes(o, b"\xff\x00")), "{\"base64\":\"/wA=\"}");
