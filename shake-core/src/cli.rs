@@ -428,3 +428,90 @@ impl OutputArgs {
         Ok(Some((path, format, state)))
     }
 }
+
+/// The full sync over two connections (Valkey 8.0+ dual-channel replication, Redis 8.0+ RDB
+/// channel) and where the command stream waits meanwhile (docs/shake-sync.md).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DualChannelArgs {
+    /// Never ask for the full sync over two connections (Valkey dual-channel, Redis RDB channel):
+    /// one connection, the source holding the stream for us while the RDB is applied
+    #[arg(long)]
+    pub no_dual_channel: bool,
+
+    /// With two connections: how much of the command stream read while the RDB is applied is
+    /// held in memory before the rest goes to --spool-dir (suffixes k, m, g: powers of 1024)
+    #[arg(long, value_name = "SIZE", default_value = "32m")]
+    pub spool_memory: String,
+
+    /// With two connections: where the stream goes beyond --spool-memory (created if missing;
+    /// files deleted as they are applied)
+    #[arg(long, value_name = "DIR", default_value = "shake-spool")]
+    pub spool_dir: PathBuf,
+
+    /// With two connections: the most the stream may take in --spool-dir; beyond it the sync
+    /// stops with an error saying so (suffixes k, m, g)
+    #[arg(long, value_name = "SIZE", default_value = "4g")]
+    pub spool_max: String,
+}
+
+impl DualChannelArgs {
+    /// What [`crate::repl::ReplOptions::dual_channel`] takes; `None` with `--no-dual-channel`.
+    pub fn to_options(
+        &self,
+        connect: &crate::net::ConnectOptions,
+    ) -> Result<Option<crate::repl::DualChannel>, String> {
+        let memory = parse_size(&self.spool_memory).map_err(|e| format!("--spool-memory: {e}"))?;
+        let max = parse_size(&self.spool_max).map_err(|e| format!("--spool-max: {e}"))?;
+        if self.no_dual_channel {
+            return Ok(None);
+        }
+        Ok(Some(crate::repl::DualChannel {
+            connect: connect.clone(),
+            spool: crate::spool::SpoolOptions {
+                memory,
+                dir: self.spool_dir.clone(),
+                max,
+            },
+        }))
+    }
+}
+
+/// A size: digits with an optional suffix k, m, g (or kb/mb/gb, kib/mib/gib; powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = t.split_at(digits);
+    let shift = match unit.trim() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size (a number, optionally k, m or g)"
+            ))
+        }
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (a number, optionally k, m or g)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("32MB"), Ok(32 << 20));
+        assert_eq!(parse_size("4g"), Ok(4 << 30));
+        assert_eq!(parse_size("10 mib"), Ok(10 << 20));
+        for bad in ["", "k", "1.5g", "-1", "12x", "99999999999999999999g"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -49,5 +49,6 @@ pub mod resp;
 pub mod scan;
 pub mod shard;
 pub mod sink;
+pub mod spool;
 pub mod sync;
 pub mod text;

@@ -28,15 +28,16 @@
 //! point, the same transfer for a full sync, then the [`ReplStream`].
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::net::{Connection, NetError};
+use crate::net::{ConnectOptions, Connection, NetError};
 use crate::rdb::{ChecksumStatus, Header, Item, ParserOptions, RdbError, RdbParser};
+use crate::spool::{Spool, SpoolError, SpoolOptions};
 
 /// Length of the `$EOF:` end mark (a run id's length, `CONFIG_RUN_ID_SIZE`).
 pub const MARK_LEN: usize = 40;
@@ -78,6 +79,20 @@ pub struct ReplOptions {
     /// Check the transferred RDB (structure and CRC-64) while it streams. Off for a caller that
     /// parses the RDB itself anyway (the parser checks the CRC too).
     pub verify: bool,
+    /// Offer the source a full sync over two connections (Valkey 8.0+ dual-channel replication,
+    /// Redis 8.0+ RDB channel): the RDB on a second one, the command stream meanwhile on the
+    /// first, read into a [`Spool`] here so the source's buffer for us stays small. `None`: one
+    /// connection, as every server before those does it.
+    pub dual_channel: Option<DualChannel>,
+}
+
+/// What a full sync over two connections needs besides the first one.
+#[derive(Debug, Clone)]
+pub struct DualChannel {
+    /// How the RDB channel, a second connection to the same node, is opened.
+    pub connect: ConnectOptions,
+    /// Where the command stream waits while the RDB is applied.
+    pub spool: SpoolOptions,
 }
 
 impl Default for ReplOptions {
@@ -90,6 +105,7 @@ impl Default for ReplOptions {
             ack_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             verify: true,
+            dual_channel: None,
         }
     }
 }
@@ -141,6 +157,9 @@ pub enum ReplError {
     },
     #[error("{endpoint}: the RDB received is not valid: {source}")]
     Rdb { endpoint: String, source: RdbError },
+    /// The command stream that waits while the RDB is applied could not be held.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// Where a resumed sync picks up: the source's replication id and the offset of the last byte
@@ -357,8 +376,12 @@ fn is_unknown_command(message: &str) -> bool {
     message.to_ascii_lowercase().contains("unknown command")
 }
 
-/// The handshake before PSYNC. AUTH has been done by [`Connection::connect`].
-pub async fn handshake(conn: &mut Connection, opts: &ReplOptions) -> Result<(), ReplError> {
+/// The handshake before PSYNC. AUTH has been done by [`Connection::connect`]. Returns the
+/// source's Valkey version, if it is a Valkey server that says so.
+pub async fn handshake(
+    conn: &mut Connection,
+    opts: &ReplOptions,
+) -> Result<Option<String>, ReplError> {
     let name = conn.endpoint().to_string();
     let port = opts.listening_port.to_string();
     let r = conn
@@ -368,19 +391,25 @@ pub async fn handshake(conn: &mut Connection, opts: &ReplOptions) -> Result<(), 
         return Err(classify_error(&name, "REPLCONF", e));
     }
     // Without these capabilities a source sends `$<len>` transfers only and no PSYNC2 ids;
-    // servers too old to know them are still usable, so an error here is not fatal.
-    let _ = conn
-        .request(&["REPLCONF", "capa", "eof", "capa", "psync2"])
-        .await?;
+    // servers too old to know them are still usable, so an error here is not fatal. A server
+    // ignores the capabilities it does not know, so both names of the two-connection full sync
+    // go to every server: Valkey's `dual-channel`, Redis's `rdb-channel-repl`.
+    let mut capa = vec!["REPLCONF", "capa", "eof", "capa", "psync2"];
+    if opts.dual_channel.is_some() {
+        capa.extend(["capa", "dual-channel", "capa", "rdb-channel-repl"]);
+    }
+    let _ = conn.request(&capa).await?;
     // Valkey 9 sends a replica that does not announce its version an RDB in the older REDIS0011
     // format (streamed, whatever repl-diskless-sync says), and its snapshot fails on data that
     // format cannot hold (hash field TTLs): the link just closes after +FULLRESYNC. Announcing the
     // source's own version gets its native format, the one it writes to its own disk. Redis has
     // no such option; a source that hides INFO is simply not told.
+    let mut version = None;
     match conn.info("server").await {
         Ok(info) => {
             if let Some(v) = info.get("valkey_version") {
                 let _ = conn.request(&["REPLCONF", "version", v.as_str()]).await?;
+                version = Some(v.clone());
             }
         }
         Err(NetError::Protocol { .. }) => {}
@@ -402,7 +431,7 @@ pub async fn handshake(conn: &mut Connection, opts: &ReplOptions) -> Result<(), 
             });
         }
     }
-    Ok(())
+    Ok(version)
 }
 
 /// A full sync, as a dump wants it: the handshake, then `PSYNC ? -1` (or SYNC). Returns the
@@ -410,22 +439,97 @@ pub async fn handshake(conn: &mut Connection, opts: &ReplOptions) -> Result<(), 
 pub async fn full_sync(conn: Connection, opts: &ReplOptions) -> Result<Transfer, ReplError> {
     match start_sync(conn, opts, None).await? {
         SyncStart::Full(t) => Ok(t),
-        SyncStart::Continue(s) => Err(s
-            .link
-            .conn
-            .protocol_err("the source answered a full sync request with +CONTINUE")
-            .into()),
+        SyncStart::Continue(s) => {
+            Err(s.protocol_err("the source answered a full sync request with +CONTINUE"))
+        }
+    }
+}
+
+/// How the full sync's RDB and the command stream after it travel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channels {
+    /// On one connection: the RDB, then the stream (every server; the source buffers the
+    /// stream for us while the RDB is applied).
+    One,
+    /// Valkey's dual-channel replication (`+DUALCHANNELSYNC`): the RDB on a second connection,
+    /// the stream meanwhile on the first, buffered here.
+    ValkeyDualChannel,
+    /// Redis's RDB channel (`+RDBCHANNELSYNC`): the same, as Redis 8 does it.
+    RedisRdbChannel,
+    /// The source offered two connections but a step of it failed (the reason); the full sync
+    /// went on over one.
+    FellBack(String),
+}
+
+impl Channels {
+    /// How the log says it.
+    pub fn describe(&self) -> String {
+        match self {
+            Channels::One => "one connection".into(),
+            Channels::ValkeyDualChannel => {
+                "two connections (Valkey dual-channel replication: the RDB on the second, the command stream meanwhile buffered here)".into()
+            }
+            Channels::RedisRdbChannel => {
+                "two connections (Redis RDB channel: the RDB on the second, the command stream meanwhile buffered here)".into()
+            }
+            Channels::FellBack(why) => format!(
+                "one connection: the source offered a second one for the RDB, but {why}"
+            ),
+        }
     }
 }
 
 /// The handshake, then `PSYNC <replid> <offset+1>` when resuming or `PSYNC ? -1`; falls back to
-/// `SYNC` when the server does not know PSYNC (under its configured name).
+/// `SYNC` when the server does not know PSYNC (under its configured name). With
+/// [`ReplOptions::dual_channel`], a source that answers with a full sync over two connections
+/// gets it; if any step of that fails, the connections are closed and the request is made again
+/// over one ([`Channels::FellBack`]).
 pub async fn start_sync(
-    mut conn: Connection,
+    conn: Connection,
     opts: &ReplOptions,
     resume: Option<&Resume>,
 ) -> Result<SyncStart, ReplError> {
-    handshake(&mut conn, opts).await?;
+    let mut endpoint = conn.endpoint().clone();
+    endpoint.sentinel = None;
+    match start_once(conn, opts, resume).await? {
+        Ok(started) => Ok(started),
+        Err(why) => {
+            let Some(dual) = &opts.dual_channel else {
+                return Err(ReplError::Source {
+                    endpoint: endpoint.to_string(),
+                    command: opts.psync_command.clone(),
+                    message: why,
+                });
+            };
+            let conn = Connection::connect(&endpoint, &dual.connect).await?;
+            let single = ReplOptions {
+                dual_channel: None,
+                ..opts.clone()
+            };
+            match start_once(conn, &single, resume).await? {
+                Ok(SyncStart::Full(mut t)) => {
+                    t.channels = Channels::FellBack(why);
+                    Ok(SyncStart::Full(t))
+                }
+                Ok(other) => Ok(other),
+                Err(why) => Err(ReplError::Source {
+                    endpoint: endpoint.to_string(),
+                    command: opts.psync_command.clone(),
+                    message: why,
+                }),
+            }
+        }
+    }
+}
+
+/// One attempt of [`start_sync`]; the inner `Err` is a failed step of a two-connection full
+/// sync (what failed), which the caller answers by trying again over one.
+async fn start_once(
+    mut conn: Connection,
+    opts: &ReplOptions,
+    resume: Option<&Resume>,
+) -> Result<Result<SyncStart, String>, ReplError> {
+    let version = handshake(&mut conn, opts).await?;
     let mut link = Link::new(conn, opts);
     let psync = opts.psync_command.as_str();
     let (replid, offset) = match resume {
@@ -438,11 +542,17 @@ pub async fn start_sync(
     let during = || format!("while waiting for the reply to {psync}");
     let line = link.read_line(&during).await?;
     let text = String::from_utf8_lossy(&line).into_owned();
+    if let Some(dual) = &opts.dual_channel {
+        if text.trim_end() == "+DUALCHANNELSYNC" {
+            return Ok(valkey_dual_channel(link, opts, dual, version.as_deref()).await);
+        }
+        if let Some(id) = text.strip_prefix("+RDBCHANNELSYNC ") {
+            let id = id.trim().to_string();
+            return Ok(redis_rdb_channel(link, opts, dual, &id).await);
+        }
+    }
     if let Some(rest) = text.strip_prefix("+FULLRESYNC") {
-        let mut parts = rest.split_whitespace();
-        let replid = parts.next().map(str::to_string);
-        let offset = parts.next().and_then(|o| o.parse::<u64>().ok());
-        let (Some(replid), Some(offset)) = (replid, offset) else {
+        let Some((replid, offset)) = parse_fullresync(rest) else {
             return Err(link
                 .conn
                 .protocol_err(format!("malformed reply to {psync}: {text:?}"))
@@ -451,14 +561,14 @@ pub async fn start_sync(
         link.offset = offset;
         return Transfer::start(link, Some(replid), Some(offset), opts)
             .await
-            .map(SyncStart::Full);
+            .map(|t| Ok(SyncStart::Full(t)));
     }
     if text.starts_with('$') {
         // Redis decides between PSYNC and SYNC by the command's name, so a renamed PSYNC runs
         // as SYNC: the transfer follows directly, without replication id or offset.
         return Transfer::from_header(link, &line, None, None, opts)
             .await
-            .map(SyncStart::Full);
+            .map(|t| Ok(SyncStart::Full(t)));
     }
     if let Some(rest) = text.strip_prefix("+CONTINUE") {
         let Some(resume) = resume else {
@@ -473,7 +583,7 @@ pub async fn start_sync(
             .next()
             .map_or_else(|| resume.replid.clone(), str::to_string);
         link.offset = resume.offset;
-        return Ok(SyncStart::Continue(ReplStream::new(link, Some(replid))));
+        return Ok(Ok(SyncStart::Continue(ReplStream::new(link, Some(replid)))));
     }
     if let Some(err) = text.strip_prefix('-') {
         if !is_unknown_command(err) {
@@ -500,12 +610,324 @@ pub async fn start_sync(
         }
         return Transfer::from_header(link, &line, None, None, opts)
             .await
-            .map(SyncStart::Full);
+            .map(|t| Ok(SyncStart::Full(t)));
     }
     Err(link
         .conn
         .protocol_err(format!("unexpected reply to {psync}: {text:?}"))
         .into())
+}
+
+/// `<replid> <offset>` after `+FULLRESYNC`.
+fn parse_fullresync(rest: &str) -> Option<(String, u64)> {
+    let mut parts = rest.split_whitespace();
+    let replid = parts.next()?.to_string();
+    let offset = parts.next()?.parse::<u64>().ok()?;
+    Some((replid, offset))
+}
+
+/// `$ENDOFF:<offset> <replid> <db> <client id>`: what a Valkey source tells the RDB channel of a
+/// dual-channel full sync before the RDB (the snapshot's offset, its replication id, the
+/// database selected at that offset, -1 for none, and the RDB channel's client id).
+fn parse_endoff(line: &str) -> Option<(u64, String, Option<u64>, String)> {
+    let rest = line.strip_prefix("$ENDOFF:")?;
+    let mut parts = rest.split_whitespace();
+    let offset = parts.next()?.parse::<u64>().ok()?;
+    let replid = parts.next()?.to_string();
+    let db = parts.next()?.parse::<i64>().ok()?;
+    let id = parts.next()?.to_string();
+    if replid.len() != MARK_LEN || id.parse::<u64>().is_err() || parts.next().is_some() {
+        return None;
+    }
+    Some((offset, replid, u64::try_from(db).ok(), id))
+}
+
+/// Opens the RDB channel: a second connection to the node `main` is connected to, told it is
+/// one (the REPLCONF every two-connection full sync starts with, `extra` added).
+async fn open_rdb_channel(
+    mut endpoint: crate::net::Endpoint,
+    dual: &DualChannel,
+    opts: &ReplOptions,
+    extra: &[&str],
+) -> Result<Link, String> {
+    endpoint.sentinel = None;
+    let mut conn = Connection::connect(&endpoint, &dual.connect)
+        .await
+        .map_err(|e| format!("the second connection failed ({e})"))?;
+    let port = opts.listening_port.to_string();
+    let mut args = vec![
+        "REPLCONF",
+        "capa",
+        "eof",
+        "rdb-only",
+        "1",
+        "rdb-channel",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["listening-port", port.as_str()]);
+    let r = conn
+        .request(&args)
+        .await
+        .map_err(|e| format!("the second connection failed ({e})"))?;
+    if let Some(e) = r.error() {
+        return Err(format!("it refused the second connection's REPLCONF ({e})"));
+    }
+    Ok(Link::new(conn, opts))
+}
+
+/// Valkey's dual-channel full sync, after `+DUALCHANNELSYNC` on `main`: the RDB channel asks
+/// for the snapshot with `SYNC` and learns its end offset (`$ENDOFF`); `main` is tied to it
+/// (`REPLCONF set-rdb-client-id`) and continues from that offset (`PSYNC <replid>
+/// <offset+1>`, `+CONTINUE`), and its stream is read into the spool from then on. The `Err` is
+/// the step that failed.
+async fn valkey_dual_channel(
+    mut main: Link,
+    opts: &ReplOptions,
+    dual: &DualChannel,
+    version: Option<&str>,
+) -> Result<SyncStart, String> {
+    let mut rdb = open_rdb_channel(main.conn.endpoint().clone(), dual, opts, &[]).await?;
+    if let Some(v) = version {
+        // See `handshake`: without it Valkey 9 sends the older RDB format.
+        let _ = rdb.conn.request(&["REPLCONF", "version", v]).await;
+    }
+    rdb.conn.queue(&["SYNC"]);
+    rdb.conn
+        .flush()
+        .await
+        .map_err(|e| format!("the second connection failed ({e})"))?;
+    let during = || "while waiting for the snapshot's end offset ($ENDOFF)".to_string();
+    let line = rdb
+        .read_line(&during)
+        .await
+        .map_err(|e| format!("the second connection failed ({e})"))?;
+    let text = String::from_utf8_lossy(&line).into_owned();
+    let Some((offset, replid, db, id)) = parse_endoff(&text) else {
+        return Err(format!(
+            "its answer to SYNC on the second connection was {:?}, not $ENDOFF",
+            crate::text::quote_bytes(&line[..line.len().min(120)])
+        ));
+    };
+    let r = main
+        .conn
+        .request(&["REPLCONF", "set-rdb-client-id", id.as_str()])
+        .await
+        .map_err(|e| format!("the first connection failed ({e})"))?;
+    if let Some(e) = r.error() {
+        return Err(format!("it refused REPLCONF set-rdb-client-id ({e})"));
+    }
+    let from = (offset + 1).to_string();
+    let psync = opts.psync_command.as_str();
+    main.conn.queue(&[psync, replid.as_str(), from.as_str()]);
+    main.conn
+        .flush()
+        .await
+        .map_err(|e| format!("the first connection failed ({e})"))?;
+    let during = || format!("while waiting for the reply to {psync} on the first connection");
+    let line = main
+        .read_line(&during)
+        .await
+        .map_err(|e| format!("the first connection failed ({e})"))?;
+    if !line.starts_with(b"+CONTINUE") {
+        return Err(format!(
+            "it answered {psync} {replid} {from} on the first connection with {}",
+            crate::text::quote_bytes(&line[..line.len().min(120)])
+        ));
+    }
+    main.offset = offset;
+    let channel = MainChannel::start(main, dual)?;
+    let mut t = Transfer::start(rdb, Some(replid), Some(offset), opts)
+        .await
+        .map_err(|e| format!("the second connection failed ({e})"))?;
+    t.main = Some(channel);
+    t.channels = Channels::ValkeyDualChannel;
+    t.start_db = db;
+    Ok(SyncStart::Full(t))
+}
+
+/// Redis's RDB-channel full sync, after `+RDBCHANNELSYNC <id>` on `main` (`id`: its client id):
+/// the RDB channel names it (`REPLCONF main-ch-client-id`) and asks for the snapshot (`PSYNC ?
+/// -1`, `+FULLRESYNC`); `main` carries the stream from the snapshot's offset on, read into the
+/// spool at once. The `Err` is the step that failed.
+async fn redis_rdb_channel(
+    main: Link,
+    opts: &ReplOptions,
+    dual: &DualChannel,
+    id: &str,
+) -> Result<SyncStart, String> {
+    if id.parse::<u64>().is_err() {
+        return Err(format!("+RDBCHANNELSYNC named no client id ({id:?})"));
+    }
+    let mut rdb = open_rdb_channel(
+        main.conn.endpoint().clone(),
+        dual,
+        opts,
+        &["main-ch-client-id", id],
+    )
+    .await?;
+    // The stream may start before the RDB does: read it from now on.
+    let channel = MainChannel::start(main, dual)?;
+    let psync = opts.psync_command.as_str();
+    rdb.conn.queue(&[psync, "?", "-1"]);
+    rdb.conn
+        .flush()
+        .await
+        .map_err(|e| format!("the second connection failed ({e})"))?;
+    let during = || format!("while waiting for the reply to {psync} on the second connection");
+    let line = rdb
+        .read_line(&during)
+        .await
+        .map_err(|e| format!("the second connection failed ({e})"))?;
+    let text = String::from_utf8_lossy(&line).into_owned();
+    let Some((replid, offset)) = text.strip_prefix("+FULLRESYNC").and_then(parse_fullresync) else {
+        return Err(format!(
+            "it answered {psync} ? -1 on the second connection with {}",
+            crate::text::quote_bytes(&line[..line.len().min(120)])
+        ));
+    };
+    rdb.offset = offset;
+    let mut t = Transfer::start(rdb, Some(replid), Some(offset), opts)
+        .await
+        .map_err(|e| format!("the second connection failed ({e})"))?;
+    t.main = Some(channel);
+    t.channels = Channels::RedisRdbChannel;
+    Ok(SyncStart::Full(t))
+}
+
+/// What the main channel's reader and the stream's consumer share besides the spool.
+struct MainShared {
+    /// The offset to ACK: the last byte applied (set by the consumer).
+    offset: AtomicU64,
+    /// ACKs go out once the RDB is applied (a source expects none before; a Valkey source puts
+    /// the replica online at the first one).
+    acking: AtomicBool,
+    /// An ACK now, please (the consumer committed something).
+    ack_now: tokio::sync::Notify,
+    /// Why the reader stopped.
+    error: std::sync::Mutex<Option<ReplError>>,
+}
+
+/// The first connection of a two-connection full sync: a task reads its command stream into a
+/// [`Spool`] from the start (so the source's buffer for us stays small however long the RDB
+/// takes to apply), and keeps doing so for the life of the stream; the consumer
+/// ([`ReplStream`]) takes the bytes from the spool.
+struct MainChannel {
+    spool: Arc<Spool>,
+    shared: Arc<MainShared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MainChannel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MainChannel {
+    fn start(link: Link, dual: &DualChannel) -> Result<MainChannel, String> {
+        let spool = Spool::new(
+            dual.spool.clone(),
+            format!(
+                "the command stream of {} buffered during the full sync",
+                link.name
+            ),
+        )
+        .map_err(|e| format!("the spool could not be set up ({e})"))?;
+        let spool = Arc::new(spool);
+        let shared = Arc::new(MainShared {
+            offset: AtomicU64::new(link.offset),
+            acking: AtomicBool::new(false),
+            ack_now: tokio::sync::Notify::new(),
+            error: std::sync::Mutex::new(None),
+        });
+        let task = tokio::spawn(read_main(link, spool.clone(), shared.clone()));
+        Ok(MainChannel {
+            spool,
+            shared,
+            task,
+        })
+    }
+
+    /// The reader's error, once it has stopped with one.
+    fn take_error(&self) -> Option<ReplError> {
+        if !self.spool.ended() {
+            return None;
+        }
+        self.shared
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+async fn read_main(link: Link, spool: Arc<Spool>, shared: Arc<MainShared>) {
+    let r = read_main_loop(link, &spool, &shared).await;
+    let message = r.err().map(|e| {
+        let m = e.to_string();
+        *shared.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        m
+    });
+    spool.end(message);
+}
+
+async fn read_main_loop(
+    mut link: Link,
+    spool: &Spool,
+    shared: &MainShared,
+) -> Result<(), ReplError> {
+    let during = "in the command stream read while the full sync's RDB is applied";
+    let lost = |name: &str, cause: String| ReplError::LinkLost {
+        endpoint: name.to_string(),
+        during: during.to_string(),
+        cause,
+        received: 0,
+    };
+    loop {
+        let may_read = spool.may_read();
+        let tick = tokio::time::sleep_until(link.next_tick);
+        tokio::select! {
+            // Reading into the buffer is cancel-safe; the ACKs are written in the branches'
+            // bodies, never inside a future another branch could cancel.
+            r = link.conn.fill(), if may_read => {
+                match r {
+                    Ok(0) => return Err(lost(&link.name, "the server closed the connection".into())),
+                    Ok(_) => {
+                        link.last_data = Instant::now();
+                        let bytes = link.conn.buffer().split().freeze();
+                        spool.push(bytes)?;
+                    }
+                    Err(NetError::Io { source, .. }) => return Err(lost(&link.name, source.to_string())),
+                    Err(e) => return Err(lost(&link.name, e.to_string())),
+                }
+            }
+            _ = spool.room.notified(), if !may_read => {}
+            _ = shared.ack_now.notified() => {
+                if shared.acking.load(Ordering::Relaxed) {
+                    link.offset = shared.offset.load(Ordering::Relaxed);
+                    link.send_ack().await.map_err(|e| lost(&link.name, e.to_string()))?;
+                }
+            }
+            _ = tick => {
+                link.next_tick = Instant::now() + link.ack_interval;
+                if !may_read {
+                    // Not reading is our choice: the silence is not the source's.
+                    link.last_data = Instant::now();
+                } else if link.last_data.elapsed() >= link.idle_timeout {
+                    return Err(ReplError::Idle {
+                        endpoint: link.name.clone(),
+                        secs: link.idle_timeout.as_secs(),
+                        during: during.to_string(),
+                    });
+                }
+                if shared.acking.load(Ordering::Relaxed) {
+                    link.offset = shared.offset.load(Ordering::Relaxed);
+                    link.send_ack().await.map_err(|e| lost(&link.name, e.to_string()))?;
+                }
+            }
+        }
+    }
 }
 
 /// What the RDB check found.
@@ -633,6 +1055,13 @@ pub struct Transfer {
     /// The last bytes handed out (up to [`MARK_LEN`]) of a diskless transfer: what follows the
     /// RDB's end when its parser stops before the end mark ([`Transfer::expect_end_mark`]).
     tail: Vec<u8>,
+    /// How the RDB and the stream travel; with two connections, `link` is the RDB channel and
+    /// `main` reads the stream meanwhile.
+    channels: Channels,
+    main: Option<MainChannel>,
+    /// The source database the stream is in at its first byte, when the source said so (Valkey's
+    /// `$ENDOFF`); otherwise the stream selects one before its first command.
+    start_db: Option<u64>,
 }
 
 impl Transfer {
@@ -676,7 +1105,30 @@ impl Transfer {
             verifier,
             keys,
             tail: Vec::new(),
+            channels: Channels::One,
+            main: None,
+            start_db: None,
         })
+    }
+
+    /// How the RDB and the command stream travel.
+    pub fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// Bytes of the command stream read meanwhile (two connections only): (total, on disk now).
+    pub fn buffered(&self) -> Option<(u64, u64)> {
+        self.main
+            .as_ref()
+            .map(|m| (m.spool.pushed(), m.spool.held().1))
+    }
+
+    /// The main channel's failure, if its reader stopped with one: the transfer stops with it.
+    fn main_failed(&mut self) -> Result<(), ReplError> {
+        match self.main.as_ref().and_then(MainChannel::take_error) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The source's replication id (`None` after a SYNC, which has none).
@@ -732,6 +1184,8 @@ impl Transfer {
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ReplError> {
         let mut gather_until = None;
         let mut target = CHUNK_TARGET;
+        // The stream read meanwhile could not be held (the spool's cap): no point in more RDB.
+        self.main_failed()?;
         loop {
             if self.done {
                 return Ok(None);
@@ -938,8 +1392,18 @@ impl Transfer {
                 .into());
         }
         let summary = self.verdict().await?;
+        self.main_failed()?;
         let replid = self.replid.take();
-        Ok((ReplStream::new(self.link, replid), summary))
+        match self.main.take() {
+            Some(main) => {
+                let offset = self.start_offset.unwrap_or(self.link.offset);
+                Ok((
+                    ReplStream::spooled(main, replid, offset, self.start_db),
+                    summary,
+                ))
+            }
+            None => Ok((ReplStream::new(self.link, replid), summary)),
+        }
     }
 }
 
@@ -996,8 +1460,31 @@ fn find_mark(hay: &[u8], mark: &[u8; MARK_LEN], shift: &[usize; 256]) -> Option<
 /// while it waits, which keeps the source from dropping the link (`repl-timeout`) and is also what
 /// makes a diskless source start the stream (it waits for an ACK after the end mark).
 pub struct ReplStream {
-    link: Link,
+    feed: Feed,
     replid: Option<String>,
+    /// The source database at the stream's first byte, when the source said so.
+    start_db: Option<u64>,
+}
+
+/// Where a [`ReplStream`]'s bytes come from.
+enum Feed {
+    /// The connection itself.
+    Direct(Link),
+    /// The spool the main channel of a two-connection full sync is read into.
+    Spooled(Box<Spooled>),
+}
+
+struct Spooled {
+    main: MainChannel,
+    /// Bytes taken from the spool and not consumed yet (what [`ReplStream::buffer`] is).
+    buf: BytesMut,
+    offset: u64,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The consumer has once found the spool empty: from then on it is a read-ahead of bounded
+    /// memory, and a slow target slows the reading instead of spilling to disk.
+    caught_up: bool,
+    /// Bytes that were waiting in the spool when the stream began.
+    backlog: (u64, u64),
 }
 
 impl ReplStream {
@@ -1007,7 +1494,37 @@ impl ReplStream {
         // one that arrives before that is ignored, so a single ACK is not enough.
         link.acking = true;
         link.next_tick = Instant::now();
-        ReplStream { link, replid }
+        ReplStream {
+            feed: Feed::Direct(link),
+            replid,
+            start_db: None,
+        }
+    }
+
+    fn spooled(
+        main: MainChannel,
+        replid: Option<String>,
+        offset: u64,
+        start_db: Option<u64>,
+    ) -> ReplStream {
+        // The RDB is applied: ACKs from now on, the first at once (as a replica does once it
+        // has loaded the RDB).
+        main.shared.offset.store(offset, Ordering::Relaxed);
+        main.shared.acking.store(true, Ordering::Relaxed);
+        main.shared.ack_now.notify_one();
+        let held = main.spool.held();
+        ReplStream {
+            feed: Feed::Spooled(Box::new(Spooled {
+                main,
+                buf: BytesMut::new(),
+                offset,
+                stop: None,
+                caught_up: false,
+                backlog: (held.0 + held.1, held.1),
+            })),
+            replid,
+            start_db,
+        }
     }
 
     /// The source's replication id (`None` after a SYNC).
@@ -1015,33 +1532,73 @@ impl ReplStream {
         self.replid.as_deref()
     }
 
+    /// The source database the stream is in at its first byte, when the source said so (a
+    /// Valkey dual-channel full sync); otherwise the stream selects one before its first
+    /// command (a full sync) or is where the checkpoint says (a resume).
+    pub fn start_db(&self) -> Option<u64> {
+        self.start_db
+    }
+
+    /// With two connections: the bytes of the stream that were waiting when it began (total,
+    /// of them on disk).
+    pub fn waiting(&self) -> Option<(u64, u64)> {
+        match &self.feed {
+            Feed::Direct(_) => None,
+            Feed::Spooled(s) => Some(s.backlog),
+        }
+    }
+
+    /// With two connections: bytes that went to disk so far, and the most at once.
+    pub fn spilled(&self) -> Option<(u64, u64)> {
+        match &self.feed {
+            Feed::Direct(_) => None,
+            Feed::Spooled(s) => Some(s.main.spool.spilled()),
+        }
+    }
+
     /// Offset of the last applied byte of the command stream.
     pub fn offset(&self) -> u64 {
-        self.link.offset
+        match &self.feed {
+            Feed::Direct(l) => l.offset,
+            Feed::Spooled(s) => s.offset,
+        }
     }
 
     /// Records that `n` more bytes of the command stream were applied.
     pub fn advance(&mut self, n: u64) {
-        self.link.offset += n;
+        match &mut self.feed {
+            Feed::Direct(l) => l.offset += n,
+            Feed::Spooled(s) => s.offset += n,
+        }
     }
 
     /// Bytes received and not consumed yet.
     pub fn buffer(&mut self) -> &mut BytesMut {
-        self.link.conn.buffer()
+        match &mut self.feed {
+            Feed::Direct(l) => l.conn.buffer(),
+            Feed::Spooled(s) => &mut s.buf,
+        }
     }
 
     /// Makes [`ReplStream::fill`] return 0 as soon as `stop` turns true.
     pub fn stop_on(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
-        self.link.stop = Some(stop);
+        match &mut self.feed {
+            Feed::Direct(l) => l.stop = Some(stop),
+            Feed::Spooled(s) => s.stop = Some(stop),
+        }
     }
 
     /// Waits for more bytes (into [`ReplStream::buffer`]), ACKing on the timer meanwhile.
     /// Returns 0 only when a stop set with [`ReplStream::stop_on`] was asked for.
     pub async fn fill(&mut self) -> Result<usize, ReplError> {
-        let offset = self.link.offset;
-        self.link
-            .wait_for_data(&|| format!("in the command stream at offset {offset}"), 0)
-            .await
+        match &mut self.feed {
+            Feed::Direct(link) => {
+                let offset = link.offset;
+                link.wait_for_data(&|| format!("in the command stream at offset {offset}"), 0)
+                    .await
+            }
+            Feed::Spooled(s) => s.fill(None).await.map(|n| n.unwrap_or(0)),
+        }
     }
 
     /// [`ReplStream::fill`], waiting at most `wait`: `None` when nothing came meanwhile.
@@ -1049,28 +1606,96 @@ impl ReplStream {
         &mut self,
         wait: std::time::Duration,
     ) -> Result<Option<usize>, ReplError> {
-        let offset = self.link.offset;
         let until = tokio::time::Instant::now() + wait;
-        self.link
-            .wait_for_data_until(
-                &|| format!("in the command stream at offset {offset}"),
-                0,
-                Some(until),
-            )
-            .await
+        match &mut self.feed {
+            Feed::Direct(link) => {
+                let offset = link.offset;
+                link.wait_for_data_until(
+                    &|| format!("in the command stream at offset {offset}"),
+                    0,
+                    Some(until),
+                )
+                .await
+            }
+            Feed::Spooled(s) => s.fill(Some(until)).await,
+        }
     }
 
     /// Sends `REPLCONF ACK <offset>` now.
     pub async fn ack(&mut self) -> Result<(), ReplError> {
-        Ok(self.link.send_ack().await?)
+        match &mut self.feed {
+            Feed::Direct(l) => Ok(l.send_ack().await?),
+            Feed::Spooled(s) => {
+                // The reader owns the connection: it sends it.
+                s.main.shared.offset.store(s.offset, Ordering::Relaxed);
+                s.main.shared.ack_now.notify_one();
+                Ok(())
+            }
+        }
     }
 
-    pub fn connection(&mut self) -> &mut Connection {
-        &mut self.link.conn
+    fn protocol_err(&self, message: &str) -> ReplError {
+        match &self.feed {
+            Feed::Direct(l) => l.conn.protocol_err(message).into(),
+            Feed::Spooled(s) => ReplError::Source {
+                endpoint: s.main.spool.dir().display().to_string(),
+                command: "PSYNC".into(),
+                message: message.to_string(),
+            },
+        }
     }
+}
 
-    pub fn into_connection(self) -> Connection {
-        self.link.conn
+impl Spooled {
+    /// The next bytes from the spool into `buf`; `Some(0)` on a stop, `None` at `until`.
+    async fn fill(
+        &mut self,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<Option<usize>, ReplError> {
+        loop {
+            if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
+                return Ok(Some(0));
+            }
+            if let Some(b) = self.main.spool.take()? {
+                self.buf.extend_from_slice(&b);
+                return Ok(Some(b.len()));
+            }
+            if !self.caught_up {
+                self.caught_up = true;
+                self.main.spool.stop_spilling();
+            }
+            if let Some(e) = self.main.take_error() {
+                return Err(e);
+            }
+            if self.main.spool.ended() {
+                return Err(ReplError::LinkLost {
+                    endpoint: self.main.spool.dir().display().to_string(),
+                    during: "in the command stream".into(),
+                    cause: "its reader stopped".into(),
+                    received: 0,
+                });
+            }
+            let stop = self.stop.clone();
+            let stopped = async move {
+                match stop {
+                    Some(mut s) => {
+                        let _ = s.wait_for(|v| *v).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let deadline = async move {
+                match until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = self.main.spool.data.notified() => {}
+                _ = stopped => return Ok(Some(0)),
+                _ = deadline => return Ok(None),
+            }
+        }
     }
 }
 

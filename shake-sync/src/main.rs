@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use shake_core::cli::{
-    ApplyArgs, CommandFilterArgs, ConnArgs, FilterArgs, LogArgs, OutputArgs, PreflightArgs,
-    RenameArgs, ShardArgs, TargetErrorArgs,
+    ApplyArgs, CommandFilterArgs, ConnArgs, DualChannelArgs, FilterArgs, LogArgs, OutputArgs,
+    PreflightArgs, RenameArgs, ShardArgs, TargetErrorArgs,
 };
 use shake_core::net::Endpoint;
 use shake_core::observe::status::StatusBoard;
@@ -96,6 +96,9 @@ struct Args {
     /// The source's name for PSYNC (managed services rename it)
     #[arg(long, value_name = "NAME", default_value = "PSYNC")]
     psync_command: String,
+
+    #[command(flatten)]
+    dual: DualChannelArgs,
 
     #[command(flatten)]
     apply: ApplyArgs,
@@ -537,6 +540,7 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
                 .reply_timeout
                 .unwrap_or(Duration::from_secs(60))
                 .max(Duration::from_secs(30)),
+            dual_channel: args.dual.to_options(&connect)?,
             ..ReplOptions::default()
         },
         connect,

@@ -970,6 +970,13 @@ async fn session(
                 ),
                 None => log(settings, &spec.name, &format!("full sync from {via}")),
             }
+            if *transfer.channels() != crate::repl::Channels::One {
+                log(
+                    settings,
+                    &spec.name,
+                    &format!("full sync over {}", transfer.channels().describe()),
+                );
+            }
             if let Some(h) = &spec.handover {
                 h.full_sync();
             }
@@ -1050,6 +1057,10 @@ async fn session(
             };
             *full_synced = true;
             let offset = stream.offset();
+            // A Valkey dual-channel stream starts in the database the source had selected at the
+            // snapshot's offset (it need not select one first); otherwise the source selects
+            // one before the first command, and 0 is a placeholder.
+            let start_db = stream.start_db().unwrap_or(0);
             if let Some(h) = &spec.handover {
                 h.streaming(offset);
             }
@@ -1085,9 +1096,7 @@ async fn session(
                 ));
             } else {
                 let lw = keys.low_water();
-                // A source that starts a full sync re-emits SELECT before its next command, so
-                // the database here is a placeholder the stream overrides.
-                let c = Checkpoint::at(&replid, offset, 0).set_command(&lw);
+                let c = Checkpoint::at(&replid, offset, start_db).set_command(&lw);
                 target
                     .submit(
                         Some(&lw),
@@ -1106,13 +1115,22 @@ async fn session(
                     }
                 }
             }
+            if let Some((waiting, on_disk)) = stream.waiting() {
+                log(
+                    settings,
+                    &spec.name,
+                    &format!(
+                        "RDB applied; now the {waiting} bytes of the command stream read meanwhile ({on_disk} of them on disk in --spool-dir), then the live stream"
+                    ),
+                );
+            }
             (
                 stream,
                 Applied {
-                    low_water: Some(Checkpoint::at(&replid, offset, 0)),
+                    low_water: Some(Checkpoint::at(&replid, offset, start_db)),
                     ..Applied::default()
                 },
-                0,
+                start_db,
             )
         }
         SyncStart::Continue(stream) => {
