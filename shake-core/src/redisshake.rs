@@ -786,7 +786,7 @@ pub fn translate(doc: &toml::Table) -> Result<Plan, String> {
     for (k, _) in advanced.t {
         let key = advanced.key(k);
         match k.as_str() {
-            "dir" => out.note(&key, "nothing is spooled to disk (the RDB is applied while it streams; shake-sync's checkpoint lives on the target)"),
+            "dir" => out.note(&key, "the RDB is never spooled (it is applied while it streams; shake-sync's checkpoint lives on the target); only shake-sync's full sync over two connections keeps the command stream meanwhile in --spool-dir (default ./shake-spool)"),
             "ncpu" => out.note(&key, "the tools use two worker threads, which the copy does not outgrow"),
             "pprof_port" => out.note(&key, "no Go profiler here"),
             "log_file" => out.note(&key, "logs go to stderr; redirect it (2>>FILE)"),

@@ -22,6 +22,14 @@
 //!   RDB format itself stays in [`crate::rdb`]; this module only knows where the transfer ends;
 //! - handing the connection over, with the bytes already read after the RDB, as a [`ReplStream`]
 //!   positioned at the start of the command stream (what shake-sync reads next).
+//! - the full sync over two connections, when [`ReplOptions::dual_channel`] asks for it and the
+//!   source offers it: Valkey's dual-channel replication (`+DUALCHANNELSYNC`, a second
+//!   connection with `REPLCONF rdb-channel 1` and `SYNC`, `$ENDOFF`, then `REPLCONF
+//!   set-rdb-client-id` and `PSYNC <replid> <offset+1>` on the first) and Redis's RDB channel
+//!   (`+RDBCHANNELSYNC <id>`, a second connection with `REPLCONF main-ch-client-id <id>` and
+//!   `PSYNC ? -1`); the first connection's stream is read into a [`Spool`] by a task from the
+//!   start, and the [`ReplStream`] after the RDB takes its bytes from there. A step that fails
+//!   ends both connections and the request is made again over one ([`Channels::FellBack`]).
 //!
 //! A dump (shake-dump) is [`full_sync`], then [`Transfer::next_chunk`] until `None`, then
 //! [`Transfer::finish`]. A sync (shake-sync) is [`start_sync`] with or without a [`Resume`]
@@ -884,6 +892,7 @@ async fn read_main_loop(
         cause,
         received: 0,
     };
+    let mut started = false;
     loop {
         let may_read = spool.may_read();
         let tick = tokio::time::sleep_until(link.next_tick);
@@ -895,7 +904,16 @@ async fn read_main_loop(
                     Ok(0) => return Err(lost(&link.name, "the server closed the connection".into())),
                     Ok(_) => {
                         link.last_data = Instant::now();
-                        let bytes = link.conn.buffer().split().freeze();
+                        let buf = link.conn.buffer();
+                        if !started {
+                            // A Redis source sends a replica waiting for its snapshot to start a
+                            // `\n` a second (its fork can wait repl-diskless-sync-delay); they are
+                            // no part of the stream or its offsets.
+                            let skip = buf.iter().take_while(|&&b| b == b'\n').count();
+                            buf.advance(skip);
+                            started = !buf.is_empty();
+                        }
+                        let bytes = buf.split().freeze();
                         spool.push(bytes)?;
                     }
                     Err(NetError::Io { source, .. }) => return Err(lost(&link.name, source.to_string())),
@@ -911,8 +929,10 @@ async fn read_main_loop(
             }
             _ = tick => {
                 link.next_tick = Instant::now() + link.ack_interval;
-                if !may_read {
-                    // Not reading is our choice: the silence is not the source's.
+                let acking = shared.acking.load(Ordering::Relaxed);
+                if !may_read || !acking {
+                    // Not reading is our choice, and while the RDB is applied the source need
+                    // not send anything here (the RDB channel has its own timeout).
                     link.last_data = Instant::now();
                 } else if link.last_data.elapsed() >= link.idle_timeout {
                     return Err(ReplError::Idle {
@@ -921,7 +941,7 @@ async fn read_main_loop(
                         during: during.to_string(),
                     });
                 }
-                if shared.acking.load(Ordering::Relaxed) {
+                if acking {
                     link.offset = shared.offset.load(Ordering::Relaxed);
                     link.send_ack().await.map_err(|e| lost(&link.name, e.to_string()))?;
                 }
@@ -1467,6 +1487,7 @@ pub struct ReplStream {
 }
 
 /// Where a [`ReplStream`]'s bytes come from.
+#[allow(clippy::large_enum_variant)] // one per link; boxing the hot one would cost a hop per read
 enum Feed {
     /// The connection itself.
     Direct(Link),

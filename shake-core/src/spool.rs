@@ -323,7 +323,7 @@ impl Drop for Spool {
 }
 
 /// Deletes `<pid>.<n>.spool` files of processes that no longer run (left by a kill -9).
-fn sweep_stale(dir: &Path) {
+pub fn sweep_stale(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

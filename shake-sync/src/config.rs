@@ -104,7 +104,7 @@ pub fn apply_file(path: &Path, args: &mut Args, m: &ArgMatches) -> Result<Vec<St
             ("advanced", toml::Value::Table(t)) => {
                 for (ak, av) in t {
                     match ak.as_str() {
-                        "dir" => ignore("advanced.dir", "nothing is spooled to disk: the full-sync RDB is applied while it streams, and the checkpoint lives on the target"),
+                        "dir" => ignore("advanced.dir", "the full-sync RDB is never spooled (it is applied while it streams), and the checkpoint lives on the target; only a full sync over two connections keeps the command stream meanwhile in --spool-dir (default ./shake-spool)"),
                         "ncpu" => ignore("advanced.ncpu", "shake-sync uses two worker threads, which a sync does not outgrow"),
                         "pprof_port" => ignore("advanced.pprof_port", "no Go profiler here"),
                         "metrics_port" => {

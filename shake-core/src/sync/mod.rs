@@ -416,6 +416,10 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> Result<SyncSummary, SyncError> {
     let started = Instant::now();
+    if let Some(d) = &s.repl.dual_channel {
+        // What a killed run spooled is of no use to anyone now.
+        crate::spool::sweep_stale(&d.spool.dir);
+    }
     let cluster = source_is_cluster(&s).await?;
     let links = plan_links(&s).await?;
     if links.is_empty() {
