@@ -11,7 +11,6 @@ use clap::Parser;
 use shake_core::apply::DbMap;
 use shake_core::cli::{ConnArgs, FilterArgs, LogArgs, PreflightArgs, RenameArgs, ShardArgs};
 use shake_core::compare::{self, CompareOptions, Mode, SourceSpec};
-use shake_core::net::Endpoint;
 
 /// Compare a source (live server, cluster, or RDB file) with a live target, key by key, in both
 /// directions.
@@ -56,9 +55,15 @@ struct Args {
     #[arg(long, env = "SHAKE_SOURCE", value_name = "URL|RDB-FILE")]
     source: String,
 
+    #[command(flatten)]
+    source_sentinel: shake_core::cli::SourceSentinelArgs,
+
     /// Target URL; a /db receives every source database unless --db-map says otherwise
     #[arg(long, env = "SHAKE_TARGET", value_name = "URL")]
     target: String,
+
+    #[command(flatten)]
+    target_sentinel: shake_core::cli::TargetSentinelArgs,
 
     /// What to compare: outline (existence, type, TTL), length (also element counts), full
     /// (also every element and byte)
@@ -201,9 +206,16 @@ fn main() -> ExitCode {
 }
 
 /// `--source` is an RDB file when it is not a URL and names a file.
-fn source_spec(s: &str, cluster: Option<bool>) -> Result<SourceSpec, String> {
+fn source_spec(
+    s: &str,
+    cluster: Option<bool>,
+    sentinel: &shake_core::cli::SourceSentinelArgs,
+) -> Result<SourceSpec, String> {
     let is_url = s.contains("://");
     if !is_url && Path::new(s).is_file() {
+        if sentinel.source_sentinel_master.is_some() {
+            return Err(format!("--source-sentinel-master with --source {s:?}, an RDB file: name the sentinels in --source"));
+        }
         return Ok(SourceSpec::Rdb(PathBuf::from(s)));
     }
     // What reads as a path is not taken for a host name (whose lookup would then fail).
@@ -222,7 +234,8 @@ fn source_spec(s: &str, cluster: Option<bool>) -> Result<SourceSpec, String> {
             "--source {s:?} {what}: give an RDB file to compare with, or a server as redis://host:port"
         ));
     }
-    let endpoint = Endpoint::parse(s)
+    let endpoint = sentinel
+        .endpoint(s)
         .map_err(|e| {
             format!(
                 "--source {:?} is neither a readable RDB file nor a URL: {e}",
@@ -244,8 +257,12 @@ fn options(args: &Args) -> Result<CompareOptions, String> {
     let source = source_spec(
         &args.source,
         shake_core::cli::cluster_mode(args.source_cluster, args.no_source_cluster),
+        &args.source_sentinel,
     )?;
-    let target = Endpoint::parse(&args.target)?.password_from_env("SHAKE_TARGET_PASSWORD");
+    let target = args
+        .target_sentinel
+        .endpoint(&args.target)?
+        .password_from_env("SHAKE_TARGET_PASSWORD");
     if args.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }

@@ -61,6 +61,51 @@ impl FilterArgs {
     }
 }
 
+/// `--source-sentinel-master NAME`: `--source` names the sentinels of this master (see
+/// [`crate::net::Endpoint::parse_with_master`]; docs/cli.md#redis-sentinel).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourceSentinelArgs {
+    /// The source is the master Redis Sentinel knows by this name, and --source names the
+    /// sentinels: host[:port][,host[:port]...] or redis://[[user]:password@]host[:port][,...][/db]
+    /// (port 26379 when left out; the login is the data nodes'). The same as
+    /// --source redis+sentinel://SENTINELS/NAME
+    #[arg(long, value_name = "NAME")]
+    pub source_sentinel_master: Option<String>,
+}
+
+impl SourceSentinelArgs {
+    /// `--source URL` with this flag.
+    pub fn endpoint(&self, url: &str) -> Result<crate::net::Endpoint, String> {
+        crate::net::Endpoint::parse_with_master(
+            url,
+            self.source_sentinel_master.as_deref(),
+            "--source-sentinel-master",
+        )
+    }
+}
+
+/// `--target-sentinel-master NAME`: `--target` names the sentinels of this master.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetSentinelArgs {
+    /// The target is the master Redis Sentinel knows by this name, and --target names the
+    /// sentinels: host[:port][,host[:port]...] or redis://[[user]:password@]host[:port][,...][/db]
+    /// (port 26379 when left out; the login is the data nodes'). The same as
+    /// --target redis+sentinel://SENTINELS/NAME
+    #[arg(long, value_name = "NAME")]
+    pub target_sentinel_master: Option<String>,
+}
+
+impl TargetSentinelArgs {
+    /// `--target URL` with this flag.
+    pub fn endpoint(&self, url: &str) -> Result<crate::net::Endpoint, String> {
+        crate::net::Endpoint::parse_with_master(
+            url,
+            self.target_sentinel_master.as_deref(),
+            "--target-sentinel-master",
+        )
+    }
+}
+
 /// Which commands of the replication stream shake-sync applies: `--command`, `--command-group`,
 /// `--exclude-command`, `--exclude-command-group` (see [`CommandFilter`]; docs/shake-sync.md).
 #[derive(Args, Debug, Clone, Default)]

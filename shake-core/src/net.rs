@@ -373,6 +373,84 @@ impl Endpoint {
         })
     }
 
+    /// An endpoint given as `--source URL --source-sentinel-master NAME` (or `--target ...`;
+    /// `flag` names the flag in messages): with a master name, `url` names the sentinels,
+    /// `host[:port][,host[:port]...]` or a `redis://` / `rediss://` URL whose host part is
+    /// them (port 26379 when left out; user, password, `/db` and the `sentinel_*` parameters as
+    /// in the URL form), and the result is exactly what
+    /// `redis+sentinel://...sentinels.../NAME[/db]` parses to: the URL is built and parsed by
+    /// [`Endpoint::parse`], one code path. A `redis+sentinel://` URL too is accepted when it names
+    /// the same master; another one is an error. Without a master name, [`Endpoint::parse`].
+    pub fn parse_with_master(
+        url: &str,
+        master: Option<&str>,
+        flag: &str,
+    ) -> Result<Endpoint, String> {
+        let Some(master) = master else {
+            return Endpoint::parse(url);
+        };
+        if master.is_empty() {
+            return Err(format!(
+                "{flag}: the master's name is empty (the NAME of `sentinel monitor NAME ...`)"
+            ));
+        }
+        if url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://") {
+            let e = Endpoint::parse(url)?;
+            let named = e
+                .sentinel
+                .as_ref()
+                .map(|s| s.master.as_str())
+                .unwrap_or_default();
+            if named != master {
+                return Err(format!(
+                    "{flag} {master:?} and the URL {e}, which names the master {named:?}: name the master once (the URL's /MASTER or {flag})"
+                ));
+            }
+            return Ok(e);
+        }
+        let (scheme, rest) = if let Some(r) = url.strip_prefix("rediss://") {
+            ("rediss+sentinel", r)
+        } else if let Some(r) = url.strip_prefix("redis://") {
+            ("redis+sentinel", r)
+        } else if url.contains("://") {
+            return Err(format!(
+                "invalid endpoint {:?} with {flag}: expected the sentinels as host[:port][,host[:port]...] or redis://[[user]:password@]host[:port][,host[:port]...][/db]",
+                redact_url(url)
+            ));
+        } else {
+            ("redis+sentinel", url)
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let (auth, hostpart) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (hosts, db) = match hostpart.split_once('/') {
+            Some((h, d)) => (h, Some(d)),
+            None => (hostpart, None),
+        };
+        let mut built = format!("{scheme}://");
+        if let Some(a) = auth {
+            built.push_str(a);
+            built.push('@');
+        }
+        built.push_str(hosts);
+        built.push('/');
+        built.push_str(&percent_encode(master));
+        if let Some(d) = db.filter(|d| !d.is_empty()) {
+            built.push('/');
+            built.push_str(d);
+        }
+        if let Some(q) = query {
+            built.push('?');
+            built.push_str(q);
+        }
+        Endpoint::parse(&built)
+    }
+
     /// A name for this endpoint that survives a failover: the sentinel set and master name for a
     /// sentinel endpoint, else `host:port` (shake-sync's default checkpoint name).
     pub fn stable_name(&self) -> String {
@@ -1276,6 +1354,53 @@ mod tests {
         let e = Endpoint::parse("redis+sentinel://:SrcPw@h:1/m?sentinel_password=SenPw&x=1")
             .unwrap_err();
         assert!(!e.contains("SrcPw") && !e.contains("SenPw"), "{e}");
+    }
+
+    /// `--source SENTINELS --source-sentinel-master NAME` is the URL form, field for field.
+    #[test]
+    fn sentinel_master_flag_builds_the_url_form() {
+        let flag = "--source-sentinel-master";
+        let url = Endpoint::parse(
+            "redis+sentinel://app:pw@10.0.0.1:5000,[::1],s3/my%2Fm/2?sentinel_password=s%40p",
+        )
+        .unwrap();
+        for given in [
+            "redis://app:pw@10.0.0.1:5000,[::1],s3/2?sentinel_password=s%40p",
+            "redis+sentinel://app:pw@10.0.0.1:5000,[::1],s3/my%2Fm/2?sentinel_password=s%40p",
+        ] {
+            assert_eq!(
+                Endpoint::parse_with_master(given, Some("my/m"), flag).unwrap(),
+                url,
+                "{given}"
+            );
+        }
+        let bare = Endpoint::parse_with_master("h1,h2:5000", Some("mymaster"), flag).unwrap();
+        assert_eq!(
+            bare,
+            Endpoint::parse("redis+sentinel://h1,h2:5000/mymaster").unwrap()
+        );
+        assert_eq!(bare.sentinel.as_ref().unwrap().nodes[0].1, SENTINEL_PORT);
+        let tls = Endpoint::parse_with_master("rediss://h", Some("m"), flag).unwrap();
+        assert_eq!(tls, Endpoint::parse("rediss+sentinel://h/m").unwrap());
+        assert_eq!(
+            Endpoint::parse_with_master("redis://h:1", None, flag).unwrap(),
+            Endpoint::parse("redis://h:1").unwrap()
+        );
+        // Another master in the URL, an empty name, another scheme: one line each, no password.
+        for (given, master, expect) in [
+            (
+                "redis+sentinel://:SrcPw@h/other",
+                "m",
+                "names the master \"other\"",
+            ),
+            ("redis://:SrcPw@h", "", "the master's name is empty"),
+            ("http://:SrcPw@h", "m", "expected the sentinels"),
+            ("redis://:SrcPw@h:x", "m", "port"),
+        ] {
+            let e = Endpoint::parse_with_master(given, Some(master), flag).unwrap_err();
+            assert!(e.contains(expect), "{given}: {e}");
+            assert!(!e.contains("SrcPw") && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

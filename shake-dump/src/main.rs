@@ -54,6 +54,9 @@ struct Args {
     #[arg(short, long, value_name = "URL")]
     source: String,
 
+    #[command(flatten)]
+    source_sentinel: shake_core::cli::SourceSentinelArgs,
+
     /// Where the RDB goes: FILE (written as FILE.part, renamed when complete and checked), DIR/
     /// (one HOST_PORT.rdb per master; needed for a cluster), or - for stdout. Not needed with
     /// --preflight
@@ -164,7 +167,10 @@ fn main() -> ExitCode {
 /// The source's endpoint, with the password from the environment when the URL has none.
 fn source_endpoint(args: &Args) -> Result<Endpoint, String> {
     // `redis://user:@host` names an ACL user whose password comes from the environment.
-    let endpoint = Endpoint::parse(&args.source)?.password_from_env(PASSWORD_ENV);
+    let endpoint = args
+        .source_sentinel
+        .endpoint(&args.source)?
+        .password_from_env(PASSWORD_ENV);
     if args.tls.any() && !endpoint.tls {
         return Err(
             "--tls-ca, --tls-pin-sha256 and --tls-insecure need a rediss:// source URL".into(),

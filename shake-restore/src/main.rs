@@ -8,7 +8,6 @@ use shake_core::apply::{self, RestoreInput, RestoreSettings};
 use shake_core::cli::{
     cluster_mode, AofArgs, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, RenameArgs,
 };
-use shake_core::net::Endpoint;
 use shake_core::preflight::Preflight;
 
 /// Load RDB data or an append-only file into a live Redis or Valkey target, standalone or
@@ -34,6 +33,9 @@ struct Args {
     /// Target URL: redis://[[user]:password@]host[:port][/db], rediss:// for TLS
     #[arg(long, env = "SHAKE_TARGET", value_name = "URL")]
     target: String,
+
+    #[command(flatten)]
+    target_sentinel: shake_core::cli::TargetSentinelArgs,
 
     /// RDB files or AOFs to load, in order; `-` reads stdin (an RDB, streamed, never spooled to
     /// disk). An AOF is a plain or RDB-preamble file, or a multi-part AOF directory (Redis 7's
@@ -135,7 +137,10 @@ fn main() -> ExitCode {
 }
 
 fn settings(args: &Args) -> Result<RestoreSettings, String> {
-    let target = Endpoint::parse(&args.target)?.password_from_env("SHAKE_TARGET_PASSWORD");
+    let target = args
+        .target_sentinel
+        .endpoint(&args.target)?
+        .password_from_env("SHAKE_TARGET_PASSWORD");
     let inputs = args
         .inputs
         .iter()

@@ -10,7 +10,6 @@ use shake_core::cli::{
     cluster_mode, ApplyArgs, ConnArgs, FilterArgs, LogArgs, PreflightArgs, RenameArgs, ShardArgs,
     TargetErrorArgs,
 };
-use shake_core::net::Endpoint;
 use shake_core::rdb::ValueType;
 use shake_core::scan::copy::{rump, RumpOutput, RumpSettings};
 use shake_core::scan::ScanOptions;
@@ -62,6 +61,9 @@ struct Args {
     #[arg(long, env = "SHAKE_SOURCE", value_name = "URL")]
     source: String,
 
+    #[command(flatten)]
+    source_sentinel: shake_core::cli::SourceSentinelArgs,
+
     /// Target URL: redis://[[user]:password@]host[:port][/db]; password also from
     /// SHAKE_TARGET_PASSWORD; a /db receives every key unless --db-map says otherwise
     #[arg(
@@ -72,6 +74,9 @@ struct Args {
         conflicts_with = "output"
     )]
     target: Option<String>,
+
+    #[command(flatten)]
+    target_sentinel: shake_core::cli::TargetSentinelArgs,
 
     /// Write an RDB file instead of a target (FILE.part while running, renamed when complete):
     /// a backup of a source that refuses SYNC. A cluster source gives one file with every key
@@ -240,7 +245,10 @@ async fn stop_on_signal(stop: CancellationToken, follow: bool) {
 }
 
 fn settings(args: &Args) -> Result<RumpSettings, String> {
-    let source = Endpoint::parse(&args.source)?.password_from_env("SHAKE_SOURCE_PASSWORD");
+    let source = args
+        .source_sentinel
+        .endpoint(&args.source)?
+        .password_from_env("SHAKE_SOURCE_PASSWORD");
     if args.apply.keep_lru {
         return Err(
             "--keep-lru: DUMP does not carry LRU/LFU information, so shake-rump cannot keep it"
@@ -249,7 +257,10 @@ fn settings(args: &Args) -> Result<RumpSettings, String> {
     }
     let output = match (&args.target, &args.output) {
         (Some(t), None) => RumpOutput::Target {
-            endpoint: Endpoint::parse(t)?.password_from_env("SHAKE_TARGET_PASSWORD"),
+            endpoint: args
+                .target_sentinel
+                .endpoint(t)?
+                .password_from_env("SHAKE_TARGET_PASSWORD"),
             cluster: cluster_mode(args.target_cluster, args.no_target_cluster),
             pipeline: args.apply.pipeline.max(1),
         },

@@ -12,7 +12,6 @@ use shake_core::cli::{
     ApplyArgs, CommandFilterArgs, ConnArgs, DualChannelArgs, FilterArgs, LogArgs, OutputArgs,
     PreflightArgs, RenameArgs, ShardArgs, TargetErrorArgs,
 };
-use shake_core::net::Endpoint;
 use shake_core::observe::status::StatusBoard;
 use shake_core::repl::ReplOptions;
 use shake_core::sync::{self, StreamOptions, SyncSettings};
@@ -49,6 +48,9 @@ struct Args {
     )]
     source: Option<String>,
 
+    #[command(flatten)]
+    source_sentinel: shake_core::cli::SourceSentinelArgs,
+
     /// Target URL (any node of a cluster). Password also from SHAKE_TARGET_PASSWORD
     #[arg(
         long,
@@ -57,6 +59,9 @@ struct Args {
         required_unless_present_any = ["config", "output"]
     )]
     target: Option<String>,
+
+    #[command(flatten)]
+    target_sentinel: shake_core::cli::TargetSentinelArgs,
 
     // --output FILE|- instead of a target: the change stream out (docs/shake-sync.md).
     #[command(flatten)]
@@ -257,7 +262,9 @@ fn output_settings(args: &Args) -> Result<Option<sync::output::OutputSettings>, 
         .source
         .as_deref()
         .ok_or("--source is required (or a config file with [source] address)")?;
-    let source = Endpoint::parse(source_url)
+    let source = args
+        .source_sentinel
+        .endpoint(source_url)
         .map_err(|e| format!("--source: {e}"))?
         .password_from_env("SHAKE_SOURCE_PASSWORD");
     let filter = args.filter.to_filter()?;
@@ -477,10 +484,14 @@ fn settings(args: &Args) -> Result<SyncSettings, String> {
         .target
         .as_deref()
         .ok_or("--target is required (or a config file with [target] address)")?;
-    let source = Endpoint::parse(source_url)
+    let source = args
+        .source_sentinel
+        .endpoint(source_url)
         .map_err(|e| format!("--source: {e}"))?
         .password_from_env("SHAKE_SOURCE_PASSWORD");
-    let target = Endpoint::parse(target_url)
+    let target = args
+        .target_sentinel
+        .endpoint(target_url)
         .map_err(|e| format!("--target: {e}"))?
         .password_from_env("SHAKE_TARGET_PASSWORD");
     if !args.filter.types.is_empty() {

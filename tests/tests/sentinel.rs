@@ -11,6 +11,13 @@
 //!   `SENTINEL FAILOVER` during the sync; the link continues from the promoted replica with a
 //!   partial resync (`+CONTINUE`: one full sync in the log, the new master served none to
 //!   shake-sync) and the target ends equal to the source.
+//! - `master_flag_on_rump_and_sync`: `--source-sentinel-master NAME` / `--target-sentinel-master
+//!   NAME` with `--source`/`--target` naming the sentinels (a bare `host:port,host:port` list and a
+//!   `redis://` URL): shake-rump copies from the master into a plain server and from a plain
+//!   server into the master; shake-sync from the master: the status line and `/status` show the
+//!   master's name and its address (not a sentinel's), and after `SENTINEL FAILOVER` the new
+//!   master's; the target ends equal. The flag with a `redis+sentinel://` URL naming another
+//!   master: exit 2, one line naming both.
 //! - `sync_follows_a_target_failover`: shake-sync into a sentinel target under an INCR load,
 //!   `SENTINEL FAILOVER` of the target during the sync: the sync starts again from the
 //!   checkpoint the new master holds, by a partial resync of the source (one full sync in the
@@ -27,7 +34,7 @@ use std::thread::{sleep, JoinHandle};
 use std::time::Duration;
 
 use live_common::*;
-use shake_tests::{free_port, require, Flavor, Sentinels, Server};
+use shake_tests::{free_port, http_get, require, Flavor, Sentinels, Server};
 use sync_common::{bin, converge, data_of, Sync};
 
 const FLAVOR: Flavor = Flavor::Redis70;
@@ -348,4 +355,148 @@ fn sync_follows_a_target_failover() {
         full, 1,
         "expected one full sync (the first), got {full}:\n{log}"
     );
+}
+
+/// The first link of shake-sync's `/status`.
+fn first_link(port: u16) -> Option<serde_json::Value> {
+    let body = http_get(port, "/status")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["shards"].get(0).cloned()
+}
+
+#[test]
+fn master_flag_on_rump_and_sync() {
+    if !require(FLAVOR) {
+        return;
+    }
+    let mut set = Sentinels::start(FLAVOR, 1, 2);
+    let ports: Vec<u16> = set.sentinels.iter().map(|s| s.port()).collect();
+    let bare = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let url = format!("redis://127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let name = set.name.clone();
+
+    // shake-rump into the master (bare sentinel list), then out of it (redis:// URL).
+    let src = Server::start(FLAVOR);
+    small_fill(&mut src.client());
+    let (code, err) = run(
+        "shake-rump",
+        &[
+            "--source",
+            &src.url(),
+            "--target",
+            &bare,
+            "--target-sentinel-master",
+            &name,
+            "--quiet",
+        ],
+    );
+    assert_eq!(code, Some(0), "shake-rump into {name} via {bare}:\n{err}");
+    same("rump plain -> sentinel master (flag)", &src, set.master());
+    let dst = Server::start(FLAVOR);
+    let (code, err) = run(
+        "shake-rump",
+        &[
+            "--source",
+            &url,
+            "--source-sentinel-master",
+            &name,
+            "--target",
+            &dst.url(),
+            "--quiet",
+        ],
+    );
+    assert_eq!(code, Some(0), "shake-rump from {name} via {url}:\n{err}");
+    same("rump sentinel master (flag) -> plain", set.master(), &dst);
+
+    // A flag and a URL naming another master: one line, exit 2, before anything is done.
+    let other = format!("redis+sentinel://{bare}/someone-else");
+    for tool in ["shake-rump", "shake-sync"] {
+        let (code, err) = run(
+            tool,
+            &[
+                "--source",
+                &other,
+                "--source-sentinel-master",
+                &name,
+                "--target",
+                &dst.url(),
+            ],
+        );
+        assert_eq!(code, Some(2), "{tool}:\n{err}");
+        assert_eq!(err.lines().count(), 1, "{tool}: one line:\n{err}");
+        assert!(
+            err.contains(&format!("{name:?}")) && err.contains("\"someone-else\""),
+            "{tool}: {err}"
+        );
+    }
+
+    // shake-sync: the link shows the master by name and where it is, before and after a
+    // failover.
+    let target = Server::start(FLAVOR);
+    let status = free_port();
+    let status_addr = format!("127.0.0.1:{status}");
+    let mut sync = Sync::start(
+        &bare,
+        &target.url(),
+        &[
+            "--source-sentinel-master",
+            &name,
+            "--status-addr",
+            &status_addr,
+        ],
+    );
+    sync.wait_incremental(Duration::from_secs(60));
+    let at = |port: u16| format!("127.0.0.1:{port}");
+    let shows = |want: &str| {
+        first_link(status).is_some_and(|l| {
+            l["source"] == want && l["read_from"] == want && l["sentinel_master"] == name.as_str()
+        })
+    };
+    let old = set.master().port();
+    sync_common::wait_until(
+        "/status names the master",
+        Duration::from_secs(10),
+        &mut || shows(&at(old)),
+    );
+    let line = format!("<- {name} at {}", at(old));
+    sync_common::wait_until(
+        "the status line names the master",
+        Duration::from_secs(10),
+        &mut || sync.stderr().contains(&line),
+    );
+    for p in &ports {
+        assert!(
+            !sync.stderr().contains(&format!("<- {}", at(*p))),
+            "{}",
+            sync.stderr()
+        );
+    }
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("failover")
+        .query(&mut set.master().client())
+        .unwrap();
+    caught_up(&set);
+    set.failover();
+    let new = set.master().port();
+    assert_ne!(new, old);
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("failover")
+        .query(&mut set.master().client())
+        .unwrap();
+    sync_common::wait_until(
+        "/status names the new master",
+        Duration::from_secs(60),
+        &mut || shows(&at(new)),
+    );
+    let master = set.master();
+    converge(
+        "sync from the sentinel master (flag)",
+        &|| data_of(snapshot(&mut master.client())),
+        &|| data_of(snapshot(&mut target.client())),
+        Duration::from_secs(60),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
 }

@@ -50,8 +50,12 @@ impl Phase {
 pub struct ShardStatus {
     /// The link's checkpoint name.
     pub name: String,
-    /// The source master currently replicated from.
+    /// The source master currently replicated from (`host:port`); for a sentinel source, the
+    /// address the sentinels gave the link's last connection (empty before the first one).
     pub source: String,
+    /// A sentinel source's master name (`--source-sentinel-master`, `redis+sentinel://.../NAME`):
+    /// the status line shows `NAME at host:port`. `null` for any other source.
+    pub sentinel_master: Option<String>,
     /// The node the link reads that master's stream from: the master itself, or one of its
     /// replicas (`--source-replica`); empty before the first session.
     pub read_from: String,
@@ -90,10 +94,34 @@ pub struct ShardStatus {
 }
 
 impl ShardStatus {
+    /// The status of a link whose source is `seed`: a sentinel source is its master's name
+    /// until a connection finds where the master is (the first sentinel's address would say
+    /// nothing about the master).
+    pub fn for_seed(name: &str, seed: &crate::net::Endpoint) -> Self {
+        match &seed.sentinel {
+            Some(s) => ShardStatus {
+                sentinel_master: Some(s.master.clone()),
+                ..ShardStatus::new(name, "")
+            },
+            None => ShardStatus::new(name, &seed.address()),
+        }
+    }
+
+    /// The source as the status line shows it: `host:port`, or `NAME at host:port` for a
+    /// sentinel source.
+    pub fn source_shown(&self) -> String {
+        match &self.sentinel_master {
+            Some(m) if self.source.is_empty() => format!("{m} (sentinel master)"),
+            Some(m) => format!("{m} at {}", self.source),
+            None => self.source.clone(),
+        }
+    }
+
     pub fn new(name: &str, source: &str) -> Self {
         ShardStatus {
             name: name.to_string(),
             source: source.to_string(),
+            sentinel_master: None,
             read_from: String::new(),
             phase: Phase::Handshake,
             replid: String::new(),
@@ -257,9 +285,9 @@ impl StatusBoard {
         // `master via replica` when the link reads from a replica (--source-replica).
         let from = |s: &ShardStatus| {
             if s.read_from.is_empty() || s.read_from == s.source {
-                s.source.clone()
+                s.source_shown()
             } else {
-                format!("{} via {}", s.source, s.read_from)
+                format!("{} via {}", s.source_shown(), s.read_from)
             }
         };
         self.snapshot()

@@ -78,6 +78,18 @@ pub enum Flush {
 
 pub(crate) type Status = Arc<Mutex<ShardStatus>>;
 
+/// Records where a link's source is, from a connection to it: its address, and for a sentinel
+/// source the master's name with the address the sentinels gave `conn` (not the first
+/// sentinel's, which `Endpoint::address` is).
+pub(crate) fn record_source(status: &Status, source: &Endpoint, conn: &Connection) {
+    let at = conn.endpoint().address();
+    update(status, |s| {
+        s.sentinel_master = source.sentinel.as_ref().map(|m| m.master.clone());
+        s.source = at.clone();
+        s.read_from = at;
+    });
+}
+
 pub(crate) fn update(status: &Status, f: impl FnOnce(&mut ShardStatus)) {
     if let Ok(mut s) = status.lock() {
         f(&mut s);
@@ -872,7 +884,15 @@ async fn session(
     // everything but the stream itself (offsets for the lag and the handover barrier, slot
     // ownership, repairs, the checkpoints' history) is asked of it.
     let (source, replicas) = resolve_source(spec, &settings.connect, status).await?;
-    update(status, |s| s.source = source.address());
+    if source.sentinel.is_some() {
+        // Where the sentinels say the master is now, for the status and the lines below.
+        let conn = Connection::connect(&source, &settings.connect)
+            .await
+            .map_err(|e| SyncError::Link(e.into()))?;
+        record_source(status, &source, &conn);
+    } else {
+        update(status, |s| s.source = source.address());
+    }
     if let Some(h) = &spec.handover {
         h.set_source(&source);
     }
@@ -926,7 +946,6 @@ async fn session(
     } else {
         source.clone()
     };
-    update(status, |s| s.read_from = read_from.address());
     let via = if read_from.address() == source.address() {
         source.to_string()
     } else {
@@ -935,6 +954,12 @@ async fn session(
     let mut conn = Connection::connect(&read_from, &settings.connect)
         .await
         .map_err(|e| SyncError::Link(e.into()))?;
+    if read_from.sentinel.is_some() {
+        // The master itself, through the sentinels (a failover may have moved it since).
+        record_source(status, &read_from, &conn);
+    } else {
+        update(status, |s| s.read_from = read_from.address());
+    }
     let resume = match resume {
         Some(r) => {
             let (r, rewound) = rewind_to_promotion(&mut conn, r, &mut applied).await;
@@ -1215,12 +1240,17 @@ async fn choose_reader(
 ) -> Endpoint {
     let choice =
         crate::replica::choose(source, replicas.as_deref(), resume, &settings.connect).await;
+    // A sentinel source's address is where the sentinels said the master is.
+    let master = status
+        .lock()
+        .map(|s| s.source_shown())
+        .unwrap_or_else(|_| source.address());
     let (node, line) = match choice {
         crate::replica::Choice::Replica { node, offset } => {
             let line = format!(
                 "replicating from {}, a replica of the master {} (at offset {offset}; --source-replica)",
                 node.address(),
-                source.address()
+                master
             );
             (node, line)
         }
@@ -1228,14 +1258,14 @@ async fn choose_reader(
             source.clone(),
             format!(
                 "no healthy replica ({why}); replicating from the master {}",
-                source.address()
+                master
             ),
         ),
         crate::replica::Choice::GivenIsReplica => (
             source.clone(),
             format!(
                 "{} is itself a replica: replicating from it as given (--source-replica)",
-                source.address()
+                master
             ),
         ),
     };

@@ -127,7 +127,7 @@ impl Members {
         }
         let status = self
             .board
-            .add(ShardStatus::new(&spec.name, &spec.seed.address()));
+            .add(ShardStatus::for_seed(&spec.name, &spec.seed));
         let (tx, rx) = watch::channel(false);
         let tx = Arc::new(tx);
         // The sync's stop reaches the link through the link's own switch, which also ends this

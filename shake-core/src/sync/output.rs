@@ -550,7 +550,7 @@ pub async fn run(
     };
     let mut tasks = tokio::task::JoinSet::new();
     for spec in specs {
-        let mut st = ShardStatus::new(&spec.name, &spec.seed.address());
+        let mut st = ShardStatus::for_seed(&spec.name, &spec.seed);
         if let Some(p) = known.get(&spec.name) {
             // The history a cluster shard's master is found by again (link::resolve_source).
             st.replid = p.replid.clone();
@@ -711,7 +711,6 @@ async fn session(
     link::update(status, |st| st.phase = Phase::Handshake);
     // The stream is read from the master itself (no --source-replica with --output).
     let (source, _) = link::resolve_source(spec, &s.connect, status).await?;
-    link::update(status, |st| st.source = source.address());
     let pos = out.lock().await.state.shards.get(&spec.name).cloned();
     let resume = pos.as_ref().map(|p| Resume {
         replid: p.replid.clone(),
@@ -720,6 +719,7 @@ async fn session(
     let conn = Connection::connect(&source, &s.connect)
         .await
         .map_err(|e| SyncError::Link(e.into()))?;
+    link::record_source(status, &source, &conn);
     let (mut stream, db) = match start_sync(conn, &s.repl, resume.as_ref()).await? {
         SyncStart::Full(transfer) => {
             let (Some(replid), Some(offset)) =
