@@ -47,6 +47,9 @@
 //!   preamble: RESP piped into a fresh 6.2 equals a 6.2 that loaded the file; the JSON lines are
 //!   the RDB part's keys, then command records of the same file naming the later writes in
 //!   order; `--format keys` lists the RDB part's keys, then refuses the commands (exit 2).
+//! - `rdb_with_bytes_after_its_checksum` (7.0): an RDB with bytes after its checksum that are
+//!   not commands: shake-restore and shake-decode leave them unread with one line saying how
+//!   many, the restore equals the source, the key list is complete (exit 0).
 //! - `aof_preflight` (7.0): `shake-restore --preflight --json` on a multi-part AOF: the RDB
 //!   base's `source.file` check, `source.aof` counting the writes made after the rewrite (in
 //!   the incremental file, databases 0, 1, 3; db3 in `pair.databases`), a torn tail FAIL with
@@ -1286,5 +1289,49 @@ fn aof_decode_redis62_single_file() {
         String::from_utf8_lossy(&listed).lines().count(),
         first_cmd,
         "the RDB part's keys were listed"
+    );
+}
+
+#[test]
+fn rdb_with_bytes_after_its_checksum() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let src = Server::start(flavor);
+    fill_before(&src);
+    let rdb = src.save();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let padded = scratch.path().join("padded.rdb");
+    let mut bytes = std::fs::read(&rdb).expect("dump.rdb");
+    let end = bytes.len();
+    let junk = b"\x00\x00junk left by a copy tool";
+    bytes.extend_from_slice(junk);
+    std::fs::write(&padded, &bytes).expect("write");
+    // Not AOF commands (no `*` or `#`): not read, one line says so; the RDB is used.
+    let target = Server::start(flavor);
+    let (code, err) = run_tool(
+        "shake-restore",
+        &["--target", &target.url(), padded.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let note = format!(
+        "{}: the {} bytes after the RDB's end (offset {end}) are not AOF commands; not read",
+        padded.display(),
+        junk.len()
+    );
+    assert!(err.contains(&note), "{note}: {err}");
+    assert_same("an RDB with bytes after it", &src, &target);
+    let out = scratch.path().join("keys");
+    let (code, err, listed) = decode(&["--format", "keys"], &padded, &out);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&note.replace("shake-restore", "shake-decode")),
+        "{err}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&listed).lines().count() as u64,
+        dbsize_all(&src)
     );
 }

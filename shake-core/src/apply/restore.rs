@@ -583,7 +583,7 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
                     }
                 }
                 if let (true, RestoreInput::File(p)) = (tail, &input) {
-                    if file_len(p) > end {
+                    if file_len(p) > end && commands_follow(p, end)? {
                         commands.push((p.clone(), end));
                     }
                 }
@@ -632,7 +632,15 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
             summary.bytes += bytes;
             if let (true, RestoreInput::File(p)) = (tail, &part) {
                 if file_len(p) > end {
-                    commands.push((p.clone(), end));
+                    if commands_follow(p, end)? {
+                        commands.push((p.clone(), end));
+                    } else if !s.quiet {
+                        eprintln!(
+                            "shake-restore: {}: the {} bytes after the RDB's end (offset {end}) are not AOF commands; not read",
+                            p.display(),
+                            file_len(p) - end
+                        );
+                    }
                 }
             }
         }
@@ -654,6 +662,12 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
     summary.exec = exec.stats.clone();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Whether the bytes after an RDB's end in `p` are an AOF's commands (an RDB preamble's tail),
+/// not bytes some tool left after the checksum ([`crate::aof::commands_at`]).
+fn commands_follow(p: &std::path::Path, end: u64) -> Result<bool, ApplyError> {
+    crate::aof::commands_at(p, end).map_err(ApplyError::Unsupported)
 }
 
 fn file_len(p: &std::path::Path) -> u64 {
