@@ -25,8 +25,10 @@
 //!   middle is an error with its offset even with skip.
 //! - `aof_until_timestamps`: real `#TS:` annotations (writes on both sides of a second
 //!   boundary): `--until` (unix seconds, then RFC 3339) applies the first writes only, equal to
-//!   a server that got just those writes; an AOF without annotations and `--until` is refused
-//!   naming the file and `aof-timestamp-enabled yes`.
+//!   the server's own load of its AOF cut at the first annotation later than TIME (a second
+//!   server given the same writes differs in its relative TTLs by the time between them); an
+//!   AOF without annotations and `--until` is refused naming the file and
+//!   `aof-timestamp-enabled yes`.
 //! - `aof_decode_redis70`, `aof_decode_redis82`, `aof_decode_valkey91`: shake-decode on the
 //!   multi-part AOF (`aof-use-rdb-preamble` yes and no, `aof-timestamp-enabled yes`):
 //!   `--format resp` piped by `redis-cli --pipe` into a fresh server equals a server that loaded
@@ -566,6 +568,31 @@ fn past_second(t: u64) {
     sleep(Duration::from_millis(250));
 }
 
+/// A server of `flavor` that loaded the multi-part AOF in `dir` cut at its incremental file's
+/// first `#TS:` annotation later than `until`: what `--until` must give, as the server itself
+/// reads it.
+fn loaded_up_to(flavor: Flavor, dir: &Path, until: u64) -> Server {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let cut = scratch.path().join("cut");
+    copy_dir(dir, &cut);
+    let cut_incr = incr_file(&cut);
+    let data = std::fs::read(&cut_incr).expect("incr");
+    let later = data
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"#TS:")
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let line = &data[i + 4..];
+            let end = line.iter().position(|&b| b == b'\r').expect("CRLF");
+            let t: u64 = std::str::from_utf8(&line[..end]).unwrap().parse().unwrap();
+            t > until
+        })
+        .expect("an annotation after the first writes");
+    std::fs::write(&cut_incr, &data[..later]).expect("cut");
+    loaded_by_server(flavor, &cut, false)
+}
+
 #[test]
 fn aof_until_timestamps() {
     let flavor = Flavor::Redis70;
@@ -580,16 +607,17 @@ fn aof_until_timestamps() {
             ("aof-timestamp-enabled", "yes"),
         ],
     );
-    // The first writes go to the source and to a reference server; after a second boundary,
-    // more writes go to the source only.
-    let reference = Server::start(flavor);
+    // The first writes, then after a second boundary more writes. The reference is the
+    // server's own load of its AOF cut at the first annotation after the first writes (a second
+    // server given the same writes would differ in its relative TTLs by the time between).
     let started = now_secs();
     fill_before(&src);
-    fill_before(&reference);
     let first_done = now_secs();
     past_second(first_done);
     fill_after(&src);
     let dir = src.dir().join("appendonlydir");
+    let reference = loaded_up_to(flavor, &dir, first_done);
+    assert!(dbsize_all(&reference) > 10);
     let incr = std::fs::read(incr_file(&dir)).expect("incr");
     let annotations = incr.windows(4).filter(|w| w == b"#TS:").count();
     assert!(
@@ -926,24 +954,7 @@ fn aof_decode_until_and_torn_tail() {
     let dir = src.dir().join("appendonlydir");
     let until = first_done.to_string();
     // What the server makes of its AOF cut at the first annotation later than TIME.
-    let cut = scratch.path().join("cut");
-    copy_dir(&dir, &cut);
-    let cut_incr = incr_file(&cut);
-    let data = std::fs::read(&cut_incr).expect("incr");
-    let later = data
-        .windows(4)
-        .enumerate()
-        .filter(|(_, w)| *w == b"#TS:")
-        .map(|(i, _)| i)
-        .find(|&i| {
-            let line = &data[i + 4..];
-            let end = line.iter().position(|&b| b == b'\r').expect("CRLF");
-            let t: u64 = std::str::from_utf8(&line[..end]).unwrap().parse().unwrap();
-            t > first_done
-        })
-        .expect("an annotation after the first writes");
-    std::fs::write(&cut_incr, &data[..later]).expect("cut");
-    let reference = loaded_by_server(flavor, &cut, false);
+    let reference = loaded_up_to(flavor, &dir, first_done);
     assert!(dbsize_all(&reference) > 10);
 
     // --until: the RESP output is the first writes only.
