@@ -712,8 +712,11 @@ async fn valkey_dual_channel(
         .map_err(|e| format!("the second connection failed ({e})"))?;
     let text = String::from_utf8_lossy(&line).into_owned();
     let Some((offset, replid, db, id)) = parse_endoff(&text) else {
+        if let Some(e) = text.strip_prefix('-') {
+            return Err(format!("it refused SYNC on the second connection ({e})"));
+        }
         return Err(format!(
-            "its answer to SYNC on the second connection was {:?}, not $ENDOFF",
+            "its answer to SYNC on the second connection was {}, not $ENDOFF",
             crate::text::quote_bytes(&line[..line.len().min(120)])
         ));
     };
@@ -1774,6 +1777,37 @@ mod tests {
             assert_eq!(find_mark(&h, &mark, &shift), Some(at));
             assert_eq!(find_mark(&h[..at + MARK_LEN - 1], &mark, &shift), None);
         }
+    }
+
+    #[test]
+    fn parses_the_two_connection_replies() {
+        let id = "a0be1b9b06d76bb5ebdd8bf609aba706d289af4c";
+        assert_eq!(
+            parse_endoff(&format!("$ENDOFF:0 {id} 0 7")),
+            Some((0, id.to_string(), Some(0), "7".to_string()))
+        );
+        // Valkey 9.1 before any SELECT: no database.
+        assert_eq!(
+            parse_endoff(&format!("$ENDOFF:238256 {id} -1 8")),
+            Some((238256, id.to_string(), None, "8".to_string()))
+        );
+        for bad in [
+            format!("$ENDOFF:x {id} 0 7"),
+            format!("$ENDOFF:1 {id} 0"),
+            format!("$ENDOFF:1 abc 0 7"),
+            format!("$ENDOFF:1 {id} 0 7 extra"),
+            format!("$ENDOFF:1 {id} 0 -7"),
+            format!("$EOF:{id}"),
+            "-NOPERM no".to_string(),
+        ] {
+            assert_eq!(parse_endoff(&bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_fullresync(&format!(" {id} 42")),
+            Some((id.to_string(), 42))
+        );
+        assert_eq!(parse_fullresync(&format!(" {id}")), None);
+        assert_eq!(parse_fullresync(" x -1"), None);
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   the cap and the flags, a non-zero exit, no spool file left; a restart with room converges.
 //! - `dual_channel_fallbacks`: a Valkey source with `dual-channel-replication-enabled no`, and a
 //!   Redis 8.2 source with `--no-dual-channel`: one connection, as before, and equal.
+//! - `dual_channel_refused_step_falls_back`: a Valkey 9.1 source with dual-channel on, read by
+//!   an ACL user without SYNC (what the second connection sends): one line naming the refusal,
+//!   the full sync over one connection, equal.
 //! - `dual_channel_kill9_while_applying_the_buffered_stream_valkey91`, `_redis82`: kill -9 while
 //!   the buffered stream is being applied (throttled by `--qps`); the restart resumes from the
 //!   checkpoint (a partial resync, no second full sync) and the target ends equal: nothing lost,
@@ -499,4 +502,51 @@ fn kill9_while_applying_the_buffered_stream(flavor: Flavor) {
         "spool left"
     );
     eprintln!("{ops} load batches");
+}
+
+#[test]
+fn dual_channel_refused_step_falls_back() {
+    let flavor = Flavor::Valkey91;
+    if !require(flavor) {
+        return;
+    }
+    let mut config = source_config(flavor, true);
+    config.retain(|(k, _)| *k != "client-output-buffer-limit");
+    let src = Server::start_with(flavor, &config);
+    let dst = Server::start(flavor);
+    fill(&src);
+    // A user that may do everything but SYNC, which the second connection of Valkey's
+    // dual-channel full sync sends: the source offers two connections, then refuses a step.
+    let mut con = src.client();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("shake")
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-sync")
+        .query(&mut con)
+        .expect("ACL SETUSER");
+    let url = format!("redis://shake:pw@127.0.0.1:{}", src.port());
+    let load = Load::start(&src, "w:");
+    let mut sync = Sync::start(&url, &dst.url(), &[]);
+    sync.wait_incremental(Duration::from_secs(60));
+    load.finish();
+    check_equal(
+        "refused step",
+        &src.url(),
+        &dst.url(),
+        Duration::from_secs(60),
+    );
+    let (code, log) = sync.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the source offered a second one for the RDB, but"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one fall-back line:\n{log}");
+    assert!(lines[0].contains("NOPERM"), "{log}");
+    assert!(!log.contains("two connections"), "{log}");
 }
