@@ -1794,7 +1794,7 @@ mod tests {
         for bad in [
             format!("$ENDOFF:x {id} 0 7"),
             format!("$ENDOFF:1 {id} 0"),
-            format!("$ENDOFF:1 abc 0 7"),
+            "$ENDOFF:1 abc 0 7".to_string(),
             format!("$ENDOFF:1 {id} 0 7 extra"),
             format!("$ENDOFF:1 {id} 0 -7"),
             format!("$EOF:{id}"),
