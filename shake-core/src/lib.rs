@@ -21,7 +21,8 @@
 //! [`client::Target`], checkpoints in [`sync::checkpoint`], the stream's treatment in
 //! [`sync::stream`], filters in [`filter`] and [`glob`], `--rename-prefix` in [`rename`], shards in [`shard`], the shared flag
 //! groups in [`cli`], progress and `/metrics` in [`observe`], preflight thresholds in
-//! [`preflight::verdict`], output files in [`part_file`], the stream a two-connection full sync holds back in [`spool`], doubles and quoting in [`text`].
+//! [`preflight::verdict`], output files in [`part_file`], the stream a two-connection full sync
+//! holds back in [`spool`], SIGINT/SIGTERM in [`signals`], doubles and quoting in [`text`].
 //! `docs/architecture.md` in the repository has the full map.
 
 pub mod aof;
@@ -48,6 +49,7 @@ pub mod replica;
 pub mod resp;
 pub mod scan;
 pub mod shard;
+pub mod signals;
 pub mod sink;
 pub mod spool;
 pub mod sync;

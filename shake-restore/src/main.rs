@@ -22,7 +22,11 @@ use shake_core::preflight::Preflight;
 /// written, once to write. Stdin is read once: on a damaged stream the keys before the damage
 /// have been written, the error names the byte offset, and the exit status is 1.
 ///
-/// Exit status: 0 success, 1 failure (bad input, refused write, conflict under panic), 2 usage.
+/// SIGINT/SIGTERM: no key is started after it, what was read is written (a big key being
+/// written in parts is finished), the summary says how far it got; a second signal exits at once.
+///
+/// Exit status: 0 success, 1 failure (bad input, refused write, conflict under panic; the line
+/// says how many keys were written before it), 2 usage, 130/143 stopped by SIGINT/SIGTERM.
 #[derive(Parser, Debug)]
 #[command(
     name = "shake-restore",
@@ -124,10 +128,26 @@ fn main() -> ExitCode {
         let report = runtime.block_on(pf.restore(&settings.inputs, &settings.target));
         return ExitCode::from(report.print(args.preflight.json));
     }
-    match runtime.block_on(apply::restore(settings)) {
+    let stop = settings.stop.clone();
+    let result = runtime.block_on(async {
+        tokio::spawn(async move {
+            let first = shake_core::signals::next().await;
+            stop.set(first);
+            eprintln!("shake-restore: {first}: stopping: no new key is started, what was read is written, then the summary (a second signal exits at once)");
+            let second = shake_core::signals::next().await;
+            eprintln!("shake-restore: {second} again: exiting now; the last keys sent may or may not be on the target");
+            std::process::exit(i32::from(second.exit_code()));
+        });
+        apply::restore(settings).await
+    });
+    match result {
         Ok(summary) => {
             eprintln!("shake-restore: {summary}");
             ExitCode::SUCCESS
+        }
+        Err(e @ apply::ApplyError::Stopped { signal, .. }) => {
+            eprintln!("shake-restore: {e}");
+            ExitCode::from(signal.exit_code())
         }
         Err(e) => {
             eprintln!("shake-restore: {e}");
@@ -176,5 +196,6 @@ fn settings(args: &Args) -> Result<RestoreSettings, String> {
         log_interval: args.log.every(),
         until: args.aof.until,
         aof_truncated: args.aof.truncated()?,
+        stop: Default::default(),
     })
 }

@@ -1508,6 +1508,157 @@ fn restore_target_killed_midway() {
     }
 }
 
+/// SIGINT and SIGTERM mid-restore (slowed with --qps): exit 130 / 143 with the summary of what
+/// was written, which is exactly what the target holds (no key started after the signal, every
+/// key handed over written, a big key in parts finished: no `shake-building:` key left); a
+/// rerun with `--on-conflict ignore` completes it. A conflict under `panic` says how many keys
+/// were written before it.
+#[test]
+fn restore_stopped_by_signal() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let tmp = tempdir();
+    let src = Server::start(flavor);
+    let mut con = src.client();
+    let total: i64 = 200_000;
+    let _: () = q(
+        &mut con,
+        redis::cmd("DEBUG")
+            .arg("POPULATE")
+            .arg(total)
+            .arg("key")
+            .arg(64),
+    );
+    let rdb = save_copy(&src, tmp.path(), "big.rdb");
+    // Values over --big-key-bytes (1024): every key through the big-key path, written under a
+    // temporary name and renamed into place.
+    let big_src = Server::start(flavor);
+    let mut big_con = big_src.client();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for batch in 0..(total / 4 / 1000) {
+        let mut p = redis::pipe();
+        for i in 0..1000 {
+            // Incompressible (xorshift) bytes: LZF cannot bring them under the threshold.
+            let value: Vec<u8> = (0..2048)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            p.cmd("SET")
+                .arg(format!("key:{}", batch * 1000 + i))
+                .arg(value)
+                .ignore();
+        }
+        let _: () = p.query(&mut big_con).expect("SET batch");
+    }
+    let big_rdb = save_copy(&big_src, tmp.path(), "big-values.rdb");
+    for (signal, code, extra, rdb, total) in [
+        ("INT", 130, &[][..], &rdb, total),
+        (
+            "TERM",
+            143,
+            &["--big-key-bytes", "1024"][..],
+            &big_rdb,
+            total / 4,
+        ),
+    ] {
+        let dst = start_target(flavor);
+        let mut args = vec!["--qps", "40000"];
+        args.extend_from_slice(extra);
+        let mut c = restore_cmd(&dst.url(), &args, &[rdb]);
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = c.spawn().expect("spawn shake-restore");
+        let (_so, se) = collect_output(&mut child);
+        let mut watch = dst.client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while dbsize(&mut watch) < 10_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the restore did not start writing"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "shake-restore ended early"
+            );
+            sleep(Duration::from_millis(20));
+        }
+        let st = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{signal}");
+        let exit = wait_limited(
+            &mut child,
+            Duration::from_secs(60),
+            "shake-restore after a signal",
+        );
+        let stderr = String::from_utf8_lossy(&se.join().unwrap()).into_owned();
+        eprintln!("[SIG{signal}] exit {exit:?}: {}", stderr.trim_end());
+        assert_eq!(exit, Some(code), "SIG{signal}: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("stopped by SIG{signal}")))
+            .unwrap_or_else(|| panic!("no 'stopped by SIG{signal}' line: {stderr}"));
+        let written: i64 = line
+            .split(" keys written")
+            .next()
+            .and_then(|h| h.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no key count in {line}"));
+        let held = dbsize(&mut watch);
+        assert_eq!(
+            written, held,
+            "the summary counts what the target holds: {line}"
+        );
+        assert!(held < total, "stopped before the end: {held} of {total}");
+        let building: Vec<String> = q(&mut watch, redis::cmd("KEYS").arg("shake-building:*"));
+        assert!(building.is_empty(), "half-built keys left: {building:?}");
+        restore_ok(
+            "rerun after a signal",
+            &dst.url(),
+            &["--on-conflict", "ignore"],
+            &[rdb],
+        );
+        assert_eq!(dbsize(&mut watch), total, "the rerun completes it");
+    }
+
+    // A conflict under panic: the line says how many keys were written before it.
+    let dst = start_target(flavor);
+    let mut watch = dst.client();
+    let _: () = q(&mut watch, redis::cmd("SET").arg("key:150000").arg("there"));
+    let out = restore(&dst.url(), &[], &[&rdb]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    let held = dbsize(&mut watch);
+    if held > 1 {
+        let before: i64 = out
+            .stderr
+            .split(" keys had been written before it")
+            .next()
+            .and_then(|h| h.rsplit('(').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no count of keys written before the conflict: {}",
+                    out.stderr
+                )
+            });
+        assert!(
+            before >= 1 && before < held,
+            "{before} written before, {held} held: {}",
+            out.stderr
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Expired keys, LRU/LFU
 

@@ -283,6 +283,19 @@ pub enum ApplyError {
     /// Something the target cannot hold, or a setup problem; the text explains.
     Unsupported(String),
     Client(String),
+    /// Reading stopped because [`RestoreSettings::stop`] was set (a signal): the restore writes
+    /// what was handed over and ends with [`ApplyError::Stopped`].
+    Interrupted,
+    /// A restore stopped by a signal, after writing what had been read.
+    Stopped {
+        signal: crate::signals::Signal,
+        summary: Box<RestoreSummary>,
+    },
+    /// A failure after keys were written: the target holds part of the input.
+    Partial {
+        written: u64,
+        error: Box<ApplyError>,
+    },
 }
 
 impl fmt::Display for ApplyError {
@@ -298,6 +311,15 @@ impl fmt::Display for ApplyError {
             ApplyError::Target { key: Some(k), target, message } => write!(f, "{target} refused key {}: {message}", quote_bytes(k)),
             ApplyError::Target { key: None, target, message } => write!(f, "{target}: {message}"),
             ApplyError::Unsupported(m) | ApplyError::Client(m) => write!(f, "{m}"),
+            ApplyError::Interrupted => write!(f, "interrupted"),
+            ApplyError::Stopped { signal, summary } => write!(
+                f,
+                "stopped by {signal} after writing what had been read: {summary}; the target holds that part of the input (a rerun with --on-conflict ignore or rewrite completes it)"
+            ),
+            ApplyError::Partial { written, error } => write!(
+                f,
+                "{error} ({written} keys had been written before it: the target holds part of the input)"
+            ),
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Planner<'a> {
     /// The modules the target loads (see [`Planner::with_modules`]).
     modules: Option<BTreeSet<String>>,
     now_ms: i64,
+    /// See [`Planner::with_stop`].
+    stop: Option<std::sync::Arc<crate::signals::StopFlag>>,
     pub stats: PlanStats,
 }
 
@@ -60,6 +62,7 @@ impl<'a> Planner<'a> {
             target,
             modules: None,
             now_ms,
+            stop: None,
             stats: PlanStats::default(),
         }
     }
@@ -69,6 +72,13 @@ impl<'a> Planner<'a> {
     /// would fail on it anyway, with a less telling error). `None`: RESTORE decides.
     pub fn with_modules(mut self, modules: Option<BTreeSet<String>>) -> Self {
         self.modules = modules;
+        self
+    }
+
+    /// Once `stop` is set (a signal), [`Planner::run`] ends with [`ApplyError::Interrupted`]
+    /// before the next key or function: what it emitted is whole (a big key's parts all go).
+    pub fn with_stop(mut self, stop: std::sync::Arc<crate::signals::StopFlag>) -> Self {
+        self.stop = Some(stop);
         self
     }
 
@@ -103,6 +113,11 @@ impl<'a> Planner<'a> {
     ) -> Result<(), ApplyError> {
         let header = parser.header()?;
         while let Some(item) = parser.next_item()? {
+            if matches!(item, Item::Key(_) | Item::Function(_))
+                && self.stop.as_ref().is_some_and(|s| s.get().is_some())
+            {
+                return Err(ApplyError::Interrupted);
+            }
             match item {
                 Item::Key(k) => {
                     self.key(parser, header, k, emit)?;

@@ -59,6 +59,10 @@ pub struct RestoreSettings {
     pub until: Option<i64>,
     /// AOF inputs: what a torn last command leads to.
     pub aof_truncated: crate::aof::Truncated,
+    /// Set on SIGINT/SIGTERM ([`crate::signals`]): no key is started after it, what was handed
+    /// to the writer is written (a big key in parts is finished), and the restore ends with
+    /// [`ApplyError::Stopped`] carrying the summary.
+    pub stop: Arc<crate::signals::StopFlag>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -292,20 +296,29 @@ pub async fn apply_rdb(
     parser_opts: &ParserOptions,
     progress: Progress,
 ) -> Result<(PlanStats, u64), ApplyError> {
-    apply_rdb_to_end(exec, reader, prepared, parser_opts, progress)
-        .await
-        .map(|(plan, bytes, _)| (plan, bytes))
+    // shake-sync stops between sessions, not inside a transfer: no stop flag here.
+    apply_rdb_to_end(
+        exec,
+        reader,
+        prepared,
+        parser_opts,
+        progress,
+        Arc::default(),
+    )
+    .await
+    .map(|(plan, bytes, _, _)| (plan, bytes))
 }
 
 /// [`apply_rdb`], which also says how many bytes of `reader` the RDB took (an AOF tail may
-/// follow it).
+/// follow it), and whether `stop` ended it early (what was read before is written).
 async fn apply_rdb_to_end(
     exec: &mut Exec<'_>,
     reader: Box<dyn Read + Send>,
     prepared: &PreparedTarget,
     parser_opts: &ParserOptions,
     progress: Progress,
-) -> Result<(PlanStats, u64, u64), ApplyError> {
+    stop: Arc<crate::signals::StopFlag>,
+) -> Result<(PlanStats, u64, u64, bool), ApplyError> {
     let (reader, read) = crate::aof::counted(reader);
     let (mut sender, receiver) = work_queue();
     let (apply, popts, format) = (prepared.apply.clone(), parser_opts.clone(), prepared.format);
@@ -316,16 +329,20 @@ async fn apply_rdb_to_end(
         .unwrap_or(0);
     let mut progress = progress;
     let reading =
-        tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64, u64), ApplyError> {
+        tokio::task::spawn_blocking(move || -> Result<(PlanStats, u64, u64, bool), ApplyError> {
             let mut parser = RdbParser::with_options(reader, popts);
-            let mut planner = Planner::new(&apply, format, now_ms).with_modules(modules);
+            let mut planner = Planner::new(&apply, format, now_ms)
+                .with_modules(modules)
+                .with_stop(stop);
             let r = planner.run(&mut parser, &mut progress, &mut |w| sender.push(w));
-            let r = r.and_then(|_| sender.flush());
+            // Stopped: what was handed over still goes (the last batch too).
+            let stopped = matches!(r, Err(ApplyError::Interrupted));
+            let r = if stopped { Ok(()) } else { r }.and_then(|_| sender.flush());
             progress.finish(parser.offset(), planner.stats.keys);
             let offset = parser.offset();
             let (_, ahead) = parser.into_parts();
             let end = read.load(std::sync::atomic::Ordering::Relaxed) - ahead.len() as u64;
-            r.map(|_| (planner.stats.clone(), offset, end))
+            r.map(|_| (planner.stats.clone(), offset, end, stopped))
         });
     let failed = run_exec(exec, receiver).await.err();
     let read = reading
@@ -528,7 +545,12 @@ async fn replay_commands(
         ApplyError::Client(replay.name_offsets(&e.to_string()))
     };
     // Reading is blocking, but a part is read 64 KiB at a time: short next to the writes.
+    let mut stopped = false;
     while let Some(c) = replay.next_command().map_err(ApplyError::Unsupported)? {
+        if s.stop.get().is_some() {
+            stopped = true;
+            break;
+        }
         let r = applier.process(c.frame, &c.args, c.end).await;
         r.map_err(|e| located(&replay, e))?;
         if applier.batch_full() {
@@ -542,6 +564,9 @@ async fn replay_commands(
     summary.aof_skipped += applier.stats.skipped;
     for line in replay.notes() {
         eprintln!("shake-restore: {line}");
+    }
+    if stopped {
+        return Err(ApplyError::Interrupted);
     }
     Ok(())
 }
@@ -617,19 +642,72 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
         ..RestoreSummary::default()
     };
     let mut exec = Exec::new(&mut target, apply);
-    for (input, r) in s.inputs.iter().zip(&resolved) {
+    let applied = apply_inputs(
+        &s,
+        &resolved,
+        &prepared,
+        &parser_opts,
+        &mut exec,
+        &mut summary,
+    )
+    .await;
+    if let Err(ApplyError::Interrupted) = applied {
+        // Reading stopped at a key boundary: wait for the answers to what was sent.
+        exec.finish().await?;
+        summary.exec = exec.stats.clone();
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Err(ApplyError::Stopped {
+            signal: s.stop.get().unwrap_or(crate::signals::Signal::Interrupt),
+            summary: Box::new(summary),
+        });
+    }
+    if let Err(e) = applied {
+        let written = exec.stats.written;
+        return Err(if written > 0 {
+            ApplyError::Partial {
+                written,
+                error: Box::new(e),
+            }
+        } else {
+            e
+        });
+    }
+    summary.exec = exec.stats.clone();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Writes every input in turn (its RDB parts, then its commands) through `exec`.
+async fn apply_inputs(
+    s: &RestoreSettings,
+    resolved: &[Resolved],
+    prepared: &PreparedTarget,
+    parser_opts: &ParserOptions,
+    exec: &mut Exec<'_>,
+    summary: &mut RestoreSummary,
+) -> Result<(), ApplyError> {
+    for (input, r) in s.inputs.iter().zip(resolved) {
         let (rdbs, mut commands) = r.split();
         for (part, tail) in rdbs {
             exec.source = format!("the input {part}");
             let (reader, total) = open(&part)?;
             let progress = Progress::new("shake-restore", total, s.quiet, s.log_interval);
-            let (plan, bytes, end) =
-                apply_rdb_to_end(&mut exec, reader, &prepared, &parser_opts, progress)
-                    .await
-                    .map_err(|e| in_input(&part, e))?;
+            let (plan, bytes, end, stopped) = apply_rdb_to_end(
+                exec,
+                reader,
+                prepared,
+                parser_opts,
+                progress,
+                s.stop.clone(),
+            )
+            .await
+            .map_err(|e| in_input(&part, e))?;
             exec.finish().await?;
             summary.plan.add(&plan);
             summary.bytes += bytes;
+            if stopped {
+                return Err(ApplyError::Interrupted);
+            }
             if let (true, RestoreInput::File(p)) = (tail, &part) {
                 if file_len(p) > end {
                     if commands_follow(p, end)? {
@@ -646,7 +724,7 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
         }
         if !commands.is_empty() {
             exec.finish().await?;
-            replay_commands(&s, &prepared, &commands, &mut summary)
+            replay_commands(s, prepared, &commands, summary)
                 .await
                 .map_err(|e| match e {
                     ApplyError::Client(m) => ApplyError::Client(format!("{input}: {m}")),
@@ -658,10 +736,7 @@ pub async fn restore(s: RestoreSettings) -> Result<RestoreSummary, ApplyError> {
                 .sum::<u64>();
         }
     }
-    exec.finish().await?;
-    summary.exec = exec.stats.clone();
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    exec.finish().await
 }
 
 /// Whether the bytes after an RDB's end in `p` are an AOF's commands (an RDB preamble's tail),
