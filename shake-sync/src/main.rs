@@ -426,6 +426,7 @@ async fn preflight(settings: &SyncSettings, json: bool) -> u8 {
     let mut pf = shake_core::preflight::Preflight::new(settings.connect.clone());
     pf.apply = settings.apply.clone();
     pf.psync_command = settings.repl.psync_command.clone();
+    pf.dual_channel = settings.repl.dual_channel.is_some();
     pf.source_cluster = settings.source_cluster;
     pf.target_cluster = settings.target_cluster;
     pf.relaxed_version = settings.relaxed_version;

@@ -18,6 +18,9 @@
 //! - `dual_channel_refused_step_falls_back`: a Valkey 9.1 source with dual-channel on, read by
 //!   an ACL user without SYNC (what the second connection sends): one line naming the refusal,
 //!   the full sync over one connection, equal.
+//! - `dual_channel_preflight`: `--preflight`'s `source.output-buffer` on Valkey 9.1 and Redis
+//!   8.2 sources that offer two connections: OK, not used (the spool takes the writes); with
+//!   `--no-dual-channel` the usual estimate against the source's 256 KiB limit.
 //! - `dual_channel_kill9_while_applying_the_buffered_stream_valkey91`, `_redis82`: kill -9 while
 //!   the buffered stream is being applied (throttled by `--qps`); the restart resumes from the
 //!   checkpoint (a partial resync, no second full sync) and the target ends equal: nothing lost,
@@ -549,4 +552,45 @@ fn dual_channel_refused_step_falls_back() {
     assert_eq!(lines.len(), 1, "one fall-back line:\n{log}");
     assert!(lines[0].contains("NOPERM"), "{log}");
     assert!(!log.contains("two connections"), "{log}");
+}
+
+#[test]
+fn dual_channel_preflight() {
+    for flavor in [Flavor::Valkey91, Flavor::Redis82] {
+        if !require(flavor) {
+            continue;
+        }
+        let src = Server::start_with(flavor, &source_config(flavor, true));
+        let dst = Server::start(flavor);
+        fill(&src);
+        let line = |extra: &[&str]| {
+            let out = std::process::Command::new(bin("shake-sync"))
+                .args([
+                    "--source",
+                    &src.url(),
+                    "--target",
+                    &dst.url(),
+                    "--preflight",
+                ])
+                .args(extra)
+                .output()
+                .expect("run shake-sync --preflight");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            text.lines()
+                .find(|l| l.contains("source.output-buffer"))
+                .unwrap_or_else(|| panic!("[{flavor}] no output-buffer line:\n{text}"))
+                .to_string()
+        };
+        let two = line(&[]);
+        assert!(
+            two.starts_with("OK") && two.contains("two connections"),
+            "[{flavor}] {two}"
+        );
+        let one = line(&["--no-dual-channel"]);
+        assert!(
+            one.contains("replica output buffer") && one.contains("256.0 KiB"),
+            "[{flavor}] {one}"
+        );
+    }
 }

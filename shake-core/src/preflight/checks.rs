@@ -283,6 +283,7 @@ pub(crate) async fn output_buffer(
     side: &mut Side,
     purpose: Purpose,
     rates: &[(f64, &str)],
+    dual_channel: bool,
 ) {
     let mut results = Vec::new();
     for i in 0..side.nodes.len() {
@@ -293,6 +294,14 @@ pub(crate) async fn output_buffer(
             results.push((
                 Status::Ok,
                 format!("not used by a dump{at}: with REPLCONF rdb-only the source buffers no writes for it"),
+                String::new(),
+            ));
+            continue;
+        }
+        if dual_channel && offers_two_connections(n).await {
+            results.push((
+                Status::Ok,
+                format!("not used by the full sync{at}: the source offers it over two connections (Valkey dual-channel replication / Redis RDB channel), and the writes made meanwhile wait in shake-sync's --spool-dir (up to --spool-max)"),
                 String::new(),
             ));
             continue;
@@ -372,6 +381,21 @@ pub(crate) async fn output_buffer(
         results.push((status, found, advice));
     }
     report.push(worst(side, side.name("output-buffer"), results));
+}
+
+/// Whether the node answers a full sync request over two connections (docs/shake-sync.md): a
+/// diskless sync and Valkey's `dual-channel-replication-enabled yes` or Redis's
+/// `repl-rdb-channel yes`. A node that hides CONFIG is taken not to.
+async fn offers_two_connections(n: &mut Node) -> bool {
+    if n.config("repl-diskless-sync").await.ok().as_deref() != Some("yes") {
+        return false;
+    }
+    for setting in ["dual-channel-replication-enabled", "repl-rdb-channel"] {
+        if n.config(setting).await.ok().as_deref() == Some("yes") {
+            return true;
+        }
+    }
+    false
 }
 
 /// `ROLE.keyspace`: keys and TTLs per database (INFO keyspace).

@@ -81,6 +81,9 @@ pub struct Preflight {
     pub target_cluster: Option<bool>,
     /// The name of PSYNC on the source (`--psync-command`).
     pub psync_command: String,
+    /// shake-sync asks for a full sync over two connections (not `--no-dual-channel`): a source
+    /// that offers it keeps no output buffer of writes for the full sync.
+    pub dual_channel: bool,
     /// Conflict policy, database mapping, filters, field TTL policy of the run.
     pub apply: ApplyOptions,
     /// How many source keys the conflict check looks up on the target.
@@ -99,6 +102,7 @@ impl Preflight {
             source_cluster: None,
             target_cluster: None,
             psync_command: "PSYNC".into(),
+            dual_channel: false,
             apply: ApplyOptions::default(),
             sample_keys: DEFAULT_SAMPLE_KEYS,
             relaxed_version: false,
@@ -120,7 +124,8 @@ impl Preflight {
                 checks::replication(report, &mut side, purpose, &self.psync_command).await;
                 let rates = checks::write_rates(&mut side).await;
                 checks::backlog(report, &side, purpose, &rates);
-                checks::output_buffer(report, &mut side, purpose, &rates).await;
+                let dual = purpose == Purpose::Sync && self.dual_channel;
+                checks::output_buffer(report, &mut side, purpose, &rates, dual).await;
             }
             Purpose::Rump => checks::rump_access(report, &mut side).await,
             Purpose::Check => {}
