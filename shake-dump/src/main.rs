@@ -204,24 +204,13 @@ async fn preflight(args: &Args) -> Result<u8, String> {
 
 /// Runs the dump; Ctrl-C or SIGTERM stops it and removes partial files.
 async fn run_until_signal(args: Args) -> Result<(), Failure> {
-    let term = async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        }
-        #[cfg(not(unix))]
-        std::future::pending::<()>().await
-    };
+    use shake_core::signals::Signal;
     tokio::select! {
         r = run(args) => r,
-        _ = tokio::signal::ctrl_c() => Err(Failure::Run("interrupted; partial output removed".into())),
-        _ = term => Err(Failure::Run("terminated; partial output removed".into())),
+        s = shake_core::signals::next() => Err(Failure::Run(match s {
+            Signal::Interrupt => "interrupted; partial output removed".into(),
+            Signal::Terminate => "terminated; partial output removed".into(),
+        })),
     }
 }
 

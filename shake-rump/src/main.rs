@@ -215,24 +215,7 @@ fn main() -> ExitCode {
 /// second one exits at once.
 async fn stop_on_signal(stop: CancellationToken, follow: bool) {
     for n in 0.. {
-        let term = async {
-            #[cfg(unix)]
-            {
-                use tokio::signal::unix::{signal, SignalKind};
-                match signal(SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            }
-            #[cfg(not(unix))]
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
+        shake_core::signals::next().await;
         if n > 0 {
             eprintln!("shake-rump: second signal; exiting now");
             std::process::exit(1);

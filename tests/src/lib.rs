@@ -1867,6 +1867,19 @@ pub fn run_measured(cmd: Command, limit: Duration) -> Measured {
     }
 }
 
+/// `len` bytes no compressor shrinks (xorshift64 from `state`, which it advances): values that
+/// stay as big in an RDB as in memory (LZF would shrink repeated or zero bytes).
+pub fn incompressible(len: usize, state: &mut u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            *state as u8
+        })
+        .collect()
+}
+
 /// Path of one of the workspace's binaries (`shake-decode`, ...) in the target directory the
 /// test executable runs from (`target/debug/deps/x` -> `target/debug/NAME`); panics with the
 /// command to run when it is not built.

@@ -798,6 +798,88 @@ fn killed_source(diskless: bool) {
     assert!(!part.exists(), "[{ctx}] {} was left behind", part.display());
 }
 
+/// SIGINT and SIGTERM while RDB bytes flow (a slowed diskless snapshot): exit 1 with one line
+/// saying the dump was interrupted (or terminated) and the partial output removed; neither
+/// FILE nor FILE.part is left.
+#[test]
+fn dump_stopped_by_signal() {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let source = Server::start_with(
+        flavor,
+        &[("repl-diskless-sync", "yes"), ("rdbcompression", "no")],
+    );
+    let mut con = source.client();
+    cmd(
+        &mut con,
+        redis::cmd("DEBUG")
+            .arg("POPULATE")
+            .arg(20_000)
+            .arg("key")
+            .arg(1000),
+    );
+    cmd(
+        &mut con,
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("rdb-key-save-delay")
+            .arg(500),
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (signal, word) in [("INT", "interrupted"), ("TERM", "terminated")] {
+        let file = tmp.path().join(format!("{word}.rdb"));
+        let part = tmp.path().join(format!("{word}.rdb.part"));
+        let mut child = dump_cmd()
+            .args([
+                "--source",
+                &source.url(),
+                "-o",
+                file.to_str().expect("UTF-8"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn shake-dump");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) == 0 {
+            assert!(Instant::now() < deadline, "no RDB byte arrived within 20 s");
+            sleep(Duration::from_millis(10));
+        }
+        let st = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        let status = wait_exit(&mut child, Duration::from_secs(15));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+            .expect("read stderr");
+        assert_eq!(status.code(), Some(1), "SIG{signal}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(&format!("{word}; partial output removed")),
+            "SIG{signal}: {err}"
+        );
+        assert!(
+            !file.exists() && !part.exists(),
+            "SIG{signal}: output left behind"
+        );
+        // The source's snapshot child for us ends with the link.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while source
+            .info("replication")
+            .get("connected_slaves")
+            .map(String::as_str)
+            != Some("0")
+        {
+            assert!(Instant::now() < deadline, "the replica link did not end");
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 #[test]
 fn source_killed_mid_transfer() {
     killed_source(true);

@@ -196,14 +196,7 @@ fn fill(s: &Server, db: i64, n: usize) {
     let mut p = redis::pipe();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (db as u64);
     for i in 0..n {
-        let value: Vec<u8> = (0..1000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let value = shake_tests::incompressible(1000, &mut x);
         p.cmd("SET").arg(format!("k{i}")).arg(value).ignore();
     }
     p.cmd("SADD").arg("set").arg("a").arg("b").arg("c").ignore();

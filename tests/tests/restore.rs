@@ -1410,6 +1410,31 @@ fn restore_corpus_into_redis_7_0() {
 // ---------------------------------------------------------------------------------------------
 // 7. The target goes away
 
+/// Starts `shake-restore ARGS RDB` into `dst` and returns once the target holds `keys` keys
+/// (the restore still running), with its stderr being collected.
+fn restore_until_written(dst: &Server, args: &[&str], rdb: &Path, keys: i64) -> (Child, Reader) {
+    let mut c = restore_cmd(&dst.url(), args, &[rdb]);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = c.spawn().expect("spawn shake-restore");
+    let (_so, se) = collect_output(&mut child);
+    let mut watch = dst.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dbsize(&mut watch) < keys {
+        assert!(
+            Instant::now() < deadline,
+            "the restore did not start writing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "shake-restore ended early"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    (child, se)
+}
+
 #[test]
 fn restore_target_killed_midway() {
     let flavor = Flavor::Redis70;
@@ -1441,29 +1466,12 @@ fn restore_target_killed_midway() {
         let mut dst = start_target(flavor);
         let endpoint = format!("127.0.0.1:{}", dst.port());
         // Slowed so that it is surely mid-way when the target goes away.
-        let mut c = restore_cmd(
-            &dst.url(),
+        let (mut child, se) = restore_until_written(
+            &dst,
             &["--qps", "40000", "--timeout", "3", "--on-conflict", policy],
-            &[&rdb],
+            &rdb,
+            20_000,
         );
-        c.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = c.spawn().expect("spawn shake-restore");
-        let (_so, se) = collect_output(&mut child);
-        let mut watch = dst.client();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while dbsize(&mut watch) < 20_000 {
-            assert!(
-                Instant::now() < deadline,
-                "the restore did not start writing"
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "shake-restore ended early"
-            );
-            sleep(Duration::from_millis(20));
-        }
         if case == "killed" {
             dst.kill();
         } else {
@@ -1540,15 +1548,8 @@ fn restore_stopped_by_signal() {
     for batch in 0..(total / 4 / 1000) {
         let mut p = redis::pipe();
         for i in 0..1000 {
-            // Incompressible (xorshift) bytes: LZF cannot bring them under the threshold.
-            let value: Vec<u8> = (0..2048)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            // LZF cannot bring them under the threshold.
+            let value = shake_tests::incompressible(2048, &mut x);
             p.cmd("SET")
                 .arg(format!("key:{}", batch * 1000 + i))
                 .arg(value)
@@ -1570,25 +1571,8 @@ fn restore_stopped_by_signal() {
         let dst = start_target(flavor);
         let mut args = vec!["--qps", "40000"];
         args.extend_from_slice(extra);
-        let mut c = restore_cmd(&dst.url(), &args, &[rdb]);
-        c.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = c.spawn().expect("spawn shake-restore");
-        let (_so, se) = collect_output(&mut child);
+        let (mut child, se) = restore_until_written(&dst, &args, rdb, 10_000);
         let mut watch = dst.client();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while dbsize(&mut watch) < 10_000 {
-            assert!(
-                Instant::now() < deadline,
-                "the restore did not start writing"
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "shake-restore ended early"
-            );
-            sleep(Duration::from_millis(20));
-        }
         let st = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(child.id().to_string())

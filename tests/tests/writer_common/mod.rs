@@ -181,14 +181,7 @@ pub fn fill(con: &mut redis::Connection, flavor: Flavor, now_ms: i64) {
         let _: () = q(con, redis::cmd("SET").arg(*k).arg(v));
     }
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let noise: Vec<u8> = (0..50_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = shake_tests::incompressible(50_000, &mut x);
     let _: () = q(con, redis::cmd("SET").arg("str:incompressible").arg(&noise));
     let _: () = q(
         con,
