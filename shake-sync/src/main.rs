@@ -328,7 +328,7 @@ async fn run_output(o: sync::output::OutputSettings, status_addr: Option<String>
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        shake_core::signals::next().await;
         eprintln!(
             "shake-sync: stopping: writing what is complete and recording where the output ends"
         );
@@ -372,7 +372,7 @@ async fn run(settings: SyncSettings) -> ExitCode {
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        shake_core::signals::next().await;
         eprintln!("shake-sync: stopping: draining what is in flight and recording the checkpoint");
         let _ = stop_tx.send(true);
     });
@@ -449,31 +449,6 @@ async fn preflight(settings: &SyncSettings, json: bool) -> u8 {
         report.push(check);
     }
     report.print(json)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn settings(args: &Args) -> Result<SyncSettings, String> {
