@@ -260,21 +260,8 @@ impl Link {
                 return Ok(Some(0));
             }
             let tick = tokio::time::sleep_until(self.next_tick);
-            let stop = self.stop.clone();
-            let stopped = async move {
-                match stop {
-                    Some(mut s) => {
-                        let _ = s.wait_for(|v| *v).await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            let deadline = async move {
-                match until {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending::<()>().await,
-                }
-            };
+            let stopped = stop_requested(self.stop.clone());
+            let deadline = deadline_at(until);
             tokio::select! {
                 // Reading into the buffer is cancel-safe; an ACK being written is not, so the
                 // stop and the deadline are only heard here, never inside the tick's write.
@@ -1699,27 +1686,32 @@ impl Spooled {
                     received: 0,
                 });
             }
-            let stop = self.stop.clone();
-            let stopped = async move {
-                match stop {
-                    Some(mut s) => {
-                        let _ = s.wait_for(|v| *v).await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            let deadline = async move {
-                match until {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending::<()>().await,
-                }
-            };
+            let stopped = stop_requested(self.stop.clone());
+            let deadline = deadline_at(until);
             tokio::select! {
                 _ = self.main.spool.data.notified() => {}
                 _ = stopped => return Ok(Some(0)),
                 _ = deadline => return Ok(None),
             }
         }
+    }
+}
+
+/// Resolves once `stop` turns true; never without one.
+async fn stop_requested(stop: Option<tokio::sync::watch::Receiver<bool>>) {
+    match stop {
+        Some(mut s) => {
+            let _ = s.wait_for(|v| *v).await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Resolves at `until`; never without one.
+async fn deadline_at(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending::<()>().await,
     }
 }
 
