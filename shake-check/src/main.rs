@@ -52,14 +52,14 @@ use shake_core::compare::{self, CompareOptions, Mode, SourceSpec};
 struct Args {
     /// Source: a URL (redis://[[user]:password@]host[:port][/db], rediss:// for TLS; a /db
     /// compares only that database) or the path of an RDB file
-    #[arg(long, env = "SHAKE_SOURCE", value_name = "URL|RDB-FILE")]
+    #[arg(short, long, env = "SHAKE_SOURCE", value_name = "URL|RDB-FILE")]
     source: String,
 
     #[command(flatten)]
     source_sentinel: shake_core::cli::SourceSentinelArgs,
 
     /// Target URL; a /db receives every source database unless --db-map says otherwise
-    #[arg(long, env = "SHAKE_TARGET", value_name = "URL")]
+    #[arg(short, long, env = "SHAKE_TARGET", value_name = "URL")]
     target: String,
 
     #[command(flatten)]

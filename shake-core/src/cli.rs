@@ -303,17 +303,21 @@ pub struct ConnArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 
-    /// Seconds to wait for a connection and for each reply
+    /// Seconds to wait for a connection to be established (TCP, TLS, AUTH)
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
+
+    /// Seconds to wait for each reply (on a replication stream: for the next byte; sources
+    /// send a keep-alive every second while they prepare a snapshot)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub timeout: u64,
 }
 
 impl ConnArgs {
     pub fn to_options(&self) -> ConnectOptions {
-        let timeout = Duration::from_secs(self.timeout.max(1));
         ConnectOptions {
-            connect_timeout: timeout,
-            reply_timeout: Some(timeout),
+            connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
+            reply_timeout: Some(Duration::from_secs(self.timeout.max(1))),
             tls: self.tls.to_options(),
         }
     }

@@ -51,7 +51,7 @@ struct Args {
     /// The server to dump: redis://[[user]:password@]host[:port] (rediss:// for TLS). The
     /// password may come from SHAKE_SOURCE_PASSWORD instead (redis://user:@host for an ACL
     /// user). A cluster node stands for its whole cluster
-    #[arg(short, long, value_name = "URL")]
+    #[arg(short, long, env = "SHAKE_SOURCE", value_name = "URL")]
     source: String,
 
     #[command(flatten)]
@@ -91,23 +91,14 @@ struct Args {
     single_node: bool,
 
     #[command(flatten)]
-    tls: shake_core::cli::TlsArgs,
-
-    /// Seconds to wait for a connection to be established
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    connect_timeout: u64,
-
-    /// Seconds without a byte from the source (sources send a keep-alive every second while
-    /// they prepare the snapshot) before giving up
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    timeout: u64,
+    conn: shake_core::cli::ConnArgs,
 
     /// No progress bar, status lines or summary on stderr (errors still go there)
     #[arg(short, long)]
     quiet: bool,
 
     /// Seconds between status lines on stderr when it is not a terminal (0 turns them off)
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
     log_interval: u64,
 
     #[command(flatten)]
@@ -171,7 +162,7 @@ fn source_endpoint(args: &Args) -> Result<Endpoint, String> {
         .source_sentinel
         .endpoint(&args.source)?
         .password_from_env(PASSWORD_ENV);
-    if args.tls.any() && !endpoint.tls {
+    if args.conn.tls.any() && !endpoint.tls {
         return Err(
             "--tls-ca, --tls-pin-sha256 and --tls-insecure need a rediss:// source URL".into(),
         );
@@ -180,11 +171,7 @@ fn source_endpoint(args: &Args) -> Result<Endpoint, String> {
 }
 
 fn connect_options(args: &Args) -> ConnectOptions {
-    ConnectOptions {
-        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
-        reply_timeout: Some(Duration::from_secs(args.timeout.max(1))),
-        tls: args.tls.to_options(),
-    }
+    args.conn.to_options()
 }
 
 /// `--preflight`: the source checks, printed; the exit code says whether anything blocks.
@@ -254,7 +241,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         // A dump needs no backlog on the source, and the source closes the link after the RDB.
         rdb_only: true,
         functions_only: args.functions_only,
-        idle_timeout: Duration::from_secs(args.timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.conn.timeout.max(1)),
         verify: true,
         ..ReplOptions::default()
     };

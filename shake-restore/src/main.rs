@@ -35,7 +35,7 @@ use shake_core::preflight::Preflight;
 )]
 struct Args {
     /// Target URL: redis://[[user]:password@]host[:port][/db], rediss:// for TLS
-    #[arg(long, env = "SHAKE_TARGET", value_name = "URL")]
+    #[arg(short, long, env = "SHAKE_TARGET", value_name = "URL")]
     target: String,
 
     #[command(flatten)]

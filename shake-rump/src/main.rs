@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 struct Args {
     /// Source URL: redis://[[user]:password@]host[:port] (rediss:// for TLS); password also from
     /// SHAKE_SOURCE_PASSWORD. A cluster node stands for every master of its cluster
-    #[arg(long, env = "SHAKE_SOURCE", value_name = "URL")]
+    #[arg(short, long, env = "SHAKE_SOURCE", value_name = "URL")]
     source: String,
 
     #[command(flatten)]
@@ -67,6 +67,7 @@ struct Args {
     /// Target URL: redis://[[user]:password@]host[:port][/db]; password also from
     /// SHAKE_TARGET_PASSWORD; a /db receives every key unless --db-map says otherwise
     #[arg(
+        short,
         long,
         env = "SHAKE_TARGET",
         value_name = "URL",

@@ -41,6 +41,7 @@ struct Args {
     /// Source URL: redis://[[user]:password@]host[:port], rediss:// for TLS; any node of a
     /// cluster. Password also from SHAKE_SOURCE_PASSWORD
     #[arg(
+        short,
         long,
         env = "SHAKE_SOURCE",
         value_name = "URL",
@@ -53,6 +54,7 @@ struct Args {
 
     /// Target URL (any node of a cluster). Password also from SHAKE_TARGET_PASSWORD
     #[arg(
+        short,
         long,
         env = "SHAKE_TARGET",
         value_name = "URL",

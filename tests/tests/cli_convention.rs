@@ -6,6 +6,9 @@
 //! - `cluster_flags_are_one_convention`: each tool's `--help` lists the pair of each side it has
 //!   and none of the old spellings; each old spelling is the same flag as its new name (clap
 //!   reports the conflict of an alias with the new name's opposite).
+//! - `endpoint_timeout_and_log_flags_are_one_convention`: `-s/--source` (`SHAKE_SOURCE`) and
+//!   `-t/--target` (`SHAKE_TARGET`) for the sides a tool has, `--connect-timeout` 10,
+//!   `--timeout` 30, `--log-interval` 5 and `-q` in every tool's `--help`.
 //! - `cluster_flags_act_on_real_servers`: on a three-master Redis 7.0 cluster, shake-rump
 //!   `--no-source-cluster` copies only the node named, without it every master; shake-check
 //!   `--no-source-cluster` compares only that node (equal to the copy), and `--target-cluster`
@@ -73,6 +76,51 @@ fn cluster_flags_are_one_convention() {
             err.contains("cannot be used with"),
             "{tool} {old} {opposite}: {err}"
         );
+    }
+}
+
+/// The rest of the convention, in every tool that talks to servers: `-s/--source` with
+/// `SHAKE_SOURCE` and `-t/--target` with `SHAKE_TARGET` for the sides it has, one timeout model
+/// (`--connect-timeout` 10 s, `--timeout` 30 s for each reply), `-q` and `--log-interval` 5 s.
+#[test]
+fn endpoint_timeout_and_log_flags_are_one_convention() {
+    for (tool, source, target) in TOOLS {
+        let out = std::process::Command::new(tool_binary(tool))
+            .arg("--help")
+            .output()
+            .expect("runs");
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        // One option's text: from its flag line to the next option.
+        let option = |flag: &str| -> String {
+            let at = help
+                .find(&format!("{flag} "))
+                .or_else(|| help.find(&format!("{flag}\n")))
+                .unwrap_or_else(|| panic!("{tool} --help lacks {flag}:\n{help}"));
+            let rest = &help[at..];
+            let end = rest[1..].find("\n  -").map_or(rest.len(), |e| e + 1);
+            rest[..end].to_string()
+        };
+        for (has, short, long, env) in [
+            (source, "-s", "--source", "SHAKE_SOURCE="),
+            (target, "-t", "--target", "SHAKE_TARGET="),
+        ] {
+            if has {
+                let text = option(&format!("{short}, {long}"));
+                assert!(
+                    text.contains(&format!("[env: {env}")),
+                    "{tool} {long}: {text}"
+                );
+            }
+        }
+        for (flag, default) in [
+            ("--connect-timeout", "[default: 10]"),
+            ("--timeout", "[default: 30]"),
+            ("--log-interval", "[default: 5]"),
+        ] {
+            let text = option(flag);
+            assert!(text.contains(default), "{tool} {flag}: {text}");
+        }
+        option("-q, --quiet");
     }
 }
 

@@ -1216,7 +1216,8 @@ fn help_lists_every_flag_with_defaults() {
         "SHAKE_SOURCE_PASSWORD",
         "[default: PSYNC]",
         "[default: 10]",
-        "[default: 60]",
+        "[default: 30]",
+        "[env: SHAKE_SOURCE=]",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
