@@ -16,8 +16,9 @@
 //!   an RDB preamble (after BGREWRITEAOF, more writes after it), each compared with a Redis 6.2
 //!   that loaded the same file.
 //! - `aof_restore_corpus_files`: every AOF of the corpus (`rdb-corpus/aof/`: an old-style AOF
-//!   with an RDB preamble, plain AOFs of hashes with field TTLs) restored into a Redis 8.2 and
-//!   compared with a Redis 8.2 that loaded the same file itself.
+//!   with an RDB preamble, plain AOFs of hashes with field TTLs) restored into a Redis 8.2, and
+//!   decoded to RESP and replayed into another, each compared with a Redis 8.2 that loaded the
+//!   same file itself.
 //! - `aof_torn_tail_and_damage`: the incremental file of a Redis 7.0 AOF cut in the middle of
 //!   its last command: by default exit 1 with the offset and the redis-check-aof hint, nothing
 //!   written; with `--aof-truncated skip` everything before it is applied, and the target equals
@@ -456,6 +457,17 @@ fn aof_restore_corpus_files() {
             file.display()
         );
         assert_same(&file.display().to_string(), &reference, &target);
+        // shake-decode's RESP of it, replayed, holds the same.
+        let resp = target.dir().join("decoded.resp");
+        let (code, err, _) = decode(&["--format", "resp"], file, &resp);
+        assert_eq!(code, Some(0), "{}: {err}", file.display());
+        let replayed = Server::start(flavor);
+        pipe_into(&replayed, &resp);
+        assert_same(
+            &format!("{} decoded", file.display()),
+            &reference,
+            &replayed,
+        );
     }
 }
 

@@ -235,6 +235,12 @@ impl Entry {
         if self.rdb_version.is_none() {
             return Role::NotInput;
         }
+        // An AOF with an RDB preamble (the corpus's aof/ folder) decodes to key records and
+        // then command records: aof.rs's aof_restore_corpus_files decodes and restores every
+        // corpus AOF against a server's own load of it, the RDB tests here take RDB files.
+        if self.file.starts_with("aof/") {
+            return Role::NotInput;
+        }
         if self.invalid {
             return Role::MustFail(
                 self.invalid_reason
