@@ -111,10 +111,18 @@ pub fn layout(path: &Path) -> Result<Option<Layout>, String> {
     Ok(None)
 }
 
-/// Whether the bytes of `path` from `start` (where an RDB ends) look like AOF commands (a `*`
-/// or `#` first, as [`layout`] judges a file's start): the tail of an AOF with an RDB preamble,
-/// and not bytes some tool left after an RDB's checksum.
-pub fn commands_at(path: &Path, start: u64) -> Result<bool, String> {
+/// Whether the bytes of `path` from `start` (where its RDB ends) are the command tail of an AOF
+/// with an RDB preamble: the file is named as an AOF (`*.aof`, as `appendonly.aof`; Redis reads
+/// a tail only from its AOF file, and ignores whatever follows an RDB file's checksum) and the
+/// bytes look like AOF commands (a `*` or `#` first, as [`layout`] judges a file's start).
+/// Anything else after an RDB is bytes some tool left there, not read.
+pub fn preamble_tail_at(path: &Path, start: u64) -> Result<bool, String> {
+    let named_aof = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("aof"));
+    if !named_aof {
+        return Ok(false);
+    }
     let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     f.seek(SeekFrom::Start(start))
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

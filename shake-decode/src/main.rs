@@ -177,7 +177,7 @@ fn run(args: &Args) -> Result<(), Failure> {
                 .map_err(aof_failure)?;
                 let after = aof_sink::bytes_from(path, end);
                 if *tail && after > 0 {
-                    if aof::commands_at(path, end).map_err(Failure::Input)? {
+                    if aof::preamble_tail_at(path, end).map_err(Failure::Input)? {
                         // An AOF with an RDB preamble: its commands follow the RDB.
                         refuse_for_commands(args, &filter, &path.display().to_string(), Some(end))?;
                         commands.push((path.clone(), end));

@@ -740,9 +740,9 @@ async fn apply_inputs(
 }
 
 /// Whether the bytes after an RDB's end in `p` are an AOF's commands (an RDB preamble's tail),
-/// not bytes some tool left after the checksum ([`crate::aof::commands_at`]).
+/// not bytes some tool left after the checksum ([`crate::aof::preamble_tail_at`]).
 fn commands_follow(p: &std::path::Path, end: u64) -> Result<bool, ApplyError> {
-    crate::aof::commands_at(p, end).map_err(ApplyError::Unsupported)
+    crate::aof::preamble_tail_at(p, end).map_err(ApplyError::Unsupported)
 }
 
 fn file_len(p: &std::path::Path) -> u64 {

@@ -344,7 +344,7 @@ impl Preflight {
                         data.sample.extend(f.sample);
                         names.push(input.to_string());
                         // An AOF with an RDB preamble: its commands follow the RDB.
-                        if tail && crate::aof::commands_at(&path, f.end).unwrap_or(false) {
+                        if tail && crate::aof::preamble_tail_at(&path, f.end).unwrap_or(false) {
                             commands.push((path.clone(), f.end));
                         }
                     }
