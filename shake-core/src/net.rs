@@ -172,8 +172,8 @@ pub fn redact_url(url: &str) -> String {
         None => ("", url),
     };
     // A sentinel URL's query may carry the sentinels' password.
-    let (rest, query) = match rest.split_once('?') {
-        Some((r, q)) => {
+    let (rest, query) = match split_query(rest) {
+        (r, Some(q)) => {
             let q: Vec<String> = q
                 .split('&')
                 .map(|kv| match kv.split_once('=') {
@@ -183,18 +183,35 @@ pub fn redact_url(url: &str) -> String {
                 .collect();
             (r, format!("?{}", q.join("&")))
         }
-        None => (rest, String::new()),
+        (r, None) => (r, String::new()),
     };
-    // The same split as `Endpoint::parse`: credentials end at the last '@'.
-    match rest.rfind('@') {
-        None => format!("{scheme}{rest}{query}"),
-        Some(at) => {
-            let user = match rest[..at].split_once(':') {
+    // The same split as `Endpoint::parse`.
+    match split_auth(rest) {
+        (None, _) => format!("{scheme}{rest}{query}"),
+        (Some(auth), hostpart) => {
+            let user = match auth.split_once(':') {
                 Some((u, _)) => format!("{u}:"),
                 None => String::new(),
             };
-            format!("{scheme}{user}***{}{query}", &rest[at..])
+            format!("{scheme}{user}***@{hostpart}{query}")
         }
+    }
+}
+
+/// The credentials and the rest of a URL after its scheme: they end at the last `@` (a password
+/// may hold `@`), for parsing and redaction alike.
+fn split_auth(rest: &str) -> (Option<&str>, &str) {
+    match rest.rfind('@') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
+    }
+}
+
+/// A sentinel URL's query (`?sentinel_user=...`) and the rest before it.
+fn split_query(rest: &str) -> (&str, Option<&str>) {
+    match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
     }
 }
 
@@ -255,10 +272,7 @@ impl Endpoint {
         } else {
             (false, url)
         };
-        let (auth, hostpart) = match rest.rfind('@') {
-            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-            None => (None, rest),
-        };
+        let (auth, hostpart) = split_auth(rest);
         let (hostport, db) = match hostpart.find('/') {
             Some(i) => (&hostpart[..i], Some(&hostpart[i + 1..])),
             None => (hostpart, None),
@@ -301,14 +315,8 @@ impl Endpoint {
             Some(r) => (true, r),
             None => (false, url.strip_prefix("redis+sentinel://").unwrap_or(url)),
         };
-        let (rest, query) = match rest.split_once('?') {
-            Some((r, q)) => (r, Some(q)),
-            None => (rest, None),
-        };
-        let (auth, hostpart) = match rest.rfind('@') {
-            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-            None => (None, rest),
-        };
+        let (rest, query) = split_query(rest);
+        let (auth, hostpart) = split_auth(rest);
         let (hosts, path) = hostpart
             .split_once('/')
             .ok_or_else(|| bad("no master name after the sentinels"))?;
@@ -420,14 +428,8 @@ impl Endpoint {
         } else {
             ("redis+sentinel", url)
         };
-        let (rest, query) = match rest.split_once('?') {
-            Some((r, q)) => (r, Some(q)),
-            None => (rest, None),
-        };
-        let (auth, hostpart) = match rest.rfind('@') {
-            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-            None => (None, rest),
-        };
+        let (rest, query) = split_query(rest);
+        let (auth, hostpart) = split_auth(rest);
         let (hosts, db) = match hostpart.split_once('/') {
             Some((h, d)) => (h, Some(d)),
             None => (hostpart, None),
