@@ -695,17 +695,10 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn killed_source(diskless: bool) {
-    let flavor = Flavor::Redis70;
-    if !require(flavor) {
-        return;
-    }
-    let ctx = if diskless {
-        "source killed mid-transfer"
-    } else {
-        "source killed while writing its snapshot"
-    };
-    let mut source = Server::start_with(
+/// A source of 20 MB whose snapshot takes about 12 s (`rdb-key-save-delay`), disk-based or
+/// diskless.
+fn slow_snapshot_source(flavor: Flavor, diskless: bool) -> Server {
+    let source = Server::start_with(
         flavor,
         &[
             ("repl-diskless-sync", if diskless { "yes" } else { "no" }),
@@ -732,6 +725,20 @@ fn killed_source(diskless: bool) {
             .arg("rdb-key-save-delay")
             .arg(500),
     );
+    source
+}
+
+fn killed_source(diskless: bool) {
+    let flavor = Flavor::Redis70;
+    if !require(flavor) {
+        return;
+    }
+    let ctx = if diskless {
+        "source killed mid-transfer"
+    } else {
+        "source killed while writing its snapshot"
+    };
+    let mut source = slow_snapshot_source(flavor, diskless);
     let tmp = tempfile::tempdir().expect("tempdir");
     let file = tmp.path().join("big.rdb");
     let part = tmp.path().join("big.rdb.part");
@@ -807,26 +814,7 @@ fn dump_stopped_by_signal() {
     if !require(flavor) {
         return;
     }
-    let source = Server::start_with(
-        flavor,
-        &[("repl-diskless-sync", "yes"), ("rdbcompression", "no")],
-    );
-    let mut con = source.client();
-    cmd(
-        &mut con,
-        redis::cmd("DEBUG")
-            .arg("POPULATE")
-            .arg(20_000)
-            .arg("key")
-            .arg(1000),
-    );
-    cmd(
-        &mut con,
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("rdb-key-save-delay")
-            .arg(500),
-    );
+    let source = slow_snapshot_source(flavor, true);
     let tmp = tempfile::tempdir().expect("tempdir");
     for (signal, word) in [("INT", "interrupted"), ("TERM", "terminated")] {
         let file = tmp.path().join(format!("{word}.rdb"));
